@@ -1,0 +1,1 @@
+//! drasi-store-operator (skeleton; being written).

@@ -1,0 +1,121 @@
+//! Error codes. Every non-2xx answer (except `HEAD`) carries an
+//! [`ErrorBody`] as JSON; clients branch on `code`, humans read `message`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// `GET /v1/kv` for an absent key (not an error for the trait: `Ok(None)`).
+    KeyNotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    Unauthorized,
+    /// Missing, duplicate or unknown query parameter, bad percent-encoding.
+    InvalidQuery,
+    /// A store_id or key that is not valid UTF-8 after decoding.
+    InvalidUtf8,
+    /// A batch frame that is truncated, has trailing bytes, or a bad body.
+    MalformedBody,
+    UnsupportedMediaType,
+    KeyTooLarge,
+    ValueTooLarge,
+    BatchTooLarge,
+    BodyTooLarge,
+    /// The body did not arrive within the server's read timeout.
+    RequestTimeout,
+    /// Shutting down or the database is not ready: nothing was applied, so
+    /// the request may be retried.
+    Unavailable,
+    StorageError,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::KeyNotFound | ErrorCode::RouteNotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::InvalidQuery | ErrorCode::InvalidUtf8 | ErrorCode::MalformedBody => 400,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::KeyTooLarge
+            | ErrorCode::ValueTooLarge
+            | ErrorCode::BatchTooLarge
+            | ErrorCode::BodyTooLarge => 413,
+            ErrorCode::RequestTimeout => 408,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::StorageError | ErrorCode::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::KeyNotFound => "key_not_found",
+            ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::InvalidUtf8 => "invalid_utf8",
+            ErrorCode::MalformedBody => "malformed_body",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::KeyTooLarge => "key_too_large",
+            ErrorCode::ValueTooLarge => "value_too_large",
+            ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::StorageError => "storage_error",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Every code, for documentation and exhaustive tests.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::KeyNotFound,
+        ErrorCode::RouteNotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Unauthorized,
+        ErrorCode::InvalidQuery,
+        ErrorCode::InvalidUtf8,
+        ErrorCode::MalformedBody,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::KeyTooLarge,
+        ErrorCode::ValueTooLarge,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::Unavailable,
+        ErrorCode::StorageError,
+        ErrorCode::Internal,
+    ];
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// JSON body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_name_matches_as_str() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            let back: ErrorCode = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, code);
+            assert!((400..600).contains(&code.http_status()));
+        }
+    }
+}

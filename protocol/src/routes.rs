@@ -1,0 +1,41 @@
+//! HTTP paths, headers and media types.
+//!
+//! `store_id` and `key` never appear in the path: they travel as
+//! percent-encoded query parameters (see [`crate::query`]) so that empty
+//! strings, `/`, `..`, `?`, `#` and any other UTF-8 survive every proxy and
+//! router unchanged.
+
+/// Server port, named `http` in Kubernetes objects.
+pub const DEFAULT_PORT: u16 = 7070;
+
+/// Single key: `GET` (get), `PUT` (set, raw body), `DELETE` (delete),
+/// `HEAD` (contains_key). Query: `store`, `key`.
+pub const KV: &str = "/v1/kv";
+/// `POST`, body: keys frame; response: entries frame of the keys present.
+pub const GET_MANY: &str = "/v1/kv/get-many";
+/// `POST`, body: entries frame; applied atomically.
+pub const SET_MANY: &str = "/v1/kv/set-many";
+/// `POST`, body: keys frame; applied atomically; response [`crate::CountResponse`].
+pub const DELETE_MANY: &str = "/v1/kv/delete-many";
+/// `GET` -> [`crate::StoreInfo`] (store_exists + key_count);
+/// `DELETE` -> [`crate::CountResponse`] (clear_store). Query: `store`.
+pub const STORE: &str = "/v1/store";
+/// `GET` -> [`crate::KeyList`]. Query: `store`.
+pub const STORE_KEYS: &str = "/v1/store/keys";
+/// `POST` -> 204 once everything acknowledged so far is durable.
+pub const SYNC: &str = "/v1/sync";
+/// `GET` -> OpenAPI 3.1 document of this API.
+pub const OPENAPI: &str = "/v1/openapi.json";
+
+pub const HEALTHZ: &str = "/healthz";
+pub const READYZ: &str = "/readyz";
+pub const METRICS: &str = "/metrics";
+
+/// Raw values and batch frames.
+pub const OCTET_STREAM: &str = "application/octet-stream";
+pub const JSON: &str = "application/json";
+
+/// Set on `404` answers to `GET`/`HEAD /v1/kv` when the key is absent, so a
+/// client can tell "no such key" from "no such route" even on `HEAD`, which
+/// has no body.
+pub const KEY_NOT_FOUND_HEADER: &str = "x-drasi-key-not-found";

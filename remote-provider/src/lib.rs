@@ -1,0 +1,1 @@
+//! drasi-state-store-remote (skeleton; being written).

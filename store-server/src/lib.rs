@@ -1,0 +1,1 @@
+//! drasi-store-server (skeleton; being written).
