@@ -1,1 +1,19 @@
-//! drasi-store-operator (skeleton; being written).
+//! drasi-store-operator: reconciles `DrasiStateStore` custom resources into
+//! drasi-store-server StatefulSets, Services and Secrets.
+//!
+//! Layout (as in kube-rs's controller-rs and the Stackable operators):
+//! - [`crd`]: the custom resource types and the generated CRD;
+//! - [`labels`], [`builders`]: pure "desired state" functions, spec -> objects;
+//! - [`render`]: the `render` command, the builders without a cluster;
+//! - [`controller`]: the reconcile loop (reads, applies, status, finalizer);
+//! - [`cli`], [`metrics`], [`leader`], [`rbac`]: process wiring.
+
+pub mod builders;
+pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod labels;
+pub mod leader;
+pub mod metrics;
+pub mod rbac;
+pub mod render;
