@@ -1,1 +1,5 @@
-//! Shared helpers for the cross-crate tests (being written).
+//! Helpers shared by the cross-crate tests and the benchmark.
+
+pub mod server_process;
+
+pub use server_process::{ServerProcess, ServerProcessBuilder};
