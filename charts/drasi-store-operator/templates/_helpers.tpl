@@ -88,24 +88,26 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
 (scripts/check-chart.sh compares them).
 */}}
 {{- define "drasi-store-operator.namespacedRules" -}}
+# The DrasiStateStores: watched, finalizer added/removed by patch.
 - apiGroups: ["drasi.io"]
   resources: ["drasistatestores"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["drasi.io"]
   resources: ["drasistatestores/status"]
-  verbs: ["get", "patch", "update"]
-- apiGroups: ["drasi.io"]
-  resources: ["drasistatestores/finalizers"]
-  verbs: ["update"]
+  verbs: ["get", "patch"]
+# Owned objects: watched and server-side applied (an apply that creates an
+# object needs create); StatefulSets are deleted with orphan propagation
+# during volume expansion.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services", "secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# PVCs of the volumeClaimTemplate: capacity, expansion, pvcRetention Delete.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -113,9 +115,10 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
 
 {{/* Rules for cluster-scoped resources; always in a ClusterRole. */}}
 {{- define "drasi-store-operator.clusterRules" -}}
+# Whether a StorageClass allows volume expansion.
 - apiGroups: ["storage.k8s.io"]
   resources: ["storageclasses"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get"]
 {{- with (include "drasi-store-operator.watchNamespace" .) }}
 # Only the watched namespace (to notice when it is being deleted).
 - apiGroups: [""]

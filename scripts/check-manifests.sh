@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Checks what the operator produces and the sample custom resources, offline.
+# Run by .ci/run after scripts/install-tools.sh; uses only .tools/bin.
+#
+# usage: scripts/check-manifests.sh [path/to/drasi-store-operator]
+#   Without an argument the operator is run via `cargo run`.
+#
+# Checks, each must pass:
+#   1. `drasi-store-operator crd` validates with `kubernetes-validate --strict`
+#      (Kubernetes 1.25 and 1.37 schemas) and equals crds/drasistatestores.drasi.io.yaml
+#   2. for every DrasiStateStore sample (examples/*.yaml and the chart's
+#      examples/*.yaml): `drasi-store-operator render -f` succeeds and every
+#      object it prints validates with `kubernetes-validate --strict`
+#   3. every sample DrasiStateStore validates against the CRD's own
+#      openAPIV3Schema with check-jsonschema (schema extracted by
+#      scripts/lib/crd_schema.py); other objects in the sample files and the
+#      consumer examples (examples/consumer/*.yaml) validate with
+#      kubernetes-validate --strict
+#   4. every tests/fixtures/invalid-crs/*.yaml is REJECTED by that schema.
+#      check-jsonschema cannot evaluate CEL rules (x-kubernetes-validations)
+#      or transition rules (oldSelf): a fixture that only a CEL rule rejects
+#      must say so with a line `# rejected-by: cel`; it is listed and skipped
+#      here (the operator's own tests cover the CEL rules).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TOOLS_BIN="${TOOLS_DIR:-$ROOT/.tools}/bin"
+K8S_VERSIONS=(1.25.0 1.37.0)
+CRD_FILE=crds/drasistatestores.drasi.io.yaml
+
+for t in kubernetes-validate check-jsonschema tools-python; do
+  if [ ! -x "$TOOLS_BIN/$t" ]; then
+    echo "check-manifests: $TOOLS_BIN/$t missing: run scripts/install-tools.sh first" >&2
+    exit 2
+  fi
+done
+export PATH="$TOOLS_BIN:$PATH"
+PY="$TOOLS_BIN/tools-python"
+
+if [ $# -ge 1 ]; then
+  operator=("$1")
+else
+  operator=(cargo run -q --locked -p drasi-store-operator --)
+fi
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+failed=0
+pass() { printf '  PASS  %s\n' "$*"; }
+fail() { printf '  FAIL  %s\n' "$*"; failed=1; }
+section() { printf '\n-- %s\n' "$*"; }
+
+# kube_validate LABEL FILE...: kubernetes-validate --strict against every
+# version in K8S_VERSIONS; an object whose kind has no official schema fails.
+kube_validate() {
+  local label="$1"; shift
+  local v
+  for v in "${K8S_VERSIONS[@]}"; do
+    if kubernetes-validate --strict --quiet -k "$v" "$@" >"$WORK/kv.out" 2>&1 \
+       && ! grep -q "Couldn't find schema" "$WORK/kv.out"; then
+      pass "kubernetes-validate --strict -k $v: $label ($# objects)"
+    else
+      cat "$WORK/kv.out"
+      fail "kubernetes-validate --strict -k $v: $label"
+    fi
+  done
+}
+
+section "CRD (${operator[*]} crd)"
+if "${operator[@]}" crd >"$WORK/crd.yaml" 2>"$WORK/crd.err" && [ -s "$WORK/crd.yaml" ]; then
+  pass "${operator[*]} crd"
+  kube_validate "CustomResourceDefinition" "$WORK/crd.yaml"
+  if [ -f "$CRD_FILE" ] && cmp -s "$WORK/crd.yaml" "$CRD_FILE"; then
+    pass "$CRD_FILE is the current output of \`crd\`"
+  else
+    fail "$CRD_FILE is missing or differs from \`${operator[*]} crd\` (regenerate it)"
+  fi
+else
+  cat "$WORK/crd.err" >&2
+  fail "${operator[*]} crd"
+fi
+
+section "CRD openAPIV3Schema -> JSON Schema"
+schema="$WORK/drasistatestore.schema.json"
+if [ -f "$CRD_FILE" ] && gv="$("$PY" scripts/lib/crd_schema.py "$CRD_FILE" "$schema")"; then
+  pass "extracted the $gv schema from $CRD_FILE (nullable and int-or-string rewritten, unknown fields rejected)"
+  echo "  note  check-jsonschema does not evaluate CEL rules (x-kubernetes-validations); see tests/fixtures/invalid-crs"
+else
+  fail "could not extract the schema from $CRD_FILE"
+  schema=""
+fi
+
+section "sample DrasiStateStores: render + kubernetes-validate, schema"
+shopt -s nullglob
+samples=(examples/*.yaml charts/drasi-store-operator/examples/*.yaml)
+consumer=(examples/consumer/*.yaml)
+invalid=(tests/fixtures/invalid-crs/*.yaml)
+shopt -u nullglob
+n_dss=0
+for f in "${samples[@]}"; do
+  out="$WORK/sample-$(echo "$f" | tr '/' '_')"
+  mkdir -p "$out"
+  mapfile -t dss < <("$PY" scripts/lib/split_docs.py "$f" "$out/dss" --only-kind DrasiStateStore | cut -f1)
+  mapfile -t others < <("$PY" scripts/lib/split_docs.py "$f" "$out/other" --exclude-kind DrasiStateStore | cut -f1)
+  if [ ${#dss[@]} -eq 0 ]; then
+    echo "  note  $f holds no DrasiStateStore"
+  fi
+  if [ ${#others[@]} -gt 0 ]; then
+    kube_validate "$f (non-DrasiStateStore objects)" "${others[@]}"
+  fi
+  for d in "${dss[@]}"; do
+    n_dss=$((n_dss + 1))
+    name="$(basename "$d" .yaml)"
+    if [ -n "$schema" ]; then
+      if check-jsonschema --schemafile "$schema" "$d" >"$WORK/cj.out" 2>&1; then
+        pass "$f: $name matches the CRD schema"
+      else
+        cat "$WORK/cj.out"; fail "$f: $name does not match the CRD schema"
+      fi
+    fi
+    if "${operator[@]}" render -f "$d" >"$out/$name.rendered.yaml" 2>"$WORK/render.err"; then
+      mapfile -t objs < <("$PY" scripts/lib/split_docs.py "$out/$name.rendered.yaml" "$out/$name.objects" | cut -f1)
+      if [ ${#objs[@]} -eq 0 ]; then
+        fail "$f: render -f printed no objects"
+      else
+        pass "$f: render -f printed ${#objs[@]} objects ($("$PY" scripts/lib/split_docs.py "$out/$name.rendered.yaml" "$WORK/kinds" | cut -f3 | sort | uniq -c | awk '{printf "%s%s x%s", sep, $2, $1; sep=", "}'))"
+        kube_validate "$f: rendered objects" "${objs[@]}"
+      fi
+    else
+      cat "$WORK/render.err"; fail "$f: ${operator[*]} render -f failed"
+    fi
+  done
+done
+if [ "$n_dss" -eq 0 ]; then
+  fail "no DrasiStateStore samples found in examples/*.yaml"
+fi
+
+section "consumer examples"
+if [ ${#consumer[@]} -gt 0 ]; then
+  mapfile -t objs < <(for f in "${consumer[@]}"; do "$PY" scripts/lib/split_docs.py "$f" "$WORK/consumer/$(basename "$f" .yaml)" | cut -f1; done)
+  kube_validate "examples/consumer" "${objs[@]}"
+else
+  fail "examples/consumer/*.yaml missing"
+fi
+
+section "invalid DrasiStateStores must be rejected by the CRD schema"
+if [ ${#invalid[@]} -eq 0 ]; then
+  fail "no fixtures in tests/fixtures/invalid-crs/"
+fi
+for f in "${invalid[@]}"; do
+  if grep -qE '^#[[:space:]]*rejected-by:[[:space:]]*cel' "$f"; then
+    echo "  skip  $f: rejected only by a CEL rule (not evaluable offline)"
+    continue
+  fi
+  [ -n "$schema" ] || { fail "$f: no schema to check against"; continue; }
+  out="$WORK/invalid-$(basename "$f" .yaml)"
+  mapfile -t docs < <("$PY" scripts/lib/split_docs.py "$f" "$out" | cut -f1)
+  if [ ${#docs[@]} -ne 1 ]; then
+    fail "$f: expected exactly one object, found ${#docs[@]}"
+    continue
+  fi
+  if check-jsonschema --schemafile "$schema" "${docs[0]}" >"$WORK/cj.out" 2>&1; then
+    fail "$f was ACCEPTED by the CRD schema (it must be rejected)"
+  elif grep -q "Schema validation errors were encountered" "$WORK/cj.out"; then
+    pass "rejected $f: $(grep -m1 -E '::|\$' "$WORK/cj.out" | sed -E 's/^[[:space:]]*//' | cut -c1-150)"
+  else
+    cat "$WORK/cj.out"; fail "$f: check-jsonschema failed for another reason than a schema violation"
+  fi
+done
+
+echo
+if [ "$failed" -ne 0 ]; then
+  echo "check-manifests: FAILED"
+  exit 1
+fi
+echo "check-manifests: all checks passed"
