@@ -1,1 +1,192 @@
-//! (being written)
+//! Prometheus metrics of the reconciler, served on `/metrics`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Every phase a store can report, so `managed_stores{phase}` always exposes
+/// all series (a missing series reads as "no data", a zero as "none").
+pub const PHASES: [&str; 6] = [
+    "Pending",
+    "Progressing",
+    "Ready",
+    "Degraded",
+    "Paused",
+    "Terminating",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
+/// The operator's metrics; cheap to share behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    reconciliations: Family<ResultLabels, Counter>,
+    errors: Family<ReasonLabels, Counter>,
+    duration: Histogram,
+    managed: Family<PhaseLabels, Gauge>,
+    /// Last phase per store (`namespace/name`); the gauge is derived from it so
+    /// a store moving between phases is never counted twice.
+    phases: Mutex<HashMap<String, String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("drasi_store_operator");
+        let reconciliations = Family::<ResultLabels, Counter>::default();
+        let errors = Family::<ReasonLabels, Counter>::default();
+        // 5 ms .. ~41 s: a reconcile is a handful of API calls, slow ones hit timeouts.
+        let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let managed = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "reconciliations",
+            "Reconciliations of DrasiStateStore resources by result",
+            reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciliations by error reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconciliation",
+            duration.clone(),
+        );
+        registry.register(
+            "managed_stores",
+            "DrasiStateStore resources managed by this operator, by phase",
+            managed.clone(),
+        );
+        for phase in PHASES {
+            managed
+                .get_or_create(&PhaseLabels {
+                    phase: phase.into(),
+                })
+                .set(0);
+        }
+        Self {
+            registry,
+            reconciliations,
+            errors,
+            duration,
+            managed,
+            phases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a finished reconciliation; `error_reason` is `None` on success.
+    pub fn observe_reconcile(&self, elapsed: Duration, error_reason: Option<&str>) {
+        self.duration.observe(elapsed.as_secs_f64());
+        let result = if error_reason.is_some() {
+            "error"
+        } else {
+            "success"
+        };
+        self.reconciliations
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+        if let Some(reason) = error_reason {
+            self.errors
+                .get_or_create(&ReasonLabels {
+                    reason: reason.into(),
+                })
+                .inc();
+        }
+    }
+
+    /// Remembers the phase of a store; `None` forgets it (the store is gone).
+    pub fn set_phase(&self, store: &str, phase: Option<&str>) {
+        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        match phase {
+            Some(phase) => {
+                phases.insert(store.to_string(), phase.to_string());
+            }
+            None => {
+                phases.remove(store);
+            }
+        }
+        let mut counts: BTreeMap<&str, i64> = PHASES.iter().map(|p| (*p, 0)).collect();
+        for phase in phases.values() {
+            *counts.entry(phase.as_str()).or_default() += 1;
+        }
+        for (phase, count) in counts {
+            self.managed
+                .get_or_create(&PhaseLabels {
+                    phase: phase.into(),
+                })
+                .set(count);
+        }
+    }
+
+    /// The metrics in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_results_errors_and_durations() {
+        let metrics = Metrics::new();
+        metrics.observe_reconcile(Duration::from_millis(20), None);
+        metrics.observe_reconcile(Duration::from_millis(30), Some("Kube"));
+        let text = metrics.encode();
+        assert!(text.contains("drasi_store_operator_reconciliations_total{result=\"success\"} 1"));
+        assert!(text.contains("drasi_store_operator_reconciliations_total{result=\"error\"} 1"));
+        assert!(text.contains("drasi_store_operator_reconcile_errors_total{reason=\"Kube\"} 1"));
+        assert!(text.contains("drasi_store_operator_reconcile_duration_seconds_count 2"));
+    }
+
+    #[test]
+    fn managed_stores_follow_phase_changes_without_double_counting() {
+        let metrics = Metrics::new();
+        assert!(
+            metrics
+                .encode()
+                .contains("drasi_store_operator_managed_stores{phase=\"Ready\"} 0")
+        );
+        metrics.set_phase("ns/a", Some("Progressing"));
+        metrics.set_phase("ns/b", Some("Progressing"));
+        metrics.set_phase("ns/a", Some("Ready"));
+        let text = metrics.encode();
+        assert!(text.contains("drasi_store_operator_managed_stores{phase=\"Ready\"} 1"));
+        assert!(text.contains("drasi_store_operator_managed_stores{phase=\"Progressing\"} 1"));
+        metrics.set_phase("ns/b", None);
+        let text = metrics.encode();
+        assert!(text.contains("drasi_store_operator_managed_stores{phase=\"Progressing\"} 0"));
+    }
+}

@@ -1,1 +1,295 @@
-//! (being written)
+//! The Kubernetes permissions the operator needs, as data.
+//!
+//! `drasi-store-operator rbac` prints these rules; the Helm chart's ClusterRole
+//! is compared against them, and the simulated API server tests check every
+//! request the reconciler sends against them (see [`RequestAttributes`]). That
+//! keeps "least privilege" honest in both directions: a missing rule fails the
+//! reconcile tests, an extra rule is visible in review of this one list.
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+
+struct Rule {
+    group: &'static str,
+    resources: &'static [&'static str],
+    verbs: &'static [&'static str],
+    resource_names: &'static [&'static str],
+}
+
+const RULES: &[Rule] = &[
+    // The custom resource: watched by the controller; patched to add and
+    // remove the finalizer.
+    Rule {
+        group: "drasi.io",
+        resources: &["drasistatestores"],
+        verbs: &["get", "list", "watch", "patch"],
+        resource_names: &[],
+    },
+    Rule {
+        group: "drasi.io",
+        resources: &["drasistatestores/status"],
+        verbs: &["get", "patch"],
+        resource_names: &[],
+    },
+    // Owned objects: watched (`.owns()`), server-side applied (`create` is
+    // needed when an apply creates the object), and the StatefulSet is
+    // deleted with orphan propagation during volume expansion.
+    Rule {
+        group: "apps",
+        resources: &["statefulsets"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        resource_names: &[],
+    },
+    Rule {
+        group: "",
+        resources: &["services"],
+        verbs: &["get", "list", "watch", "create", "patch"],
+        resource_names: &[],
+    },
+    // Secrets: the generated `N-auth` and `N-connection`, and reading the
+    // user's `auth.existingSecret` and `tls.secretName`.
+    Rule {
+        group: "",
+        resources: &["secrets"],
+        verbs: &["get", "list", "watch", "create", "patch"],
+        resource_names: &[],
+    },
+    // PVCs come from the StatefulSet's volumeClaimTemplate: read for capacity,
+    // patched to grow, deleted on `pvcRetention.whenDeleted: Delete`.
+    Rule {
+        group: "",
+        resources: &["persistentvolumeclaims"],
+        verbs: &["get", "list", "patch", "delete"],
+        resource_names: &[],
+    },
+    // Whether the StorageClass allows volume expansion.
+    Rule {
+        group: "storage.k8s.io",
+        resources: &["storageclasses"],
+        verbs: &["get"],
+        resource_names: &[],
+    },
+    // Whether a namespace is terminating, so the finalizer never blocks it.
+    Rule {
+        group: "",
+        resources: &["namespaces"],
+        verbs: &["get"],
+        resource_names: &[],
+    },
+    // kube-runtime's event recorder creates events and patches repeated ones.
+    Rule {
+        group: "events.k8s.io",
+        resources: &["events"],
+        verbs: &["create", "patch"],
+        resource_names: &[],
+    },
+    // Leader election (kube-lease-manager: get, create, server-side apply).
+    Rule {
+        group: "coordination.k8s.io",
+        resources: &["leases"],
+        verbs: &["get", "create", "patch"],
+        resource_names: &[],
+    },
+    // `--manage-crd`: server-side apply of the operator's own CRD. `create`
+    // cannot be limited by name (the name is not known before creation).
+    Rule {
+        group: "apiextensions.k8s.io",
+        resources: &["customresourcedefinitions"],
+        verbs: &["get", "patch"],
+        resource_names: &["drasistatestores.drasi.io"],
+    },
+    Rule {
+        group: "apiextensions.k8s.io",
+        resources: &["customresourcedefinitions"],
+        verbs: &["create"],
+        resource_names: &[],
+    },
+];
+
+/// The ClusterRole rules of the operator, in a stable order.
+pub fn cluster_role_rules() -> Vec<PolicyRule> {
+    RULES
+        .iter()
+        .map(|rule| PolicyRule {
+            api_groups: Some(vec![rule.group.to_string()]),
+            resources: Some(rule.resources.iter().map(|r| r.to_string()).collect()),
+            verbs: rule.verbs.iter().map(|v| v.to_string()).collect(),
+            resource_names: (!rule.resource_names.is_empty())
+                .then(|| rule.resource_names.iter().map(|r| r.to_string()).collect()),
+            non_resource_urls: None,
+        })
+        .collect()
+}
+
+/// The rules as the `rules:` YAML of a ClusterRole.
+pub fn cluster_role_rules_yaml() -> String {
+    let rules = cluster_role_rules();
+    // PolicyRule serialisation cannot fail: it is plain strings and lists.
+    let body = serde_yaml::to_string(&serde_json::json!({ "rules": rules }))
+        .expect("PolicyRule serialises to YAML");
+    format!("# ClusterRole rules drasi-store-operator needs (drasi-store-operator rbac).\n{body}")
+}
+
+/// What an API request asks for, in RBAC terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestAttributes {
+    pub group: String,
+    /// Resource, with `/subresource` when the request targets one.
+    pub resource: String,
+    pub name: Option<String>,
+    pub verb: String,
+}
+
+impl RequestAttributes {
+    /// Maps an HTTP request on the Kubernetes API to its RBAC attributes, as
+    /// the API server's request-info resolver does. `None` for paths that are
+    /// not resource requests (discovery, `/version`).
+    pub fn from_request(method: &str, path: &str, query: &str) -> Option<Self> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, rest) = match segments.as_slice() {
+            ["api", _version, rest @ ..] => ("", rest),
+            ["apis", group, _version, rest @ ..] => (*group, rest),
+            _ => return None,
+        };
+        let rest = match rest {
+            // `namespaces/<ns>/<resource>...`; `namespaces/<name>[/status]` is the
+            // namespace object itself.
+            ["namespaces", _ns, resource, tail @ ..]
+                if !(group.is_empty() && matches!(*resource, "status" | "finalize")) =>
+            {
+                let mut v = vec![*resource];
+                v.extend_from_slice(tail);
+                v
+            }
+            other => other.to_vec(),
+        };
+        let (resource, name) = match rest.as_slice() {
+            [resource] => (resource.to_string(), None),
+            [resource, name] => (resource.to_string(), Some(name.to_string())),
+            [resource, name, sub] => (format!("{resource}/{sub}"), Some(name.to_string())),
+            _ => return None,
+        };
+        let watch = query
+            .split('&')
+            .any(|pair| pair == "watch=true" || pair == "watch=1");
+        let verb = match (method, name.is_some()) {
+            ("GET", true) => "get",
+            ("GET", false) if watch => "watch",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            _ => return None,
+        };
+        Some(Self {
+            group: group.to_string(),
+            resource,
+            name,
+            verb: verb.to_string(),
+        })
+    }
+
+    /// Whether `rules` grant this request.
+    pub fn is_allowed_by(&self, rules: &[PolicyRule]) -> bool {
+        rules.iter().any(|rule| {
+            let has = |list: &Option<Vec<String>>, value: &str| {
+                list.as_ref()
+                    .is_some_and(|l| l.iter().any(|v| v == "*" || v == value))
+            };
+            let names_ok = match &rule.resource_names {
+                None => true,
+                Some(names) if names.is_empty() => true,
+                Some(names) => self.name.as_ref().is_some_and(|n| names.contains(n)),
+            };
+            has(&rule.api_groups, &self.group)
+                && has(&rule.resources, &self.resource)
+                && rule.verbs.iter().any(|v| v == "*" || *v == self.verb)
+                && names_ok
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(method: &str, path: &str, query: &str) -> RequestAttributes {
+        RequestAttributes::from_request(method, path, query).expect("resource request")
+    }
+
+    #[test]
+    fn maps_requests_like_the_api_server() {
+        let a = attrs("GET", "/api/v1/namespaces/ns/secrets/s-auth", "");
+        assert_eq!(
+            (a.group.as_str(), a.resource.as_str(), a.verb.as_str()),
+            ("", "secrets", "get")
+        );
+        assert_eq!(a.name.as_deref(), Some("s-auth"));
+        let a = attrs(
+            "PATCH",
+            "/apis/drasi.io/v1alpha1/namespaces/ns/drasistatestores/s/status",
+            "",
+        );
+        assert_eq!(a.resource, "drasistatestores/status");
+        assert_eq!(a.verb, "patch");
+        let a = attrs(
+            "GET",
+            "/apis/apps/v1/statefulsets",
+            "watch=true&labelSelector=x",
+        );
+        assert_eq!((a.group.as_str(), a.verb.as_str()), ("apps", "watch"));
+        assert_eq!(
+            attrs("GET", "/api/v1/namespaces/ns", "").resource,
+            "namespaces"
+        );
+        assert_eq!(
+            attrs("GET", "/api/v1/namespaces/ns/persistentvolumeclaims", "").verb,
+            "list"
+        );
+        assert_eq!(
+            attrs("DELETE", "/api/v1/namespaces/ns/persistentvolumeclaims", "").verb,
+            "deletecollection"
+        );
+        assert!(RequestAttributes::from_request("GET", "/version", "").is_none());
+    }
+
+    #[test]
+    fn rules_grant_what_the_operator_needs_and_nothing_broader() {
+        let rules = cluster_role_rules();
+        assert!(
+            attrs("POST", "/apis/events.k8s.io/v1/namespaces/ns/events", "").is_allowed_by(&rules)
+        );
+        assert!(
+            attrs("DELETE", "/apis/apps/v1/namespaces/ns/statefulsets/s", "").is_allowed_by(&rules)
+        );
+        assert!(!attrs("DELETE", "/api/v1/namespaces/ns/secrets/s", "").is_allowed_by(&rules));
+        assert!(!attrs("GET", "/api/v1/namespaces/ns/pods", "").is_allowed_by(&rules));
+        assert!(
+            attrs(
+                "PATCH",
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/drasistatestores.drasi.io",
+                ""
+            )
+            .is_allowed_by(&rules)
+        );
+        assert!(
+            !attrs(
+                "PATCH",
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/other.example.com",
+                ""
+            )
+            .is_allowed_by(&rules)
+        );
+        assert!(rules.iter().all(|r| !r.verbs.iter().any(|v| v == "*")));
+    }
+
+    #[test]
+    fn yaml_lists_every_rule() {
+        let yaml = cluster_role_rules_yaml();
+        let parsed: serde_json::Value =
+            serde_yaml::from_str(&yaml).expect("rbac output is valid YAML");
+        assert_eq!(parsed["rules"].as_array().map(Vec::len), Some(RULES.len()));
+        assert!(yaml.contains("persistentvolumeclaims"));
+    }
+}
