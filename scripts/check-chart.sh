@@ -7,7 +7,9 @@
 #   reconciler needs). Without an argument it is run via `cargo run`.
 #
 # Checks, each must pass:
-#   1. hadolint Dockerfile; shellcheck on scripts/*.sh and tests/e2e/*.sh
+#   1. hadolint Dockerfile; the Docker build context after .dockerignore holds
+#      everything the release build reads (scripts/lib/docker_context_check.py);
+#      ShellCheck on scripts/*.sh and tests/e2e/*.sh
 #   2. Chart.yaml appVersion == the Cargo workspace version
 #   3. the chart's crds/ copy is byte-identical to crds/drasistatestores.drasi.io.yaml
 #   4. helm lint --strict with the default values and every ci/*-values.yaml
@@ -49,6 +51,12 @@ section() { printf '\n-- %s\n' "$*"; }
 
 section "Dockerfile and shell scripts"
 if hadolint Dockerfile; then pass "hadolint Dockerfile"; else fail "hadolint Dockerfile"; fi
+# No Docker engine in CI: check that .dockerignore keeps what the build needs.
+if ctx="$("$PY" scripts/lib/docker_context_check.py "$ROOT")"; then
+  pass "Docker build context: $ctx"
+else
+  printf '%s\n' "$ctx"; fail "Docker build context (.dockerignore) lacks files the image build needs"
+fi
 mapfile -t shell_scripts < <(ls scripts/*.sh tests/e2e/*.sh 2>/dev/null)
 if shellcheck -x "${shell_scripts[@]}"; then
   pass "shellcheck ${shell_scripts[*]}"

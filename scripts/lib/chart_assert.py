@@ -191,7 +191,6 @@ def finish():
         for f in failures:
             print(f"    FAIL: {f}")
         sys.exit(1)
-    pass
 
 
 if __name__ == "__main__":
