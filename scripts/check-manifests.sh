@@ -163,7 +163,7 @@ for f in "${invalid[@]}"; do
   if check-jsonschema --schemafile "$schema" "${docs[0]}" >"$WORK/cj.out" 2>&1; then
     fail "$f was ACCEPTED by the CRD schema (it must be rejected)"
   elif grep -q "Schema validation errors were encountered" "$WORK/cj.out"; then
-    pass "rejected $f: $(grep -m1 -E '::|\$' "$WORK/cj.out" | sed -E 's/^[[:space:]]*//' | cut -c1-150)"
+    pass "rejected $f: $(grep -m1 -F '::' "$WORK/cj.out" | sed -E 's/^[[:space:]]*[^[:space:]]*::[$]?//' | cut -c1-160)"
   else
     cat "$WORK/cj.out"; fail "$f: check-jsonschema failed for another reason than a schema violation"
   fi
