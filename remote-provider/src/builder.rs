@@ -1,0 +1,371 @@
+//! Configuration: the builder and `from_env`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use drasi_lib::StateStoreError;
+use drasi_store_protocol::env;
+use reqwest::Url;
+
+use crate::provider::RemoteStateStoreProvider;
+use crate::token::TokenSource;
+use crate::transport::{Transport, TransportConfig};
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
+enum TokenConfig {
+    Inline(String),
+    File(PathBuf),
+}
+
+enum CaConfig {
+    Pem(Vec<u8>),
+    File(PathBuf),
+}
+
+/// Configures a [`RemoteStateStoreProvider`]. For `token`/`token_file` and
+/// `ca_cert_pem`/`ca_file` the last call wins.
+pub struct RemoteStateStoreProviderBuilder {
+    url: String,
+    token: Option<TokenConfig>,
+    ca: Option<CaConfig>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_retries: u32,
+}
+
+impl fmt::Debug for RemoteStateStoreProviderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let token = match &self.token {
+            None => "none".to_string(),
+            Some(TokenConfig::Inline(_)) => "inline (redacted)".to_string(),
+            Some(TokenConfig::File(p)) => format!("file {}", p.display()),
+        };
+        f.debug_struct("RemoteStateStoreProviderBuilder")
+            .field("url", &self.url)
+            .field("token", &token)
+            .field("tls_ca", &self.ca.is_some())
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
+}
+
+impl RemoteStateStoreProviderBuilder {
+    pub(crate) fn new(url: String) -> Self {
+        Self {
+            url,
+            token: None,
+            ca: None,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+        }
+    }
+
+    /// A fixed bearer token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(TokenConfig::Inline(token.into()));
+        self
+    }
+
+    /// A file holding the bearer token (e.g. a mounted Secret). It is read
+    /// at `build()` and re-read at most once a second, and right after the
+    /// server answers 401, so a rotated Secret takes effect without restart.
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.token = Some(TokenConfig::File(path.into()));
+        self
+    }
+
+    /// PEM certificate(s) of the CA that signed the server's certificate.
+    /// When set, only these CAs are trusted for `https` URLs.
+    pub fn ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca = Some(CaConfig::Pem(pem.into()));
+        self
+    }
+
+    /// Like [`Self::ca_cert_pem`], read from a file at `build()`.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca = Some(CaConfig::File(path.into()));
+        self
+    }
+
+    /// Limit for one attempt of one request, from sending it to reading the
+    /// whole answer (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Limit for establishing a connection (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Retries after the first attempt (default 3), for failures that are
+    /// safe to repeat: connect errors and 503 `unavailable` for every
+    /// operation, timeouts and other transport errors only for operations
+    /// other than `delete`, `delete_many` and `clear_store`.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Validates the configuration, reads the token and CA files, and
+    /// starts the provider's I/O runtime. Connects lazily: a server that is
+    /// down now does not make this fail.
+    pub fn build(self) -> Result<RemoteStateStoreProvider, StateStoreError> {
+        let (base, server) = parse_base_url(&self.url).map_err(config_error)?;
+        let token = match self.token {
+            None => TokenSource::None,
+            Some(TokenConfig::Inline(t)) => {
+                TokenSource::inline(&t).map_err(|e| config_error(format!("bearer token: {e}")))?
+            }
+            Some(TokenConfig::File(path)) => TokenSource::file(path).map_err(config_error)?,
+        };
+        let ca_certs = match self.ca {
+            None => Vec::new(),
+            Some(CaConfig::Pem(pem)) => {
+                parse_ca(&pem, "the CA certificate").map_err(config_error)?
+            }
+            Some(CaConfig::File(path)) => {
+                let what = format!("CA file {}", path.display());
+                let pem = std::fs::read(&path)
+                    .map_err(|e| config_error(format!("cannot read {what}: {e}")))?;
+                parse_ca(&pem, &what).map_err(config_error)?
+            }
+        };
+        let transport = Transport::new(TransportConfig {
+            base,
+            server,
+            token,
+            ca_certs,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            max_retries: self.max_retries,
+        })
+        .map_err(config_error)?;
+        Ok(RemoteStateStoreProvider::from_transport(transport))
+    }
+}
+
+impl RemoteStateStoreProvider {
+    /// Configures the provider from the environment, as written by the
+    /// operator into the `<name>-connection` Secret:
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `DRASI_STATE_STORE_URL` | required, `http://…` or `https://…` |
+    /// | `DRASI_STATE_STORE_TOKEN` | bearer token, inline |
+    /// | `DRASI_STATE_STORE_TOKEN_FILE` | file holding the token, re-read when it changes |
+    /// | `DRASI_STATE_STORE_CA_CERT` | PEM of the server's CA, inline (TLS only) |
+    /// | `DRASI_STATE_STORE_CA_FILE` | file holding that PEM |
+    ///
+    /// Empty variables count as unset. When both the inline and the file
+    /// form are set, the file wins: it is the one that follows a rotated
+    /// Secret, while an env var is frozen at pod start. Errors name the
+    /// variable, never its value.
+    pub fn from_env() -> Result<Self, StateStoreError> {
+        from_lookup(|name| std::env::var_os(name))?.build()
+    }
+}
+
+/// `from_env` without touching the process environment, for tests.
+pub(crate) fn from_lookup(
+    lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<RemoteStateStoreProviderBuilder, StateStoreError> {
+    let var = |name: &str| -> Result<Option<String>, StateStoreError> {
+        match lookup(name) {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => v
+                .into_string()
+                .map(Some)
+                .map_err(|_| config_error(format!("{name} is not valid UTF-8"))),
+        }
+    };
+    let path = |name: &str| -> Option<PathBuf> {
+        lookup(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+    };
+
+    let url = var(env::URL)?.ok_or_else(|| {
+        config_error(format!(
+            "{} is not set; it must hold the server URL, e.g. http://my-store.my-namespace.svc:7070",
+            env::URL
+        ))
+    })?;
+    parse_base_url(&url).map_err(|e| config_error(format!("{}: {e}", env::URL)))?;
+    let mut builder = RemoteStateStoreProvider::builder(url);
+
+    if let Some(file) = path(env::TOKEN_FILE) {
+        builder = builder.token_file(file);
+    } else if let Some(token) = var(env::TOKEN)? {
+        if token.trim().is_empty() {
+            return Err(config_error(format!("{} is blank", env::TOKEN)));
+        }
+        builder = builder.token(token);
+    }
+
+    if let Some(file) = path(env::CA_FILE) {
+        builder = builder.ca_file(file);
+    } else if let Some(pem) = var(env::CA_CERT)? {
+        parse_ca(pem.as_bytes(), env::CA_CERT).map_err(config_error)?;
+        builder = builder.ca_cert_pem(pem.into_bytes());
+    }
+    Ok(builder)
+}
+
+fn config_error(message: impl fmt::Display) -> StateStoreError {
+    StateStoreError::Other(format!("remote state store configuration: {message}"))
+}
+
+/// Returns the base for request URLs (no trailing slash) and a form safe to
+/// put in messages. Never echoes the input: it may hold credentials.
+fn parse_base_url(url: &str) -> Result<(String, String), String> {
+    let parsed = Url::parse(url.trim()).map_err(|e| format!("not a valid URL ({e})"))?;
+    match parsed.scheme() {
+        "http" | "https" => {}
+        other => {
+            return Err(format!(
+                "unsupported URL scheme `{other}` (use http or https)"
+            ));
+        }
+    }
+    if parsed.host_str().is_none() {
+        return Err("the URL has no host".to_string());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("the URL must not contain credentials; use a bearer token instead".to_string());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("the URL must not have a query or fragment".to_string());
+    }
+    let base = parsed.as_str().trim_end_matches('/').to_string();
+    Ok((base.clone(), base))
+}
+
+fn parse_ca(pem: &[u8], what: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("{what} is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{what} contains no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let map: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn err_text(r: Result<RemoteStateStoreProviderBuilder, StateStoreError>) -> String {
+        r.expect_err("expected an error").to_string()
+    }
+
+    #[test]
+    fn url_is_required_and_named() {
+        let text = err_text(from_lookup(lookup(&[])));
+        assert!(text.contains("DRASI_STATE_STORE_URL is not set"), "{text}");
+        let text = err_text(from_lookup(lookup(&[(env::URL, "")])));
+        assert!(text.contains("DRASI_STATE_STORE_URL"), "{text}");
+    }
+
+    #[test]
+    fn bad_url_names_the_variable_not_the_value() {
+        let text = err_text(from_lookup(lookup(&[(env::URL, "ftp://secret-host")])));
+        assert!(text.contains("DRASI_STATE_STORE_URL"), "{text}");
+        assert!(text.contains("scheme"), "{text}");
+        assert!(!text.contains("secret-host"), "{text}");
+        let text = err_text(from_lookup(lookup(&[(
+            env::URL,
+            "http://user:hunter2@host:7070",
+        )])));
+        assert!(
+            text.contains("credentials") && !text.contains("hunter2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn token_file_wins_over_inline_token() {
+        let b = from_lookup(lookup(&[
+            (env::URL, "http://h:7070"),
+            (env::TOKEN, "inline"),
+            (env::TOKEN_FILE, "/run/secrets/token"),
+        ]))
+        .unwrap();
+        assert!(
+            matches!(b.token, Some(TokenConfig::File(ref p)) if p == &PathBuf::from("/run/secrets/token"))
+        );
+        let b = from_lookup(lookup(&[(env::URL, "http://h:7070"), (env::TOKEN, "t")])).unwrap();
+        assert!(matches!(b.token, Some(TokenConfig::Inline(ref t)) if t == "t"));
+        let b = from_lookup(lookup(&[
+            (env::URL, "http://h:7070"),
+            (env::TOKEN_FILE, ""),
+        ]))
+        .unwrap();
+        assert!(b.token.is_none());
+    }
+
+    #[test]
+    fn blank_token_and_bad_ca_are_rejected_by_name() {
+        let text = err_text(from_lookup(lookup(&[
+            (env::URL, "http://h:7070"),
+            (env::TOKEN, "  "),
+        ])));
+        assert!(text.contains("DRASI_STATE_STORE_TOKEN is blank"), "{text}");
+        let text = err_text(from_lookup(lookup(&[
+            (env::URL, "https://h:7070"),
+            (env::CA_CERT, "not a pem"),
+        ])));
+        assert!(text.contains("DRASI_STATE_STORE_CA_CERT"), "{text}");
+        assert!(!text.contains("not a pem"), "{text}");
+    }
+
+    #[test]
+    fn missing_token_file_fails_at_build_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-token");
+        let err = RemoteStateStoreProvider::builder("http://127.0.0.1:1")
+            .token_file(&path)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn base_url_loses_trailing_slash_and_keeps_prefix() {
+        assert_eq!(parse_base_url("http://h:7070/").unwrap().0, "http://h:7070");
+        assert_eq!(
+            parse_base_url("https://h/store/").unwrap().0,
+            "https://h/store"
+        );
+        assert!(parse_base_url("http://h:7070/?x=1").is_err());
+        assert!(parse_base_url("h:7070").is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let b = RemoteStateStoreProvider::builder("http://h:7070").token("s3cr3t-token");
+        assert!(!format!("{b:?}").contains("s3cr3t"));
+        let p = b.build().unwrap();
+        let text = format!("{p:?}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("http://h:7070"), "{text}");
+    }
+}

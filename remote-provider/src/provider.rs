@@ -1,0 +1,257 @@
+//! The `drasi_lib::StateStoreProvider` implementation: one HTTP request per
+//! trait call, shaped by `drasi_store_protocol`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use drasi_lib::{StateStoreProvider, state_store::StateStoreResult};
+use drasi_store_protocol::{
+    CountResponse, DeleteResponse, KeyList, StoreInfo, encode_entries, encode_keys, routes,
+};
+use reqwest::Method;
+
+use crate::answer;
+use crate::builder::RemoteStateStoreProviderBuilder;
+use crate::error::Op;
+use crate::transport::Transport;
+
+/// A [`StateStoreProvider`] backed by a `drasi-store-server`.
+///
+/// Cheap to clone: clones share one connection pool and one I/O runtime,
+/// which shuts down when the last clone is dropped.
+#[derive(Clone)]
+pub struct RemoteStateStoreProvider {
+    transport: Arc<Transport>,
+}
+
+impl RemoteStateStoreProvider {
+    /// Starts configuring a provider for the server at `url`
+    /// (e.g. `http://my-store.default.svc:7070`).
+    pub fn builder(url: impl Into<String>) -> RemoteStateStoreProviderBuilder {
+        RemoteStateStoreProviderBuilder::new(url.into())
+    }
+
+    pub(crate) fn from_transport(transport: Transport) -> Self {
+        Self {
+            transport: Arc::new(transport),
+        }
+    }
+
+    /// The server this provider talks to (without credentials).
+    pub fn server_url(&self) -> &str {
+        self.transport.server()
+    }
+
+    async fn store_info(&self, op: Op, store_id: &str) -> StateStoreResult<StoreInfo> {
+        let t = &self.transport;
+        let url = t.url(routes::STORE, store_id, None);
+        t.call(
+            op,
+            Some(store_id),
+            Method::GET,
+            url,
+            None,
+            answer::json::<StoreInfo>,
+        )
+        .await
+    }
+}
+
+impl fmt::Debug for RemoteStateStoreProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteStateStoreProvider")
+            .field("server", &self.transport.server())
+            .field("token", &self.transport.token_description())
+            .field("max_retries", &self.transport.max_retries())
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+#[async_trait]
+impl StateStoreProvider for RemoteStateStoreProvider {
+    async fn get(&self, store_id: &str, key: &str) -> StateStoreResult<Option<Vec<u8>>> {
+        let t = &self.transport;
+        let url = t.url(routes::KV, store_id, Some(key));
+        t.call(
+            Op::Get,
+            Some(store_id),
+            Method::GET,
+            url,
+            None,
+            answer::value,
+        )
+        .await
+    }
+
+    async fn set(&self, store_id: &str, key: &str, value: Vec<u8>) -> StateStoreResult<()> {
+        let t = &self.transport;
+        let url = t.url(routes::KV, store_id, Some(key));
+        t.call(
+            Op::Set,
+            Some(store_id),
+            Method::PUT,
+            url,
+            Some(Bytes::from(value)),
+            answer::unit,
+        )
+        .await
+    }
+
+    async fn delete(&self, store_id: &str, key: &str) -> StateStoreResult<bool> {
+        let t = &self.transport;
+        let url = t.url(routes::KV, store_id, Some(key));
+        let answer: DeleteResponse = t
+            .call(
+                Op::Delete,
+                Some(store_id),
+                Method::DELETE,
+                url,
+                None,
+                answer::json::<DeleteResponse>,
+            )
+            .await?;
+        Ok(answer.existed)
+    }
+
+    async fn contains_key(&self, store_id: &str, key: &str) -> StateStoreResult<bool> {
+        let t = &self.transport;
+        let url = t.url(routes::KV, store_id, Some(key));
+        t.call(
+            Op::ContainsKey,
+            Some(store_id),
+            Method::HEAD,
+            url,
+            None,
+            answer::exists,
+        )
+        .await
+    }
+
+    async fn get_many(
+        &self,
+        store_id: &str,
+        keys: &[&str],
+    ) -> StateStoreResult<HashMap<String, Vec<u8>>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let t = &self.transport;
+        let url = t.url(routes::GET_MANY, store_id, None);
+        let body = Bytes::from(encode_keys(keys));
+        t.call(
+            Op::GetMany,
+            Some(store_id),
+            Method::POST,
+            url,
+            Some(body),
+            answer::entries,
+        )
+        .await
+    }
+
+    async fn set_many(&self, store_id: &str, entries: &[(&str, &[u8])]) -> StateStoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let t = &self.transport;
+        let url = t.url(routes::SET_MANY, store_id, None);
+        let body = Bytes::from(encode_entries(entries.iter().copied()));
+        t.call(
+            Op::SetMany,
+            Some(store_id),
+            Method::POST,
+            url,
+            Some(body),
+            answer::unit,
+        )
+        .await
+    }
+
+    async fn delete_many(&self, store_id: &str, keys: &[&str]) -> StateStoreResult<usize> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let t = &self.transport;
+        let url = t.url(routes::DELETE_MANY, store_id, None);
+        let body = Bytes::from(encode_keys(keys));
+        let answer: CountResponse = t
+            .call(
+                Op::DeleteMany,
+                Some(store_id),
+                Method::POST,
+                url,
+                Some(body),
+                answer::json::<CountResponse>,
+            )
+            .await?;
+        Ok(to_usize(answer.count))
+    }
+
+    async fn clear_store(&self, store_id: &str) -> StateStoreResult<usize> {
+        let t = &self.transport;
+        let url = t.url(routes::STORE, store_id, None);
+        let answer: CountResponse = t
+            .call(
+                Op::ClearStore,
+                Some(store_id),
+                Method::DELETE,
+                url,
+                None,
+                answer::json::<CountResponse>,
+            )
+            .await?;
+        Ok(to_usize(answer.count))
+    }
+
+    async fn list_keys(&self, store_id: &str) -> StateStoreResult<Vec<String>> {
+        let t = &self.transport;
+        let url = t.url(routes::STORE_KEYS, store_id, None);
+        let answer: KeyList = t
+            .call(
+                Op::ListKeys,
+                Some(store_id),
+                Method::GET,
+                url,
+                None,
+                answer::json::<KeyList>,
+            )
+            .await?;
+        Ok(answer.keys)
+    }
+
+    async fn store_exists(&self, store_id: &str) -> StateStoreResult<bool> {
+        Ok(self.store_info(Op::StoreExists, store_id).await?.exists)
+    }
+
+    async fn key_count(&self, store_id: &str) -> StateStoreResult<usize> {
+        Ok(to_usize(
+            self.store_info(Op::KeyCount, store_id).await?.key_count,
+        ))
+    }
+
+    async fn sync(&self) -> StateStoreResult<()> {
+        let t = &self.transport;
+        t.call(
+            Op::Sync,
+            None,
+            Method::POST,
+            t.sync_url(),
+            None,
+            answer::unit,
+        )
+        .await
+    }
+
+    /// The server acknowledges a write only once it is committed (durably,
+    /// unless it runs with `--durability eventual`).
+    fn is_durable(&self) -> bool {
+        true
+    }
+}
