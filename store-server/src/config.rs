@@ -1,0 +1,187 @@
+//! Command-line flags. Every flag can also come from `DRASI_STORE_<FLAG>`
+//! (the operator configures the server through the environment).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use drasi_store_protocol::Limits;
+use drasi_store_protocol::limits::{
+    DEFAULT_MAX_BATCH_ENTRIES, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_KEY_BYTES,
+    DEFAULT_MAX_VALUE_BYTES,
+};
+
+/// Default redb page cache. Small on purpose: the hot working set of
+/// checkpoint-style workloads is tiny, and the RSS budget of the pod
+/// (see docs/server.md) must hold with 100k distinct store_ids.
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityMode {
+    /// Every acknowledged write is fsynced (one fsync per commit group).
+    Immediate,
+    /// Writes are acknowledged before they are fsynced; a flush happens at
+    /// least every second, on `/v1/sync` and at shutdown.
+    Eventual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "drasi-store-server",
+    version,
+    about = "Durable redb-backed state store for DrasiLib, served over HTTP"
+)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (logged at startup).
+    #[arg(long, env = "DRASI_STORE_LISTEN", default_value = "0.0.0.0:7070")]
+    pub listen: SocketAddr,
+
+    /// Directory holding the database file `state.redb`.
+    #[arg(
+        long,
+        env = "DRASI_STORE_DATA_DIR",
+        default_value = "./drasi-store-data"
+    )]
+    pub data_dir: PathBuf,
+
+    #[arg(long, env = "DRASI_STORE_DURABILITY", value_enum, default_value_t = DurabilityMode::Immediate)]
+    pub durability: DurabilityMode,
+
+    /// File with bearer tokens, one per line; re-read when its content changes.
+    #[arg(long, env = "DRASI_STORE_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Serve without authentication. Required when no token file is given.
+    #[arg(
+        long,
+        env = "DRASI_STORE_INSECURE_NO_AUTH",
+        conflicts_with = "auth_token_file"
+    )]
+    pub insecure_no_auth: bool,
+
+    /// PEM certificate chain; enables TLS together with `--tls-key-file`.
+    #[arg(long, env = "DRASI_STORE_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "DRASI_STORE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Largest store_id or key, in bytes.
+    #[arg(long, env = "DRASI_STORE_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]
+    pub max_key_bytes: usize,
+
+    /// Largest single value, in bytes.
+    #[arg(long, env = "DRASI_STORE_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+
+    /// Most entries in one batch request.
+    #[arg(long, env = "DRASI_STORE_MAX_BATCH_ENTRIES", default_value_t = DEFAULT_MAX_BATCH_ENTRIES)]
+    pub max_batch_entries: usize,
+
+    /// Largest batch request body, in bytes.
+    #[arg(long, env = "DRASI_STORE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// redb page cache size, in bytes.
+    #[arg(long, env = "DRASI_STORE_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES)]
+    pub cache_bytes: usize,
+
+    #[arg(long, env = "DRASI_STORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long a client may take to send request headers and body (408 after).
+    #[arg(
+        long,
+        env = "DRASI_STORE_REQUEST_BODY_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub request_body_timeout_ms: u64,
+
+    /// How long shutdown waits for in-flight requests before closing them.
+    #[arg(
+        long,
+        env = "DRASI_STORE_SHUTDOWN_TIMEOUT_MS",
+        default_value_t = 20_000
+    )]
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Config {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            max_batch_entries: self.max_batch_entries,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("state.redb")
+    }
+
+    pub fn request_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_body_timeout_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// Checks combinations clap cannot express.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.auth_token_file.is_none() && !self.insecure_no_auth {
+            anyhow::bail!(
+                "no --auth-token-file given: refusing to serve without authentication \
+                 (pass --insecure-no-auth to do so deliberately)"
+            );
+        }
+        if self.max_key_bytes == 0 || self.max_batch_entries == 0 || self.max_body_bytes == 0 {
+            anyhow::bail!("--max-key-bytes, --max-batch-entries and --max-body-bytes must be > 0");
+        }
+        // The protocol frames lengths as u32.
+        if self.max_value_bytes > u32::MAX as usize || self.max_body_bytes > u32::MAX as usize {
+            anyhow::bail!("--max-value-bytes and --max-body-bytes must fit in 32 bits");
+        }
+        if self.request_body_timeout_ms == 0 {
+            anyhow::bail!("--request-body-timeout-ms must be > 0");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::parse_from(["drasi-store-server", "--insecure-no-auth"]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7070");
+        assert_eq!(c.db_path(), PathBuf::from("./drasi-store-data/state.redb"));
+        assert_eq!(c.durability, DurabilityMode::Immediate);
+        assert_eq!(c.limits(), Limits::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_to_run_without_auth() {
+        let c = Config::parse_from(["drasi-store-server"]);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("--insecure-no-auth"), "{err}");
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        let r = Config::try_parse_from(["x", "--insecure-no-auth", "--tls-cert-file", "c.pem"]);
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! The storage engine: one redb database holding every store partition.
+//!
+//! Reads open their own MVCC read transaction and never wait for writers.
+//! Every write goes through the single group-commit writer thread
+//! ([`writer`]), which acknowledges a write only after the commit that
+//! contains it.
+
+mod gc;
+pub mod schema;
+mod writer;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable};
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use crate::config::DurabilityMode;
+use crate::metrics::Metrics;
+use schema::{GARBAGE, KV, META, META_SCHEMA_VERSION, META_STORE_COUNT, META_TOTAL_KEYS, STORES};
+pub use writer::WriteOp;
+use writer::{Reply, WriterHandle};
+
+#[derive(Debug, Clone, Error)]
+pub enum EngineError {
+    /// redb failed; the message names the operation, never a value.
+    #[error("storage error during {op}: {detail}")]
+    Storage { op: &'static str, detail: String },
+    /// The writer is stopping or stopped: nothing was applied.
+    #[error("the store is shutting down or its writer has stopped")]
+    Unavailable,
+    /// A batch frame reached the writer in a shape the HTTP layer should
+    /// have rejected; nothing was applied.
+    #[error("malformed batch frame: {0}")]
+    Malformed(String),
+}
+
+impl EngineError {
+    pub(crate) fn storage(op: &'static str, err: impl std::fmt::Display) -> Self {
+        EngineError::Storage {
+            op,
+            detail: err.to_string(),
+        }
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// Engine settings, taken from [`crate::Config`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub path: PathBuf,
+    pub durability: DurabilityMode,
+    pub cache_bytes: usize,
+}
+
+/// Live counters kept in the `meta` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub keys: u64,
+    pub stores: u64,
+}
+
+/// Shared state between the engine handle and the writer thread.
+pub(crate) struct Health {
+    /// False after a failed commit, until the next one succeeds.
+    pub last_commit_ok: AtomicBool,
+}
+
+pub struct Engine {
+    db: Arc<Database>,
+    writer: WriterHandle,
+    health: Arc<Health>,
+    path: PathBuf,
+}
+
+impl Engine {
+    /// Opens (or creates) the database and starts the writer thread.
+    pub fn open(options: &EngineOptions, metrics: Arc<Metrics>) -> anyhow::Result<Engine> {
+        use anyhow::Context as _;
+        if let Some(dir) = options.path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating data directory {}", dir.display()))?;
+        }
+        let repaired = Arc::new(AtomicBool::new(false));
+        let flag = repaired.clone();
+        let path_for_log = options.path.display().to_string();
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .set_repair_callback(move |session| {
+                if !flag.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        path = %path_for_log,
+                        "database was not closed cleanly; repairing it"
+                    );
+                }
+                tracing::debug!(progress = session.progress(), "database repair progress");
+            })
+            .create(&options.path)
+            .with_context(|| format!("opening database {}", options.path.display()))?;
+        if repaired.load(Ordering::Relaxed) {
+            tracing::warn!(path = %options.path.display(), "database repair finished");
+        }
+        init_schema(&db).with_context(|| format!("initialising {}", options.path.display()))?;
+
+        let db = Arc::new(db);
+        let health = Arc::new(Health {
+            last_commit_ok: AtomicBool::new(true),
+        });
+        let writer = writer::spawn(db.clone(), options.durability, health.clone(), metrics)?;
+        Ok(Engine {
+            db,
+            writer,
+            health,
+            path: options.path.clone(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True while the writer thread runs and the last commit succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.writer.is_alive() && self.health.last_commit_ok.load(Ordering::Relaxed)
+    }
+
+    /// Size of the database file, for the `database_file_bytes` gauge.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn read_txn(&self, op: &'static str) -> EngineResult<redb::ReadTransaction> {
+        self.db
+            .begin_read()
+            .map_err(|e| EngineError::storage(op, e))
+    }
+
+    /// Partition id and key count of a live store.
+    fn store_row(
+        txn: &redb::ReadTransaction,
+        op: &'static str,
+        store: &str,
+    ) -> EngineResult<Option<(u64, u64)>> {
+        let stores = txn
+            .open_table(STORES)
+            .map_err(|e| EngineError::storage(op, e))?;
+        let row = stores.get(store).map_err(|e| EngineError::storage(op, e))?;
+        Ok(row.map(|g| g.value()))
+    }
+
+    pub fn get(&self, store: &str, key: &str) -> EngineResult<Option<Vec<u8>>> {
+        const OP: &str = "get";
+        let txn = self.read_txn(OP)?;
+        let Some((pid, _)) = Self::store_row(&txn, OP, store)? else {
+            return Ok(None);
+        };
+        let kv = txn
+            .open_table(KV)
+            .map_err(|e| EngineError::storage(OP, e))?;
+        let value = kv
+            .get((pid, key))
+            .map_err(|e| EngineError::storage(OP, e))?;
+        Ok(value.map(|g| g.value().to_vec()))
+    }
+
+    pub fn contains_key(&self, store: &str, key: &str) -> EngineResult<bool> {
+        const OP: &str = "contains_key";
+        let txn = self.read_txn(OP)?;
+        let Some((pid, _)) = Self::store_row(&txn, OP, store)? else {
+            return Ok(false);
+        };
+        let kv = txn
+            .open_table(KV)
+            .map_err(|e| EngineError::storage(OP, e))?;
+        let value = kv
+            .get((pid, key))
+            .map_err(|e| EngineError::storage(OP, e))?;
+        Ok(value.is_some())
+    }
+
+    /// Present keys with their values, each key once, in request order;
+    /// absent keys are omitted (as `get_many` does in the trait).
+    pub fn get_many<'k>(
+        &self,
+        store: &str,
+        keys: &[&'k str],
+    ) -> EngineResult<Vec<(&'k str, Vec<u8>)>> {
+        const OP: &str = "get_many";
+        let txn = self.read_txn(OP)?;
+        let Some((pid, _)) = Self::store_row(&txn, OP, store)? else {
+            return Ok(Vec::new());
+        };
+        let kv = txn
+            .open_table(KV)
+            .map_err(|e| EngineError::storage(OP, e))?;
+        let mut seen = HashSet::with_capacity(keys.len());
+        let mut out = Vec::with_capacity(keys.len());
+        for &key in keys {
+            if !seen.insert(key) {
+                continue;
+            }
+            if let Some(v) = kv
+                .get((pid, key))
+                .map_err(|e| EngineError::storage(OP, e))?
+            {
+                out.push((key, v.value().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key of a store, in key order. Scans the partition: callers run
+    /// it off the async executor.
+    pub fn list_keys(&self, store: &str) -> EngineResult<Vec<String>> {
+        const OP: &str = "list_keys";
+        let txn = self.read_txn(OP)?;
+        let Some((pid, count)) = Self::store_row(&txn, OP, store)? else {
+            return Ok(Vec::new());
+        };
+        let kv = txn
+            .open_table(KV)
+            .map_err(|e| EngineError::storage(OP, e))?;
+        let mut keys = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 20));
+        for item in kv
+            .range(schema::partition_range(pid))
+            .map_err(|e| EngineError::storage(OP, e))?
+        {
+            let (k, _) = item.map_err(|e| EngineError::storage(OP, e))?;
+            keys.push(k.value().1.to_string());
+        }
+        Ok(keys)
+    }
+
+    /// `(store_exists, key_count)` from one row.
+    pub fn store_info(&self, store: &str) -> EngineResult<(bool, u64)> {
+        const OP: &str = "store_info";
+        let txn = self.read_txn(OP)?;
+        Ok(match Self::store_row(&txn, OP, store)? {
+            Some((_, count)) => (count > 0, count),
+            None => (false, 0),
+        })
+    }
+
+    /// Live keys and stores, from the `meta` counters.
+    pub fn totals(&self) -> EngineResult<Totals> {
+        const OP: &str = "totals";
+        let txn = self.read_txn(OP)?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| EngineError::storage(OP, e))?;
+        let read = |name: &str| -> EngineResult<u64> {
+            Ok(meta
+                .get(name)
+                .map_err(|e| EngineError::storage(OP, e))?
+                .map_or(0, |g| g.value()))
+        };
+        Ok(Totals {
+            keys: read(META_TOTAL_KEYS)?,
+            stores: read(META_STORE_COUNT)?,
+        })
+    }
+
+    /// Partitions detached by `clear_store` that the GC has not finished.
+    pub fn pending_garbage(&self) -> EngineResult<u64> {
+        const OP: &str = "pending_garbage";
+        use redb::ReadableTableMetadata as _;
+        let txn = self.read_txn(OP)?;
+        let garbage = txn
+            .open_table(GARBAGE)
+            .map_err(|e| EngineError::storage(OP, e))?;
+        garbage.len().map_err(|e| EngineError::storage(OP, e))
+    }
+
+    /// Sends one write to the group-commit writer and waits for the commit.
+    pub async fn write(&self, op: WriteOp) -> EngineResult<WriteOutcome> {
+        let rx = self.writer.submit(op)?;
+        match rx.await {
+            Ok(result) => result.map(WriteOutcome::from),
+            // The writer dropped the reply: it died mid-group.
+            Err(oneshot::error::RecvError { .. }) => Err(EngineError::Unavailable),
+        }
+    }
+
+    pub async fn set(&self, store: &str, key: &str, value: Bytes) -> EngineResult<()> {
+        self.write(WriteOp::Set {
+            store: store.into(),
+            key: key.into(),
+            value,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn delete(&self, store: &str, key: &str) -> EngineResult<bool> {
+        let out = self
+            .write(WriteOp::Delete {
+                store: store.into(),
+                key: key.into(),
+            })
+            .await?;
+        Ok(out.count > 0)
+    }
+
+    /// `frame` is an entries frame already validated against the limits.
+    pub async fn set_many_frame(&self, store: &str, frame: Bytes) -> EngineResult<()> {
+        self.write(WriteOp::SetMany {
+            store: store.into(),
+            frame,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn set_many(&self, store: &str, entries: &[(&str, &[u8])]) -> EngineResult<()> {
+        let frame = drasi_store_protocol::encode_entries(entries.iter().copied());
+        self.set_many_frame(store, frame.into()).await
+    }
+
+    /// `frame` is a keys frame already validated against the limits.
+    pub async fn delete_many_frame(&self, store: &str, frame: Bytes) -> EngineResult<u64> {
+        let out = self
+            .write(WriteOp::DeleteMany {
+                store: store.into(),
+                frame,
+            })
+            .await?;
+        Ok(out.count)
+    }
+
+    pub async fn delete_many(&self, store: &str, keys: &[&str]) -> EngineResult<u64> {
+        let frame = drasi_store_protocol::encode_keys(keys);
+        self.delete_many_frame(store, frame.into()).await
+    }
+
+    /// Detaches the partition in O(1) and returns how many keys it held;
+    /// the entries are deleted in the background.
+    pub async fn clear_store(&self, store: &str) -> EngineResult<u64> {
+        let out = self
+            .write(WriteOp::Clear {
+                store: store.into(),
+            })
+            .await?;
+        Ok(out.count)
+    }
+
+    /// Returns once everything acknowledged so far is durable.
+    pub async fn sync(&self) -> EngineResult<()> {
+        self.write(WriteOp::Sync).await.map(drop)
+    }
+
+    /// Stops the writer after it has committed everything queued, with a
+    /// final durable commit. Later writes fail with `Unavailable`.
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        self.writer.shutdown().await
+    }
+}
+
+/// What a write returned: `count` is "existed" (0/1) for delete, the
+/// number of keys removed for delete-many and clear, 0 otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub count: u64,
+}
+
+impl From<Reply> for WriteOutcome {
+    fn from(r: Reply) -> Self {
+        WriteOutcome { count: r.count }
+    }
+}
+
+/// Creates every table so that read transactions can open them, and checks
+/// the layout version.
+fn init_schema(db: &Database) -> anyhow::Result<()> {
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(STORES)?;
+        txn.open_table(KV)?;
+        txn.open_table(GARBAGE)?;
+        let mut meta = txn.open_table(META)?;
+        let version = meta.get(META_SCHEMA_VERSION)?.map(|g| g.value());
+        match version {
+            None => {
+                meta.insert(META_SCHEMA_VERSION, schema::SCHEMA_VERSION)?;
+            }
+            Some(v) if v == schema::SCHEMA_VERSION => {}
+            Some(v) => anyhow::bail!(
+                "database schema version {v} is not supported (this server uses {})",
+                schema::SCHEMA_VERSION
+            ),
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

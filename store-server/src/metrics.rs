@@ -1,0 +1,151 @@
+//! Prometheus metrics, served at `GET /metrics` in the text format.
+//! Gauges that mirror the database (`keys`, `stores`, file size) are read
+//! when scraped, from O(1) counters, so they cost nothing per request.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::engine::Engine;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub operation: &'static str,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: &'static str,
+}
+
+type HistogramFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 25 µs .. ~13 s.
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 20))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily,
+    pub commit_group_size: Histogram,
+    pub commit_duration: Histogram,
+    pub gc_entries_deleted: Counter,
+    database_file_bytes: Gauge,
+    keys: Gauge,
+    stores: Gauge,
+    garbage_partitions: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("drasi_store");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests by operation and response status",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from routing a request to producing its response",
+            request_duration.clone(),
+        );
+        let commit_group_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "commit_group_size",
+            "Write requests committed together in one transaction",
+            commit_group_size.clone(),
+        );
+        let commit_duration = latency_histogram();
+        registry.register(
+            "commit_duration_seconds",
+            "Time to apply and commit one group, fsync included",
+            commit_duration.clone(),
+        );
+        let gc_entries_deleted = Counter::default();
+        registry.register(
+            "gc_entries_deleted",
+            "Entries of cleared stores deleted by the background collector",
+            gc_entries_deleted.clone(),
+        );
+        let database_file_bytes = Gauge::default();
+        registry.register(
+            "database_file_bytes",
+            "Size of the redb database file",
+            database_file_bytes.clone(),
+        );
+        let keys = Gauge::default();
+        registry.register("keys", "Keys across all stores", keys.clone());
+        let stores = Gauge::default();
+        registry.register("stores", "Stores holding at least one key", stores.clone());
+        let garbage_partitions = Gauge::default();
+        registry.register(
+            "garbage_partitions",
+            "Cleared stores whose entries still await background deletion",
+            garbage_partitions.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            commit_group_size,
+            commit_duration,
+            gc_entries_deleted,
+            database_file_bytes,
+            keys,
+            stores,
+            garbage_partitions,
+        }
+    }
+
+    pub fn observe_request(&self, operation: &'static str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { operation, status })
+            .inc();
+        self.request_duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_commit(&self, group_size: usize, elapsed: Duration) {
+        self.commit_group_size.observe(group_size as f64);
+        self.commit_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Refreshes the database gauges and renders everything.
+    pub fn render(&self, engine: &Engine) -> String {
+        self.database_file_bytes
+            .set(i64::try_from(engine.file_bytes()).unwrap_or(i64::MAX));
+        match engine.totals() {
+            Ok(t) => {
+                self.keys.set(i64::try_from(t.keys).unwrap_or(i64::MAX));
+                self.stores.set(i64::try_from(t.stores).unwrap_or(i64::MAX));
+            }
+            Err(err) => tracing::warn!(error = %err, "reading key totals for /metrics failed"),
+        }
+        if let Ok(n) = engine.pending_garbage() {
+            self.garbage_partitions
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
