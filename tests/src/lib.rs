@@ -1,5 +1,6 @@
 //! Helpers shared by the cross-crate tests and the benchmark.
 
+pub mod bench;
 pub mod server_process;
 
 pub use server_process::{ServerProcess, ServerProcessBuilder};

@@ -1,0 +1,390 @@
+//! The benchmark behind `cargo run --release -p drasi-store-tests --example
+//! bench`: the same workloads, in one process and one run, against
+//! `MemoryStateStoreProvider`, the embedded `RedbStateStoreProvider` and
+//! `RemoteStateStoreProvider` over loopback to a real server process, plus
+//! `redis-benchmark` against Redis when it is installed. It measures; it never
+//! fails because something is slow (the report marks each target met or not).
+
+pub mod redis;
+pub mod report;
+pub mod rss;
+pub mod workloads;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use drasi_lib::{MemoryStateStoreProvider, StateStoreProvider};
+use drasi_state_store_redb::RedbStateStoreProvider;
+use drasi_state_store_remote::RemoteStateStoreProvider;
+
+use crate::ServerProcess;
+pub use report::{Measurement, Report, RssResult, Subject, TargetCheck, TargetStatus};
+use workloads::{Op, RunBudget, Workload};
+
+/// The number of distinct store_ids the RSS target is stated for.
+pub const RSS_TARGET_STORE_IDS: usize = 100_000;
+/// The RSS target itself.
+pub const RSS_TARGET_BYTES: u64 = 64 * 1024 * 1024;
+
+const TOKEN: &str = "drasi-bench-token";
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Tiny op counts: proves every workload runs, measures nothing useful.
+    pub quick: bool,
+    /// Measured time per workload and subject.
+    pub duration: Duration,
+    /// Discarded warm-up per workload and subject.
+    pub warmup: Duration,
+    /// Upper bound on calls per measurement.
+    pub max_ops: u64,
+    /// Run Redis when it is installed.
+    pub redis: bool,
+    /// Distinct store_ids written before reading the server's RSS.
+    pub rss_store_ids: usize,
+}
+
+impl BenchOptions {
+    /// The default run: about two to three minutes on two cores.
+    pub fn full() -> Self {
+        Self {
+            quick: false,
+            duration: Duration::from_millis(2500),
+            warmup: Duration::from_millis(300),
+            max_ops: 2_000_000,
+            redis: true,
+            rss_store_ids: RSS_TARGET_STORE_IDS,
+        }
+    }
+
+    /// A smoke run for CI.
+    pub fn quick() -> Self {
+        Self {
+            quick: true,
+            duration: Duration::from_millis(150),
+            warmup: Duration::ZERO,
+            max_ops: 200,
+            redis: true,
+            rss_store_ids: 500,
+        }
+    }
+
+    pub const USAGE: &'static str = "\
+usage: bench [--quick] [--duration-secs S] [--warmup-secs S] [--ops N] [--no-redis] [--rss-stores N]
+
+  --quick            tiny smoke run (a few hundred calls per workload)
+  --duration-secs S  measured seconds per workload and store (default 2.5)
+  --warmup-secs S    discarded warm-up seconds per workload and store (default 0.3)
+  --ops N            at most N calls per measurement (default 2000000)
+  --no-redis         skip Redis even when redis-server and redis-benchmark are installed
+  --rss-stores N     distinct store_ids written before reading server RSS (default 100000)";
+
+    /// Parses the command line (without the program name). `--quick` first
+    /// resets every option to the quick defaults; later flags override.
+    pub fn parse_args<I, S>(args: I) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let args: Vec<String> = args.into_iter().map(Into::into).collect();
+        let mut opts = if args.iter().any(|a| a == "--quick") {
+            Self::quick()
+        } else {
+            Self::full()
+        };
+        let mut it = args.into_iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .with_context(|| format!("{name} needs a value\n{}", Self::USAGE))
+            };
+            match arg.as_str() {
+                "--quick" => {}
+                "--duration-secs" => opts.duration = seconds(&value("--duration-secs")?)?,
+                "--warmup-secs" => opts.warmup = seconds(&value("--warmup-secs")?)?,
+                "--ops" => {
+                    opts.max_ops = value("--ops")?.parse().context("--ops")?;
+                    if opts.max_ops == 0 {
+                        bail!("--ops must be at least 1");
+                    }
+                }
+                "--no-redis" => opts.redis = false,
+                "--rss-stores" => {
+                    opts.rss_store_ids = value("--rss-stores")?.parse().context("--rss-stores")?
+                }
+                "-h" | "--help" => bail!("{}", Self::USAGE),
+                other => bail!("unknown argument `{other}`\n{}", Self::USAGE),
+            }
+        }
+        Ok(opts)
+    }
+}
+
+fn seconds(s: &str) -> anyhow::Result<Duration> {
+    let secs: f64 = s
+        .parse()
+        .with_context(|| format!("`{s}` is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        bail!("durations must be positive, got {s}");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// How to start the real server: a binary, or the benchmark's own
+/// executable re-run with an environment marker (an example cannot depend on
+/// another package's binary, but it links the server library).
+#[derive(Debug, Clone)]
+pub struct ServerCommand {
+    program: PathBuf,
+    envs: Vec<(OsString, OsString)>,
+}
+
+impl ServerCommand {
+    /// A `drasi-store-server` executable.
+    pub fn binary(path: impl Into<PathBuf>) -> Self {
+        Self {
+            program: path.into(),
+            envs: Vec::new(),
+        }
+    }
+
+    /// The current executable, with `marker=1` in its environment; its
+    /// `main` must then run `drasi_store_server::cli_main()` (see
+    /// [`is_server_child`]).
+    pub fn reexec_current(marker: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            program: std::env::current_exe().context("locating the current executable")?,
+            envs: vec![(marker.into(), "1".into())],
+        })
+    }
+
+    fn command(&self, data_dir: &Path, token_file: &Path, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .env_remove("RUST_LOG")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--log-format")
+            .arg("text")
+            .arg("--auth-token-file")
+            .arg(token_file)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        cmd
+    }
+}
+
+/// True in a child started by [`ServerCommand::reexec_current`].
+pub fn is_server_child(marker: &str) -> bool {
+    std::env::var_os(marker).is_some_and(|v| v == "1")
+}
+
+async fn start_server(
+    server: &ServerCommand,
+    dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<ServerProcess> {
+    let data_dir = dir.join("data");
+    std::fs::create_dir_all(&data_dir)?;
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let cmd = server.command(&data_dir, &token_file, extra);
+    tokio::task::spawn_blocking(move || ServerProcess::spawn(cmd, data_dir, Some(TOKEN.into())))
+        .await
+        .context("server start task panicked")?
+}
+
+async fn stop_server(server: ServerProcess) -> anyhow::Result<()> {
+    let status = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(30)))
+        .await
+        .context("server stop task panicked")??;
+    if !status.success() {
+        bail!("server exited with {status} after SIGTERM");
+    }
+    Ok(())
+}
+
+fn remote_provider(server: &ServerProcess) -> anyhow::Result<Arc<dyn StateStoreProvider>> {
+    let provider = RemoteStateStoreProvider::builder(server.url())
+        .token(TOKEN)
+        .timeout(REMOTE_TIMEOUT)
+        .build()
+        .context("building the remote provider")?;
+    Ok(Arc::new(provider))
+}
+
+/// Runs everything and returns the report; progress goes to stderr.
+pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let tmp = tempfile::Builder::new().prefix("drasi-bench-").tempdir()?;
+    let workloads = workloads::standard_workloads();
+    let budget = RunBudget {
+        warmup: opts.warmup,
+        duration: opts.duration,
+        max_ops: opts.max_ops,
+    };
+    let mut report = Report::new(opts.clone());
+
+    let memory: Arc<dyn StateStoreProvider> = Arc::new(MemoryStateStoreProvider::new());
+    run_subject(&mut report, Subject::Memory, &memory, &workloads, &budget).await?;
+    drop(memory);
+
+    let embedded: Arc<dyn StateStoreProvider> = Arc::new(
+        RedbStateStoreProvider::new(tmp.path().join("embedded.redb"))
+            .context("opening the embedded redb provider")?,
+    );
+    run_subject(
+        &mut report,
+        Subject::Embedded,
+        &embedded,
+        &workloads,
+        &budget,
+    )
+    .await?;
+    drop(embedded);
+
+    let remote_dir = tmp.path().join("remote");
+    let process = start_server(server, &remote_dir, &["--durability", "immediate"]).await?;
+    let remote = remote_provider(&process)?;
+    run_subject(&mut report, Subject::Remote, &remote, &workloads, &budget).await?;
+    drop(remote);
+    stop_server(process).await?;
+
+    if !opts.redis {
+        report.redis_note = Some("skipped (--no-redis)".into());
+    } else if !redis::available() {
+        report.redis_note = Some(
+            "skipped: redis-server and redis-benchmark are not both on PATH \
+             (Debian: apt-get install redis-server redis-tools)"
+                .into(),
+        );
+    } else {
+        run_redis(&mut report, opts, &workloads, tmp.path()).await?;
+    }
+
+    report.rss = Some(measure_rss(opts, server, &tmp.path().join("rss")).await?);
+    report.total = started.elapsed();
+    Ok(report)
+}
+
+async fn run_subject(
+    report: &mut Report,
+    subject: Subject,
+    provider: &Arc<dyn StateStoreProvider>,
+    workloads: &[Workload],
+    budget: &RunBudget,
+) -> anyhow::Result<()> {
+    for workload in workloads {
+        let sample = workloads::measure(provider, workload, budget)
+            .await
+            .with_context(|| format!("{subject}: {workload}"))?;
+        let m = Measurement::from_sample(*workload, subject, &sample);
+        eprintln!(
+            "  {:<26} {:<22} {}",
+            subject.to_string(),
+            workload.to_string(),
+            m.summary()
+        );
+        report.measurements.push(m);
+    }
+    Ok(())
+}
+
+/// Request count for one `redis-benchmark` run: enough for about
+/// `opts.duration` at the rate such a run reaches on small machines, since
+/// redis-benchmark takes a count, not a duration.
+fn redis_requests(opts: &BenchOptions, mode: redis::RedisMode, clients: usize) -> u64 {
+    let expected_rps = match (mode, clients) {
+        (redis::RedisMode::InMemory, 1) => 15_000.0,
+        (redis::RedisMode::InMemory, _) => 120_000.0,
+        (redis::RedisMode::FsyncAlways, 1) => 1_500.0,
+        (redis::RedisMode::FsyncAlways, _) => 50_000.0,
+    };
+    let n = (expected_rps * opts.duration.as_secs_f64()) as u64;
+    n.clamp(clients as u64 * 10, opts.max_ops.max(clients as u64 * 10))
+}
+
+async fn run_redis(
+    report: &mut Report,
+    opts: &BenchOptions,
+    workloads: &[Workload],
+    dir: &Path,
+) -> anyhow::Result<()> {
+    for (mode, subject, tests) in [
+        (
+            redis::RedisMode::InMemory,
+            Subject::RedisInMemory,
+            &["set", "get"][..],
+        ),
+        // A durable store's reads are the in-memory reads; only SET differs.
+        (
+            redis::RedisMode::FsyncAlways,
+            Subject::RedisFsyncAlways,
+            &["set"][..],
+        ),
+    ] {
+        let redis_dir = dir.join(format!("redis-{mode:?}").to_lowercase());
+        let server = redis::RedisServer::start(mode, &redis_dir)?;
+        for workload in workloads.iter().filter(|w| w.op == Op::Set) {
+            let port = server.port();
+            let (value_bytes, clients) = (workload.value_bytes, workload.concurrency);
+            let requests = redis_requests(opts, mode, clients);
+            let tests: Vec<&'static str> = tests.to_vec();
+            let results = tokio::task::spawn_blocking(move || {
+                redis::benchmark(port, &tests, value_bytes, clients, requests)
+            })
+            .await
+            .context("redis-benchmark task panicked")??;
+            for (name, result) in results {
+                let op = match name.as_str() {
+                    "SET" => Op::Set,
+                    "GET" => Op::Get,
+                    _ => continue,
+                };
+                let w = Workload { op, ..*workload };
+                let m = Measurement::from_redis(w, subject, requests, &result);
+                eprintln!(
+                    "  {:<26} {:<22} {}",
+                    subject.to_string(),
+                    w.to_string(),
+                    m.summary()
+                );
+                report.measurements.push(m);
+            }
+        }
+        drop(server);
+    }
+    Ok(())
+}
+
+async fn measure_rss(
+    opts: &BenchOptions,
+    server: &ServerCommand,
+    dir: &Path,
+) -> anyhow::Result<RssResult> {
+    let process = start_server(server, dir, &["--durability", "immediate"]).await?;
+    let before = rss::vm_rss_bytes(process.pid())?;
+    let provider = remote_provider(&process)?;
+    let t0 = Instant::now();
+    rss::write_distinct_stores(Arc::clone(&provider), 0..opts.rss_store_ids, 64).await?;
+    let write_time = t0.elapsed();
+    let after = rss::vm_rss_bytes(process.pid())?;
+    drop(provider);
+    stop_server(process).await?;
+    let result = RssResult {
+        store_ids: opts.rss_store_ids,
+        before,
+        after,
+        write_time,
+    };
+    eprintln!("  {result}");
+    Ok(result)
+}

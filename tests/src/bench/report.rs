@@ -1,0 +1,462 @@
+//! The results table, the ratios and the check of every target in the issue.
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use super::redis::RedisResult;
+use super::workloads::{Op, SET_MANY_ENTRIES, Sample, Workload};
+use super::{BenchOptions, RSS_TARGET_BYTES, RSS_TARGET_STORE_IDS};
+
+/// What a measurement ran against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Memory,
+    Embedded,
+    Remote,
+    RedisInMemory,
+    RedisFsyncAlways,
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Subject::Memory => "memory (in-process)",
+            Subject::Embedded => "embedded redb",
+            Subject::Remote => "remote (loopback)",
+            Subject::RedisInMemory => "redis in-memory",
+            Subject::RedisFsyncAlways => "redis appendfsync always",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub workload: Workload,
+    pub subject: Subject,
+    /// Calls completed.
+    pub ops: u64,
+    /// Calls per second.
+    pub ops_per_sec: f64,
+    /// Entries per second (calls/s x entries per call).
+    pub entries_per_sec: f64,
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+}
+
+impl Measurement {
+    pub fn from_sample(workload: Workload, subject: Subject, sample: &Sample) -> Self {
+        Self {
+            workload,
+            subject,
+            ops: sample.ops,
+            ops_per_sec: sample.ops_per_sec(),
+            entries_per_sec: sample.entries_per_sec(),
+            p50: Some(sample.p50),
+            p99: Some(sample.p99),
+        }
+    }
+
+    pub fn from_redis(workload: Workload, subject: Subject, ops: u64, r: &RedisResult) -> Self {
+        let ms = |v: Option<f64>| v.map(|ms| Duration::from_secs_f64(ms / 1000.0));
+        Self {
+            workload,
+            subject,
+            ops,
+            ops_per_sec: r.rps,
+            entries_per_sec: r.rps,
+            p50: ms(r.p50_ms),
+            p99: ms(r.p99_ms),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{:>12} {:>10} {:>10}",
+            rate(self.entries_per_sec),
+            latency(self.p50),
+            latency(self.p99)
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RssResult {
+    pub store_ids: usize,
+    pub before: u64,
+    pub after: u64,
+    pub write_time: Duration,
+}
+
+impl fmt::Display for RssResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "server RSS: {:.1} MiB at start, {:.1} MiB after {} distinct store_ids written once ({:.1} s, {} store_ids/s)",
+            mib(self.before),
+            mib(self.after),
+            self.store_ids,
+            self.write_time.as_secs_f64(),
+            rate(self.store_ids as f64 / self.write_time.as_secs_f64().max(f64::EPSILON))
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetStatus {
+    Met,
+    NotMet,
+    NotMeasured,
+}
+
+impl fmt::Display for TargetStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetStatus::Met => "met",
+            TargetStatus::NotMet => "NOT met",
+            TargetStatus::NotMeasured => "not measured",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetCheck {
+    pub target: String,
+    pub measured: String,
+    pub status: TargetStatus,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub options: BenchOptions,
+    pub measurements: Vec<Measurement>,
+    pub redis_note: Option<String>,
+    pub rss: Option<RssResult>,
+    pub total: Duration,
+}
+
+impl Report {
+    pub fn new(options: BenchOptions) -> Self {
+        Self {
+            options,
+            measurements: Vec::new(),
+            redis_note: None,
+            rss: None,
+            total: Duration::ZERO,
+        }
+    }
+
+    pub fn find(&self, workload: &Workload, subject: Subject) -> Option<&Measurement> {
+        self.measurements
+            .iter()
+            .find(|m| m.workload == *workload && m.subject == subject)
+    }
+
+    /// `remote / subject` throughput for one workload.
+    pub fn ratio(&self, workload: &Workload, subject: Subject) -> Option<f64> {
+        let remote = self.find(workload, Subject::Remote)?;
+        let other = self.find(workload, subject)?;
+        (other.entries_per_sec > 0.0).then(|| remote.entries_per_sec / other.entries_per_sec)
+    }
+
+    /// Every target from the issue, at both value sizes where the workload
+    /// has two.
+    pub fn targets(&self) -> Vec<TargetCheck> {
+        let mut checks = Vec::new();
+        let w = |op, concurrency, value_bytes| Workload {
+            op,
+            concurrency,
+            value_bytes,
+        };
+        for size in [16, 256] {
+            checks.push(self.ratio_target(
+                format!("durable set c=64 {size}B: remote >= 10x embedded"),
+                &w(Op::Set, 64, size),
+                Subject::Embedded,
+                10.0,
+            ));
+            checks.push(self.ratio_target(
+                format!("durable set c=64 {size}B: remote >= Redis appendfsync always"),
+                &w(Op::Set, 64, size),
+                Subject::RedisFsyncAlways,
+                1.0,
+            ));
+        }
+        for size in [16, 256] {
+            checks.push(self.ratio_target(
+                format!("durable set c=1 {size}B: remote >= 0.8x embedded"),
+                &w(Op::Set, 1, size),
+                Subject::Embedded,
+                0.8,
+            ));
+        }
+        for size in [16, 256] {
+            checks.push(self.ratio_target(
+                format!("get c=64 {size}B: remote >= 0.6x Redis GET (64 clients)"),
+                &w(Op::Get, 64, size),
+                Subject::RedisInMemory,
+                0.6,
+            ));
+        }
+        for size in [16, 256] {
+            let target = format!("p99 get c=1 {size}B over loopback <= 0.3 ms");
+            checks.push(
+                match self
+                    .find(&w(Op::Get, 1, size), Subject::Remote)
+                    .and_then(|m| m.p99)
+                {
+                    Some(p99) => TargetCheck {
+                        target,
+                        measured: format!("p99 {}", latency(Some(p99))),
+                        status: status(p99 <= Duration::from_micros(300)),
+                    },
+                    None => not_measured(target),
+                },
+            );
+        }
+        checks.push(self.ratio_target(
+            format!("set_many({SET_MANY_ENTRIES}): remote >= 0.8x embedded entries/s"),
+            &w(Op::SetMany, 1, super::workloads::SET_MANY_VALUE_BYTES),
+            Subject::Embedded,
+            0.8,
+        ));
+        let target = format!(
+            "server RSS after {RSS_TARGET_STORE_IDS} distinct store_ids < {} MiB",
+            RSS_TARGET_BYTES / (1024 * 1024)
+        );
+        checks.push(match &self.rss {
+            Some(rss) if rss.store_ids >= RSS_TARGET_STORE_IDS => TargetCheck {
+                target,
+                measured: format!("{:.1} MiB", mib(rss.after)),
+                status: status(rss.after < RSS_TARGET_BYTES),
+            },
+            Some(rss) => TargetCheck {
+                target,
+                measured: format!(
+                    "{:.1} MiB after only {} store_ids",
+                    mib(rss.after),
+                    rss.store_ids
+                ),
+                status: TargetStatus::NotMeasured,
+            },
+            None => not_measured(target),
+        });
+        checks
+    }
+
+    fn ratio_target(
+        &self,
+        target: String,
+        workload: &Workload,
+        baseline: Subject,
+        required: f64,
+    ) -> TargetCheck {
+        match self.ratio(workload, baseline) {
+            Some(ratio) => TargetCheck {
+                target,
+                measured: format!(
+                    "{ratio:.2}x ({} vs {})",
+                    rate(
+                        self.find(workload, Subject::Remote)
+                            .map_or(0.0, |m| m.entries_per_sec)
+                    ),
+                    rate(
+                        self.find(workload, baseline)
+                            .map_or(0.0, |m| m.entries_per_sec)
+                    )
+                ),
+                status: status(ratio >= required),
+            },
+            None => not_measured(target),
+        }
+    }
+
+    /// The whole report as plain text (Markdown tables, so it can be pasted
+    /// into `docs/benchmarks.md` unchanged).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let o = &self.options;
+        let _ = writeln!(
+            out,
+            "## Results ({}: {:.1} s measured + {:.1} s warm-up per workload, at most {} calls; total run {:.0} s)\n",
+            if o.quick {
+                "QUICK smoke run, numbers meaningless"
+            } else {
+                "full run"
+            },
+            o.duration.as_secs_f64(),
+            o.warmup.as_secs_f64(),
+            o.max_ops,
+            self.total.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "Throughput is entries/s (calls/s, except set_many: 1000 entries per call). Latency is per call. `remote ÷` is the remote provider's throughput divided by that row's.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| workload | store | throughput/s | p50 | p99 | remote ÷ |\n|---|---|---:|---:|---:|---:|"
+        );
+        let mut workloads: Vec<Workload> = Vec::new();
+        for m in &self.measurements {
+            if !workloads.contains(&m.workload) {
+                workloads.push(m.workload);
+            }
+        }
+        for workload in &workloads {
+            for subject in [
+                Subject::Memory,
+                Subject::Embedded,
+                Subject::Remote,
+                Subject::RedisInMemory,
+                Subject::RedisFsyncAlways,
+            ] {
+                let Some(m) = self.find(workload, subject) else {
+                    continue;
+                };
+                let ratio = match subject {
+                    Subject::Remote => "—".to_string(),
+                    _ => self
+                        .ratio(workload, subject)
+                        .map_or("—".to_string(), |r| format!("{r:.2}x")),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {workload} | {subject} | {} | {} | {} | {ratio} |",
+                    rate(m.entries_per_sec),
+                    latency(m.p50),
+                    latency(m.p99)
+                );
+            }
+        }
+        if let Some(note) = &self.redis_note {
+            let _ = writeln!(out, "\nRedis: {note}");
+        }
+        if let Some(rss) = &self.rss {
+            let _ = writeln!(out, "\n{rss}");
+        }
+        let _ = writeln!(
+            out,
+            "\n## Targets\n\n| target | measured | status |\n|---|---|---|"
+        );
+        for check in self.targets() {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                check.target, check.measured, check.status
+            );
+        }
+        out
+    }
+}
+
+fn status(met: bool) -> TargetStatus {
+    if met {
+        TargetStatus::Met
+    } else {
+        TargetStatus::NotMet
+    }
+}
+
+fn not_measured(target: String) -> TargetCheck {
+    TargetCheck {
+        target,
+        measured: "—".into(),
+        status: TargetStatus::NotMeasured,
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `12.3k`-style rates keep the table narrow.
+pub fn rate(per_sec: f64) -> String {
+    if per_sec >= 1_000_000.0 {
+        format!("{:.2}M", per_sec / 1_000_000.0)
+    } else if per_sec >= 10_000.0 {
+        format!("{:.1}k", per_sec / 1000.0)
+    } else {
+        format!("{per_sec:.0}")
+    }
+}
+
+pub fn latency(d: Option<Duration>) -> String {
+    match d {
+        None => "—".into(),
+        Some(d) if d < Duration::from_millis(1) => format!("{:.1} µs", d.as_secs_f64() * 1e6),
+        Some(d) => format!("{:.2} ms", d.as_secs_f64() * 1e3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(workload: Workload, subject: Subject, per_sec: f64, p99_us: u64) -> Measurement {
+        Measurement {
+            workload,
+            subject,
+            ops: 100,
+            ops_per_sec: per_sec,
+            entries_per_sec: per_sec,
+            p50: Some(Duration::from_micros(p99_us / 2)),
+            p99: Some(Duration::from_micros(p99_us)),
+        }
+    }
+
+    #[test]
+    fn targets_compare_the_right_rows() {
+        let set64 = Workload {
+            op: Op::Set,
+            concurrency: 64,
+            value_bytes: 16,
+        };
+        let get1 = Workload {
+            op: Op::Get,
+            concurrency: 1,
+            value_bytes: 16,
+        };
+        let mut report = Report::new(BenchOptions::full());
+        report.measurements = vec![
+            m(set64, Subject::Embedded, 3_500.0, 20_000),
+            m(set64, Subject::Remote, 70_000.0, 2_000),
+            m(set64, Subject::RedisFsyncAlways, 60_000.0, 2_000),
+            m(get1, Subject::Remote, 10_000.0, 400),
+        ];
+        report.rss = Some(RssResult {
+            store_ids: RSS_TARGET_STORE_IDS,
+            before: 10 << 20,
+            after: 70 << 20,
+            write_time: Duration::from_secs(3),
+        });
+        let checks = report.targets();
+        let get = |prefix: &str| {
+            checks
+                .iter()
+                .find(|c| c.target.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no target {prefix}"))
+        };
+        assert_eq!(
+            get("durable set c=64 16B: remote >= 10x").status,
+            TargetStatus::Met
+        );
+        assert!(
+            get("durable set c=64 16B: remote >= 10x")
+                .measured
+                .starts_with("20.00x")
+        );
+        assert_eq!(
+            get("durable set c=64 16B: remote >= Redis").status,
+            TargetStatus::Met
+        );
+        assert_eq!(
+            get("durable set c=64 256B: remote >= 10x").status,
+            TargetStatus::NotMeasured
+        );
+        assert_eq!(get("p99 get c=1 16B").status, TargetStatus::NotMet);
+        assert_eq!(get("server RSS").status, TargetStatus::NotMet);
+        let text = report.render();
+        assert!(text.contains("| set c=64 16B | embedded redb | 3500 |"));
+        assert!(text.contains("20.00x"));
+    }
+}
