@@ -1,0 +1,321 @@
+//! `DrasiStateStore` spec: what a user asks for. Every field is optional;
+//! defaults live in the schema too, so `kubectl get -o yaml` shows them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::DrasiStateStoreStatus;
+
+/// Default volume size of a new store.
+pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
+
+/// Longest store name. The StatefulSet's pods get the label
+/// `controller-revision-hash: <name>-<10 char hash>`, a label value is at
+/// most 63 characters, so the name must leave room for 11 more.
+pub const MAX_NAME_LENGTH: usize = 52;
+
+/// Largest `limits.maxKeyBytes`: keys are held in memory and copied into
+/// every index page of redb, so keys beyond 64 KiB are a design error.
+pub const MAX_KEY_BYTES_LIMIT: i64 = 64 * 1024;
+
+/// Largest `limits.maxValueBytes`: the server's request body limit
+/// (`--max-body-bytes`, 64 MiB by default) caps a single value anyway.
+pub const MAX_VALUE_BYTES_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// DNS-1123 subdomain: the syntax of a Secret name.
+pub const SECRET_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// A durable key-value state store for DrasiLib applications, served by
+/// drasi-store-server from a StatefulSet with one persistent volume.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "drasi.io",
+    version = "v1alpha1",
+    kind = "DrasiStateStore",
+    plural = "drasistatestores",
+    shortname = "dss",
+    category = "drasi",
+    namespaced,
+    status = "DrasiStateStoreStatus",
+    derive = "PartialEq",
+    doc = "A durable key-value state store for DrasiLib applications, served by drasi-store-server from a StatefulSet with one persistent volume.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase of the store"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the store accepts requests"),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", description = "URL clients connect to"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 52").message("metadata.name must be at most 52 characters: the StatefulSet's pod labels append an 11 character revision hash to it"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): it names a Service"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DrasiStateStoreSpec {
+    /// Container image of drasi-store-server. Defaults to the operator's
+    /// `--server-image`; set it to pin the server version independently of
+    /// operator upgrades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// Pull policy of the server image (Kubernetes default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Secrets used to pull the server image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+
+    /// The persistent volume holding the database.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// CPU and memory of the server container. When unset the operator uses
+    /// requests of 100m CPU / 128Mi memory and a 1Gi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// When a write is acknowledged: `Immediate` (after it is durably
+    /// committed) or `Eventual` (before; flushed at least every second).
+    #[serde(default)]
+    pub durability: Durability,
+
+    /// Request size limits enforced by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+
+    /// Client authentication. A random token is generated into the Secret
+    /// `<name>-auth` unless `existingSecret` names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// Serve HTTPS with the certificate of a `kubernetes.io/tls` Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// The client-facing Service `<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+
+    /// Scheduling and metadata of the server pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodSettings>,
+
+    /// What happens to the data volume when the store is deleted.
+    #[serde(default)]
+    pub pvc_retention: PvcRetention,
+
+    /// Stop reconciling this store: nothing is created, changed or deleted
+    /// until it is set back to false. Running pods keep running.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// The data volume. `size` may grow (the operator expands the PVC in place)
+/// but never shrink; `storageClassName` cannot change, because a bound PVC
+/// can never move to another StorageClass.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.size) || (isQuantity(self.size) && quantity(self.size).isGreaterThan(quantity('0')))").message("storage.size must be a positive quantity such as 1Gi or 500Mi"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.size) || !has(self.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("storage.size may grow but never shrink: a volume cannot be made smaller"))]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("storage.storageClassName is immutable: a bound volume cannot move to another StorageClass"))]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested volume size (a Kubernetes quantity, e.g. `1Gi`).
+    #[serde(default = "default_storage_size")]
+    #[schemars(schema_with = "quantity_string_schema")]
+    pub size: Quantity,
+
+    /// StorageClass of the volume; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_storage_size() -> Quantity {
+    Quantity(DEFAULT_STORAGE_SIZE.to_owned())
+}
+
+/// A quantity that is always a string in this CRD, so the CEL `quantity()`
+/// library can read it (k8s-openapi's schema is int-or-string).
+fn quantity_string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "A Kubernetes quantity, e.g. 1Gi, 500Mi or 10G.",
+        "type": "string",
+        "maxLength": 64,
+    })
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// A write is acknowledged once committed durably (fsync), grouped with
+    /// concurrent writes.
+    #[default]
+    Immediate,
+    /// A write is acknowledged before it is durable; a crash may lose up to
+    /// about a second of acknowledged writes.
+    Eventual,
+}
+
+impl Durability {
+    /// The value of the server's `--durability` flag.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            Self::Immediate => "immediate",
+            Self::Eventual => "eventual",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Largest store_id or key in bytes (server default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_KEY_BYTES_LIMIT))]
+    pub max_key_bytes: Option<i64>,
+
+    /// Largest single value in bytes (server default 16 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_VALUE_BYTES_LIMIT))]
+    pub max_value_bytes: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Name of a Secret in the store's namespace whose key `token` holds the
+    /// accepted bearer tokens (one per line; the first one is handed to
+    /// clients through `<name>-connection`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
+    pub existing_secret: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Name of a `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) in
+    /// the store's namespace. Its `ca.crt`, or else `tls.crt`, is handed to
+    /// clients as the CA to trust.
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
+    pub secret_name: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Type of the Service `<name>` (default ClusterIP).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ServiceType>,
+
+    /// Annotations of the Service `<name>` (e.g. for a load balancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Settings copied into the server pod's template.
+///
+/// The CEL rules below look reserved keys up in the map instead of iterating
+/// over it: a rule's cost must be bounded for the apiserver to accept the
+/// CRD, and a map lookup is constant whatever the map's size.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub priority_class_name: Option<String>,
+
+    /// Extra pod annotations. `drasi.io/config-hash` is reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!('drasi.io/config-hash' in self)").message("pod.annotations must not set drasi.io/config-hash: the operator owns it"))]
+    pub annotations: Option<BTreeMap<String, String>>,
+
+    /// Extra pod labels. The five `app.kubernetes.io/*` labels the operator
+    /// sets (name, instance, managed-by, component, part-of) are reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by', 'app.kubernetes.io/component', 'app.kubernetes.io/part-of'].exists(k, k in self)").message("pod.labels must not set the app.kubernetes.io/ name, instance, managed-by, component or part-of labels: the operator owns them and the StatefulSet selects pods by them"))]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRetention {
+    /// `Retain` (default) keeps the data volume after the store is deleted;
+    /// `Delete` removes it with the store.
+    #[serde(default)]
+    pub when_deleted: PvcRetentionPolicy,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PvcRetentionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+impl PvcRetentionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retain => "Retain",
+            Self::Delete => "Delete",
+        }
+    }
+}

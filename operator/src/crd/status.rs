@@ -1,0 +1,107 @@
+//! `DrasiStateStore` status: what the reconciler observed. Only the
+//! reconciler writes it, through the status subresource.
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition types the reconciler maintains.
+pub mod condition_types {
+    /// True when the server pod is ready and the connection Secret is current.
+    pub const READY: &str = "Ready";
+    /// True while the operator is rolling out a change (new pod, volume
+    /// expansion, StatefulSet re-creation).
+    pub const PROGRESSING: &str = "Progressing";
+    /// True when something needs a human: a missing Secret, a StorageClass
+    /// that cannot expand, a pod that does not become ready.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrasiStateStoreStatus {
+    /// Summary of the store's lifecycle; details are in `conditions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Standard conditions: `Ready`, `Progressing`, `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready server pods (0 or 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+
+    /// URL clients use, `http://<name>.<namespace>.svc:7070` (https with TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// Name of the Secret to mount with `envFrom` (`<name>-connection`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_secret: Option<String>,
+
+    /// Server image the StatefulSet runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Requested and actual size of the data volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted, nothing created yet.
+    Pending,
+    /// Objects applied, the server pod is not ready yet (first start, roll
+    /// out or volume expansion).
+    Provisioning,
+    /// The server pod is ready and the connection Secret is current.
+    Ready,
+    /// Was ready, or should be, but something is wrong (see conditions).
+    Degraded,
+    /// `spec.paused` is true; the operator leaves everything as it is.
+    Paused,
+    /// Being deleted; the finalizer is cleaning up.
+    Terminating,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Provisioning => "Provisioning",
+            Self::Ready => "Ready",
+            Self::Degraded => "Degraded",
+            Self::Paused => "Paused",
+            Self::Terminating => "Terminating",
+        }
+    }
+
+    pub const ALL: [Phase; 6] = [
+        Self::Pending,
+        Self::Provisioning,
+        Self::Ready,
+        Self::Degraded,
+        Self::Paused,
+        Self::Terminating,
+    ];
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStatus {
+    /// `spec.storage.size` as last applied to the volume claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<Quantity>,
+    /// Capacity the bound volume reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Quantity>,
+}

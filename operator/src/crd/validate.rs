@@ -1,0 +1,169 @@
+//! The CRD's creation-time rules (schema constraints and CEL rules that do
+//! not involve `oldSelf`), checked without an apiserver. `render` runs them
+//! so that a CR the apiserver would reject fails there too, with the field
+//! named; the builders run them so that a CR that slipped past an older
+//! CRD never produces broken objects.
+
+use std::fmt;
+
+use super::quantity::quantity_value;
+use super::spec::{DrasiStateStore, MAX_KEY_BYTES_LIMIT, MAX_NAME_LENGTH, MAX_VALUE_BYTES_LIMIT};
+use crate::labels::{CONFIG_HASH_ANNOTATION, RESERVED_LABEL_KEYS};
+
+/// One rule a CR breaks, named by its field path (`spec.limits.maxKeyBytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every rule `store` breaks (empty when valid).
+pub fn validate(store: &DrasiStateStore) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut fail = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.to_owned(),
+            message,
+        })
+    };
+
+    match store.metadata.name.as_deref() {
+        None | Some("") => fail("metadata.name", "is required".into()),
+        Some(name) => {
+            if name.len() > MAX_NAME_LENGTH {
+                fail(
+                    "metadata.name",
+                    format!(
+                        "must be at most {MAX_NAME_LENGTH} characters, got {}",
+                        name.len()
+                    ),
+                );
+            }
+            if !is_dns1035_label(name) {
+                fail(
+                    "metadata.name",
+                    format!(
+                        "{name:?} is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter)"
+                    ),
+                );
+            }
+        }
+    }
+
+    let spec = &store.spec;
+    if spec.image.as_deref() == Some("") {
+        fail("spec.image", "must not be empty".into());
+    }
+    for (i, secret) in spec.image_pull_secrets.iter().flatten().enumerate() {
+        if secret.name.is_empty() {
+            fail(
+                &format!("spec.imagePullSecrets[{i}].name"),
+                "must not be empty".into(),
+            );
+        }
+    }
+    match quantity_value(&spec.storage.size) {
+        Some(bytes) if bytes > 0 => {}
+        _ => fail(
+            "spec.storage.size",
+            format!(
+                "{:?} is not a positive quantity such as 1Gi",
+                spec.storage.size.0
+            ),
+        ),
+    }
+    if spec.storage.storage_class_name.as_deref() == Some("") {
+        fail("spec.storage.storageClassName", "must not be empty".into());
+    }
+    if let Some(limits) = &spec.limits {
+        if let Some(v) = limits.max_key_bytes
+            && !(1..=MAX_KEY_BYTES_LIMIT).contains(&v)
+        {
+            fail(
+                "spec.limits.maxKeyBytes",
+                format!("must be between 1 and {MAX_KEY_BYTES_LIMIT}, got {v}"),
+            );
+        }
+        if let Some(v) = limits.max_value_bytes
+            && !(1..=MAX_VALUE_BYTES_LIMIT).contains(&v)
+        {
+            fail(
+                "spec.limits.maxValueBytes",
+                format!("must be between 1 and {MAX_VALUE_BYTES_LIMIT}, got {v}"),
+            );
+        }
+    }
+    if let Some(name) = spec
+        .auth
+        .as_ref()
+        .and_then(|a| a.existing_secret.as_deref())
+        && !is_dns1123_subdomain(name)
+    {
+        fail(
+            "spec.auth.existingSecret",
+            format!("{name:?} is not a valid Secret name"),
+        );
+    }
+    if let Some(tls) = &spec.tls
+        && !is_dns1123_subdomain(&tls.secret_name)
+    {
+        fail(
+            "spec.tls.secretName",
+            format!("{:?} is not a valid Secret name", tls.secret_name),
+        );
+    }
+    if let Some(pod) = &spec.pod {
+        for key in pod.labels.iter().flat_map(|l| l.keys()) {
+            if RESERVED_LABEL_KEYS.contains(&key.as_str()) {
+                fail(
+                    "spec.pod.labels",
+                    format!("{key} is set by the operator and cannot be overridden"),
+                );
+            }
+        }
+        if pod
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(CONFIG_HASH_ANNOTATION))
+        {
+            fail(
+                "spec.pod.annotations",
+                format!("{CONFIG_HASH_ANNOTATION} is set by the operator and cannot be overridden"),
+            );
+        }
+        if pod.priority_class_name.as_deref() == Some("") {
+            fail("spec.pod.priorityClassName", "must not be empty".into());
+        }
+    }
+    errors
+}
+
+fn is_dns1035_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1] != b'-'
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            let bytes = part.as_bytes();
+            !bytes.is_empty()
+                && bytes[0].is_ascii_alphanumeric()
+                && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        })
+}
