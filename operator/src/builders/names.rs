@@ -1,0 +1,84 @@
+//! Names of the objects a store owns and the paths inside its pod. All are
+//! part of the contract with users (`envFrom` the connection Secret) and
+//! with running pods (mount paths), so they never change.
+
+use drasi_store_protocol::routes::DEFAULT_PORT;
+use kube::ResourceExt;
+
+use crate::crd::DrasiStateStore;
+
+/// Namespace used when a CR carries none (only in `render`).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Name of the server container in the pod template.
+pub const CONTAINER_NAME: &str = "store-server";
+/// Name of the volumeClaimTemplate; PVCs are called `data-<name>-0`.
+pub const DATA_VOLUME: &str = "data";
+/// Name of the server port on the container and the Services.
+pub const PORT_NAME: &str = "http";
+
+pub const DATA_DIR: &str = "/data";
+pub const AUTH_DIR: &str = "/var/run/drasi-store/auth";
+pub const TLS_DIR: &str = "/var/run/drasi-store/tls";
+pub const TMP_DIR: &str = "/tmp";
+/// Key of the token in the auth Secret (generated or `existingSecret`).
+pub const TOKEN_KEY: &str = "token";
+pub const TOKEN_FILE: &str = "/var/run/drasi-store/auth/token";
+pub const TLS_CERT_FILE: &str = "/var/run/drasi-store/tls/tls.crt";
+pub const TLS_KEY_FILE: &str = "/var/run/drasi-store/tls/tls.key";
+
+/// Keys of a `kubernetes.io/tls` Secret.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
+pub const TLS_CA_KEY: &str = "ca.crt";
+
+pub fn auth_secret_name(name: &str) -> String {
+    format!("{name}-auth")
+}
+
+pub fn connection_secret_name(name: &str) -> String {
+    format!("{name}-connection")
+}
+
+pub fn headless_service_name(name: &str) -> String {
+    format!("{name}-headless")
+}
+
+/// Name of the PVC the StatefulSet creates for its only pod.
+pub fn data_pvc_name(name: &str) -> String {
+    format!("{DATA_VOLUME}-{name}-0")
+}
+
+/// The store's namespace, `default` when the CR has none.
+pub fn namespace_of(store: &DrasiStateStore) -> String {
+    store
+        .namespace()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
+
+/// The Secret the server reads its tokens from: the user's
+/// `spec.auth.existingSecret`, else the generated `<name>-auth`.
+pub fn token_secret_name(store: &DrasiStateStore) -> String {
+    store
+        .spec
+        .auth
+        .as_ref()
+        .and_then(|a| a.existing_secret.clone())
+        .unwrap_or_else(|| auth_secret_name(&store.name_any()))
+}
+
+/// The URL clients use: `http://<name>.<namespace>.svc:7070`, `https://`
+/// when `spec.tls` is set. Uses the `.svc` form (not `.svc.cluster.local`)
+/// so it works whatever the cluster domain is.
+pub fn endpoint(store: &DrasiStateStore) -> String {
+    let scheme = if store.spec.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!(
+        "{scheme}://{}.{}.svc:{DEFAULT_PORT}",
+        store.name_any(),
+        namespace_of(store)
+    )
+}

@@ -1,0 +1,60 @@
+//! The generated auth Secret and the connection Secret.
+//!
+//! Both use `data` (not `stringData`): `stringData` is write-only and never
+//! shows up in the stored object, so server-side apply could not track
+//! which keys the operator owns, and a key that must disappear (the CA when
+//! TLS is turned off) would linger forever.
+
+use std::collections::BTreeMap;
+
+use drasi_store_protocol::env;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+
+use super::meta::object_meta;
+use super::names::{TOKEN_KEY, auth_secret_name, connection_secret_name, endpoint};
+use crate::crd::DrasiStateStore;
+
+/// `<name>-auth`: the server's token file (key `token`).
+pub fn auth_secret(store: &DrasiStateStore, token: &str) -> Secret {
+    Secret {
+        metadata: object_meta(store, auth_secret_name(&store.name_any())),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            TOKEN_KEY.to_owned(),
+            ByteString(token.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// `<name>-connection`: exactly the client's inline env vars, so a consumer
+/// pod needs only `envFrom: [{secretRef: {name: <name>-connection}}]`.
+/// `client_token` is the one token handed to clients; `ca_cert_pem` must be
+/// `Some` exactly when TLS is on (the caller checks).
+pub fn connection_secret(
+    store: &DrasiStateStore,
+    client_token: &str,
+    ca_cert_pem: Option<&str>,
+) -> Secret {
+    let mut data = BTreeMap::from([
+        (
+            env::URL.to_owned(),
+            ByteString(endpoint(store).into_bytes()),
+        ),
+        (
+            env::TOKEN.to_owned(),
+            ByteString(client_token.as_bytes().to_vec()),
+        ),
+    ]);
+    if let Some(ca) = ca_cert_pem {
+        data.insert(env::CA_CERT.to_owned(), ByteString(ca.as_bytes().to_vec()));
+    }
+    Secret {
+        metadata: object_meta(store, connection_secret_name(&store.name_any())),
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
