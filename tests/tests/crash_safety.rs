@@ -113,7 +113,7 @@ struct WriterLog {
 struct Rng(u64);
 
 impl Rng {
-    fn seeded() -> Self {
+    fn seeded(test: &str) -> Self {
         let seed = std::env::var("CRASH_SAFETY_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -123,7 +123,7 @@ impl Rng {
                     .expect("clock after 1970")
                     .as_nanos() as u64
             });
-        eprintln!("crash_safety seed: {seed} (set CRASH_SAFETY_SEED to replay the choices)");
+        eprintln!("{test}: seed {seed} (set CRASH_SAFETY_SEED to replay the choices)");
         Rng(seed)
     }
 
@@ -408,7 +408,7 @@ where
 async fn acknowledged_writes_survive_repeated_kill9() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
-    let mut rng = Rng::seeded();
+    let mut rng = Rng::seeded("kill9");
     let mut model = Model::new();
     for cycle in 0..5 {
         let server = start(&data_dir, "immediate")
@@ -431,7 +431,7 @@ async fn acknowledged_writes_survive_repeated_kill9() -> anyhow::Result<()> {
 async fn sigterm_mid_load_exits_zero_and_keeps_acknowledged_writes() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
-    let mut rng = Rng::seeded();
+    let mut rng = Rng::seeded("sigterm");
     let mut model = Model::new();
     for cycle in 0..2 {
         let server = start(&data_dir, "immediate").await?;
@@ -459,7 +459,7 @@ async fn sigterm_mid_load_exits_zero_and_keeps_acknowledged_writes() -> anyhow::
 async fn eventual_durability_database_reopens_after_kill9() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
-    let mut rng = Rng::seeded();
+    let mut rng = Rng::seeded("eventual");
     for cycle in 0..2 {
         let server = start(&data_dir, "eventual").await?;
         let outcome = load_then_stop(server, cycle, &mut rng, |s| s.kill9()).await?;
@@ -497,4 +497,80 @@ async fn eventual_durability_database_reopens_after_kill9() -> anyhow::Result<()
         restarted.kill9()?;
     }
     Ok(())
+}
+
+/// The checker itself must reject lost, stale, phantom and torn writes, or
+/// the crash tests above would pass vacuously.
+#[test]
+fn verify_rejects_lost_and_torn_writes() {
+    let store = STORES[0].to_string();
+    let set = |key: &str, v: &[u8]| Write::Set {
+        store: store.clone(),
+        key: key.into(),
+        value: v.to_vec(),
+    };
+    let pair = |a: &[u8], b: &[u8]| Write::SetMany {
+        store: store.clone(),
+        entries: vec![("a".into(), a.to_vec()), ("b".into(), b.to_vec())],
+    };
+    let outcome = |acked: Vec<Write>, unacked: Option<Write>| LoadOutcome {
+        acked: acked.len(),
+        logs: vec![WriterLog {
+            acked,
+            unacked: unacked.map(|w| (w, "connection refused".into())),
+        }],
+    };
+    let state = |entries: &[(&str, &[u8])]| -> Model {
+        entries
+            .iter()
+            .map(|(k, v)| ((store.clone(), k.to_string()), v.to_vec()))
+            .collect()
+    };
+
+    // Acked value present: fine. Acked value lost or stale: rejected.
+    let o = outcome(vec![set("a", b"1"), set("a", b"2")], None);
+    assert!(verify(&mut Model::new(), &o, &state(&[("a", b"2")]), 0).is_ok());
+    assert!(verify(&mut Model::new(), &o, &state(&[]), 0).is_err());
+    assert!(verify(&mut Model::new(), &o, &state(&[("a", b"1")]), 0).is_err());
+    // An acked delete must stay deleted; unknown keys must not appear.
+    let o = outcome(
+        vec![
+            set("a", b"1"),
+            Write::Delete {
+                store: store.clone(),
+                key: "a".into(),
+            },
+        ],
+        None,
+    );
+    assert!(verify(&mut Model::new(), &o, &state(&[]), 0).is_ok());
+    assert!(verify(&mut Model::new(), &o, &state(&[("a", b"1")]), 0).is_err());
+    assert!(verify(&mut Model::new(), &o, &state(&[("z", b"1")]), 0).is_err());
+    // An unacked set_many may be applied or not, but never in part.
+    let o = outcome(vec![pair(b"1", b"1")], Some(pair(b"2", b"2")));
+    assert!(
+        verify(
+            &mut Model::new(),
+            &o,
+            &state(&[("a", b"1"), ("b", b"1")]),
+            0
+        )
+        .is_ok()
+    );
+    let mut model = Model::new();
+    assert!(verify(&mut model, &o, &state(&[("a", b"2"), ("b", b"2")]), 0).is_ok());
+    assert_eq!(
+        model,
+        state(&[("a", b"2"), ("b", b"2")]),
+        "applied unacked write is adopted"
+    );
+    assert!(
+        verify(
+            &mut Model::new(),
+            &o,
+            &state(&[("a", b"2"), ("b", b"1")]),
+            0
+        )
+        .is_err()
+    );
 }
