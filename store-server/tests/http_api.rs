@@ -1,0 +1,204 @@
+//! Every operation over HTTP against an in-process server, with names that
+//! break naive URL handling.
+
+mod common;
+
+use common::{TOKEN, expect_error, json, start_server};
+use drasi_store_protocol::{Limits, decode_entries, encode_entries, encode_keys};
+use reqwest::Method;
+
+const TRICKY: [&str; 10] = [
+    "",
+    " ",
+    "/",
+    "%",
+    "%2F",
+    "+",
+    "a?b#c&d=e",
+    "..",
+    "ключ 🔑",
+    "a/../b",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_round_trips_tricky_names() {
+    let t = start_server(&[]).await;
+    for s in TRICKY {
+        for k in TRICKY {
+            let r = t.put(s, k, format!("{s}|{k}").as_bytes()).await;
+            assert_eq!(r.status(), 204);
+        }
+    }
+    for s in TRICKY {
+        let (exists, count, keys) = t.snapshot(s).await;
+        assert!(exists);
+        assert_eq!(count, TRICKY.len() as u64);
+        let mut want: Vec<String> = TRICKY.iter().map(|k| k.to_string()).collect();
+        want.sort();
+        assert_eq!(keys, want);
+        for k in TRICKY {
+            assert_eq!(t.get(s, k).await, Some(format!("{s}|{k}").into_bytes()));
+            let head = t
+                .authed(Method::HEAD, &t.url("/v1/kv", s, Some(k)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(head.status(), 200);
+        }
+    }
+    // Absent key on HEAD: 404 with the marker header.
+    let head = t
+        .authed(Method::HEAD, &t.url("/v1/kv", "+", Some("nope")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404);
+    assert!(head.headers().contains_key("x-drasi-key-not-found"));
+
+    // delete
+    let r = t
+        .authed(Method::DELETE, &t.url("/v1/kv", "+", Some("/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["existed"], true);
+    let r = t
+        .authed(Method::DELETE, &t.url("/v1/kv", "+", Some("/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["existed"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_store_info_clear_and_sync() {
+    let t = start_server(&[]).await;
+    let entries: Vec<(&str, &[u8])> = vec![("a", b"1"), ("", b""), ("a", b"2"), ("🔑", &[0, 255])];
+    let r = t
+        .authed(Method::POST, &t.url("/v1/kv/set-many", "s", None))
+        .body(encode_entries(entries.iter().copied()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(t.snapshot("s").await.1, 3);
+
+    let r = t
+        .authed(Method::POST, &t.url("/v1/kv/get-many", "s", None))
+        .body(encode_keys(&["a", "missing", "🔑", "a"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    let got = decode_entries(&body, &Limits::default()).unwrap();
+    assert_eq!(got, vec![("a", &b"2"[..]), ("🔑", &[0u8, 255][..])]);
+
+    let r = t
+        .authed(Method::POST, &t.url("/v1/kv/delete-many", "s", None))
+        .body(encode_keys(&["a", "a", "zz"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["count"], 1);
+
+    let r = t
+        .authed(Method::DELETE, &t.url("/v1/store", "s", None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["count"], 2);
+    assert_eq!(t.snapshot("s").await, (false, 0, vec![]));
+    let r = t
+        .authed(Method::DELETE, &t.url("/v1/store", "s", None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["count"], 0);
+
+    let r = t
+        .authed(Method::POST, &format!("{}/v1/sync", t.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_openapi_need_no_token() {
+    let t = start_server(&[]).await;
+    t.put("s", "k", b"v").await;
+    for path in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"] {
+        let r = t
+            .client
+            .get(format!("{}{path}", t.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let text = t
+        .client
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "drasi_store_requests_total{operation=\"set\",status=\"204\"} 1",
+        "drasi_store_request_duration_seconds_bucket",
+        "drasi_store_commit_group_size_bucket",
+        "drasi_store_commit_duration_seconds_bucket",
+        "drasi_store_database_file_bytes",
+        "drasi_store_keys 1",
+        "drasi_store_stores 1",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    let doc = json(
+        t.client
+            .get(format!("{}/v1/openapi.json", t.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(doc["paths"]["/v1/kv"]["put"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_writes_survive_a_graceful_restart() {
+    let t = start_server(&["--durability", "eventual"]).await;
+    assert_eq!(t.put("s", "k", b"v").await.status(), 204);
+    let dir = t.dir;
+    let token_file = t.token_file.clone();
+    t.server.shutdown().await.unwrap();
+    let server = drasi_store_server::start(common::config(&dir, &token_file, &[]))
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v1/kv?store=s&key=k",
+            server.local_addr()
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), &b"v"[..]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_route_is_json_404_even_without_token() {
+    let t = start_server(&[]).await;
+    let r = t
+        .client
+        .get(format!("{}/v2/kv", t.base))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "route_not_found").await;
+}
