@@ -1,8 +1,18 @@
-//! Prometheus metrics of the reconciler, served on `/metrics`.
+//! Prometheus metrics of the reconciler and the `/metrics`, `/healthz` and
+//! `/readyz` endpoints.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,16 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Every phase a store can report, so `managed_stores{phase}` always exposes
-/// all series (a missing series reads as "no data", a zero as "none").
-pub const PHASES: [&str; 6] = [
-    "Pending",
-    "Progressing",
-    "Ready",
-    "Degraded",
-    "Paused",
-    "Terminating",
-];
+use crate::crd::Phase;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -83,10 +84,12 @@ impl Metrics {
             "DrasiStateStore resources managed by this operator, by phase",
             managed.clone(),
         );
-        for phase in PHASES {
+        // Every phase always has a series: a missing series reads as "no
+        // data", a zero as "none".
+        for phase in Phase::ALL {
             managed
                 .get_or_create(&PhaseLabels {
-                    phase: phase.into(),
+                    phase: phase.as_str().into(),
                 })
                 .set(0);
         }
@@ -133,7 +136,7 @@ impl Metrics {
                 phases.remove(store);
             }
         }
-        let mut counts: BTreeMap<&str, i64> = PHASES.iter().map(|p| (*p, 0)).collect();
+        let mut counts: BTreeMap<&str, i64> = Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
         for phase in phases.values() {
             *counts.entry(phase.as_str()).or_default() += 1;
         }
@@ -152,6 +155,74 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Readiness of the process, as `/readyz` reports it.
+///
+/// Ready means "working as intended": the leader once the controller's
+/// DrasiStateStore cache has completed its initial list, or a standby
+/// replica once it is waiting for the Lease (it is healthy and can take
+/// over). Not ready while starting, or while a leader is still syncing.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// The router of the metrics/health endpoint.
+pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz_handler))
+        .with_state(AppState { metrics, health })
+}
+
+/// Serves [`router`] on `addr` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, router(metrics, health))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn readyz_handler(State(state): State<AppState>) -> impl IntoResponse {
+    if state.health.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
 
@@ -179,14 +250,14 @@ mod tests {
                 .encode()
                 .contains("drasi_store_operator_managed_stores{phase=\"Ready\"} 0")
         );
-        metrics.set_phase("ns/a", Some("Progressing"));
-        metrics.set_phase("ns/b", Some("Progressing"));
+        metrics.set_phase("ns/a", Some("Provisioning"));
+        metrics.set_phase("ns/b", Some("Provisioning"));
         metrics.set_phase("ns/a", Some("Ready"));
         let text = metrics.encode();
         assert!(text.contains("drasi_store_operator_managed_stores{phase=\"Ready\"} 1"));
-        assert!(text.contains("drasi_store_operator_managed_stores{phase=\"Progressing\"} 1"));
+        assert!(text.contains("drasi_store_operator_managed_stores{phase=\"Provisioning\"} 1"));
         metrics.set_phase("ns/b", None);
         let text = metrics.encode();
-        assert!(text.contains("drasi_store_operator_managed_stores{phase=\"Progressing\"} 0"));
+        assert!(text.contains("drasi_store_operator_managed_stores{phase=\"Provisioning\"} 0"));
     }
 }

@@ -1,0 +1,90 @@
+//! Kubernetes Events on important transitions (`kubectl describe dss`).
+//!
+//! Publishing is best effort: an event that cannot be written is logged and
+//! never fails a reconcile, because events are for humans, not for state.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use crate::labels::FIELD_MANAGER;
+
+/// Event reasons the operator emits; docs/reconciler.md lists them.
+pub mod reasons {
+    pub const CREATED: &str = "Created";
+    pub const READY: &str = "Ready";
+    pub const DEGRADED: &str = "Degraded";
+    pub const PAUSED: &str = "Paused";
+    pub const RESUMED: &str = "Resumed";
+    pub const VOLUME_EXPANSION_STARTED: &str = "VolumeExpansionStarted";
+    pub const VOLUME_EXPANSION_FINISHED: &str = "VolumeExpansionFinished";
+    pub const CLEANUP: &str = "Cleanup";
+    pub const CLEANUP_SKIPPED: &str = "CleanupSkipped";
+    pub const INVALID_OBJECT: &str = "InvalidObject";
+}
+
+#[derive(Clone)]
+pub struct EventPublisher {
+    recorder: Recorder,
+}
+
+impl EventPublisher {
+    /// `instance` distinguishes operator replicas (the pod name).
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+        }
+    }
+
+    pub async fn normal(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.publish(regarding, EventType::Normal, reason, action, note)
+            .await;
+    }
+
+    pub async fn warning(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.publish(regarding, EventType::Warning, reason, action, note)
+            .await;
+    }
+
+    async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(
+                object = regarding.name.as_deref().unwrap_or_default(),
+                namespace = regarding.namespace.as_deref().unwrap_or_default(),
+                reason,
+                %error,
+                "could not publish event"
+            );
+        }
+    }
+}

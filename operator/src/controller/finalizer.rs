@@ -1,0 +1,138 @@
+//! Cleanup when a `DrasiStateStore` is deleted (finalizer
+//! `drasi.io/state-store-cleanup`).
+//!
+//! Owned objects (StatefulSet, Services, Secrets) carry owner references and
+//! are removed by Kubernetes garbage collection. PVCs created from the
+//! volumeClaimTemplate are not owned by the store, so the finalizer honours
+//! `pvcRetention.whenDeleted`: `Retain` keeps them, `Delete` deletes every
+//! PVC labelled for this instance.
+//!
+//! The finalizer never blocks deletion forever: when the namespace is
+//! terminating (everything in it goes anyway) or cleanup failed
+//! [`MAX_CLEANUP_ATTEMPTS`] times in a row, it is removed regardless, with a
+//! warning event.
+
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::Context;
+use super::apply;
+use super::error::Error;
+use super::events::reasons as event_reasons;
+use super::reconcile::store_key;
+use crate::crd::{DrasiStateStore, PvcRetentionPolicy};
+use crate::labels::selector_string;
+
+/// Consecutive failed cleanups (about four minutes with the backoff) after
+/// which the finalizer is removed anyway.
+pub const MAX_CLEANUP_ATTEMPTS: u32 = 8;
+
+pub async fn cleanup(store: &DrasiStateStore, ctx: &Context) -> Result<Action, Error> {
+    let key = store_key(store);
+    let namespace = store
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let regarding = store.object_ref(&());
+    ctx.metrics.set_phase(&key, None);
+
+    if namespace_terminating(ctx, &namespace).await {
+        tracing::info!(store = %key, "namespace is terminating, releasing the finalizer");
+        return Ok(Action::await_change());
+    }
+
+    match delete_pvcs_if_requested(store, ctx, &namespace).await {
+        Ok(note) => {
+            tracing::info!(store = %key, "{note}");
+            ctx.events
+                .normal(&regarding, event_reasons::CLEANUP, "Delete", note)
+                .await;
+            Ok(Action::await_change())
+        }
+        Err(error) => {
+            // The error policy counts this failure only after we return; the
+            // count so far is the number of earlier consecutive failures.
+            let failures = ctx.backoff.failures(&key) + 1;
+            if failures >= MAX_CLEANUP_ATTEMPTS {
+                let note = format!(
+                    "cleanup failed {failures} times, removing the finalizer anyway so deletion \
+                     is not blocked; delete leftover PVCs by hand: {error}"
+                );
+                tracing::error!(store = %key, "{note}");
+                ctx.events
+                    .warning(&regarding, event_reasons::CLEANUP_SKIPPED, "Delete", note)
+                    .await;
+                Ok(Action::await_change())
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
+async fn delete_pvcs_if_requested(
+    store: &DrasiStateStore,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<String, Error> {
+    let name = store.name_any();
+    let selector = selector_string(&name);
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let pvcs = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| {
+            Error::kube(
+                "listing",
+                format!("PersistentVolumeClaims of {namespace}/{name}"),
+                e,
+            )
+        })?;
+    let names: Vec<String> = pvcs.items.iter().map(ResourceExt::name_any).collect();
+    match store.spec.pvc_retention.when_deleted {
+        PvcRetentionPolicy::Retain if names.is_empty() => {
+            Ok("no data volume to retain".to_string())
+        }
+        PvcRetentionPolicy::Retain => Ok(format!(
+            "pvcRetention.whenDeleted is Retain: kept PVC(s) {}",
+            names.join(", ")
+        )),
+        PvcRetentionPolicy::Delete => {
+            for pvc in &names {
+                apply::delete::<PersistentVolumeClaim>(
+                    &ctx.client,
+                    namespace,
+                    pvc,
+                    &DeleteParams::default(),
+                )
+                .await?;
+            }
+            Ok(if names.is_empty() {
+                "pvcRetention.whenDeleted is Delete: no PVC to delete".to_string()
+            } else {
+                format!(
+                    "pvcRetention.whenDeleted is Delete: deleted PVC(s) {}",
+                    names.join(", ")
+                )
+            })
+        }
+    }
+}
+
+/// Whether the namespace is being deleted. Errors count as "no": the normal
+/// cleanup then runs and the attempt limit still bounds it.
+async fn namespace_terminating(ctx: &Context, namespace: &str) -> bool {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    match api.get_opt(namespace).await {
+        Ok(Some(ns)) => {
+            ns.metadata.deletion_timestamp.is_some()
+                || ns.status.and_then(|s| s.phase).as_deref() == Some("Terminating")
+        }
+        Ok(None) => true,
+        Err(error) => {
+            tracing::debug!(namespace, %error, "could not read namespace");
+            false
+        }
+    }
+}

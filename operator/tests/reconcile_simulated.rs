@@ -1,0 +1,542 @@
+//! Reconcile tests against a SIMULATED Kubernetes API server (an in-memory
+//! fake behind kube's `Client`, see `support/fake_api.rs`). No cluster is
+//! used; what a real API server adds (admission, garbage collection, the
+//! StatefulSet controller) is played by the tests where it matters.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drasi_store_operator::controller::{Error, error_policy, reconcile_guarded};
+use drasi_store_operator::crd::{DrasiStateStore, Phase};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+use support::*;
+
+const NAME: &str = "orders";
+
+fn is_apply(request: &RecordedRequest) -> bool {
+    request.method == "PATCH"
+        && request
+            .content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/apply-patch"))
+}
+
+fn config_hash(sts: &Value) -> String {
+    sts["spec"]["template"]["metadata"]["annotations"]["drasi.io/config-hash"]
+        .as_str()
+        .expect("config hash annotation")
+        .to_string()
+}
+
+#[tokio::test]
+async fn create_applies_every_object_with_the_field_manager_and_reports_progress() {
+    let h = Harness::new();
+    let action = h.create_and_apply(NAME, json!({})).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+
+    let store = h.store(NAME);
+    assert_eq!(
+        store.metadata.finalizers.as_deref(),
+        Some(&["drasi.io/state-store-cleanup".to_string()][..])
+    );
+
+    // Every owned object exists, was server-side applied by our manager,
+    // and points back at the store.
+    let applied: Vec<String> = h
+        .object_writes()
+        .iter()
+        .filter(|r| is_apply(r))
+        .map(|r| {
+            assert_eq!(
+                r.query_param("fieldManager").as_deref(),
+                Some("drasi-store-operator")
+            );
+            assert_eq!(r.query_param("force").as_deref(), Some("true"));
+            r.path.clone()
+        })
+        .collect();
+    for path in [
+        secret_path("orders-auth"),
+        secret_path("orders-connection"),
+        service_path("orders"),
+        service_path("orders-headless"),
+        sts_path("orders"),
+    ] {
+        assert!(applied.contains(&path), "{path} not applied: {applied:?}");
+        let object = h.server.get(&path).expect("object stored");
+        assert_eq!(
+            object["metadata"]["ownerReferences"][0]["kind"],
+            "DrasiStateStore"
+        );
+        assert_eq!(
+            object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "drasi-store-operator"
+        );
+    }
+
+    // The generated token is in the auth Secret and handed to clients.
+    let token = secret_value(&h.server.get(&secret_path("orders-auth")).unwrap(), "token")
+        .expect("generated token");
+    assert!(token.len() >= 32, "token is long enough");
+    let connection = h.server.get(&secret_path("orders-connection")).unwrap();
+    assert_eq!(
+        secret_value(&connection, "DRASI_STATE_STORE_TOKEN").as_deref(),
+        Some(token.as_str())
+    );
+    assert_eq!(
+        secret_value(&connection, "DRASI_STATE_STORE_URL").as_deref(),
+        Some("http://orders.apps.svc:7070")
+    );
+
+    let status = store.status.clone().expect("status written");
+    assert_eq!(status.phase, Some(Phase::Provisioning));
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(
+        condition(&store, "Progressing"),
+        ("True".into(), "RollingOut".into())
+    );
+    assert_eq!(condition(&store, "Ready").0, "False");
+    assert_eq!(status.image.as_deref(), Some(SERVER_IMAGE));
+    assert!(h.event_reasons().contains(&"Created".to_string()));
+    assert!(
+        h.metrics
+            .encode()
+            .contains("managed_stores{phase=\"Provisioning\"} 1")
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn ready_statefulset_makes_the_store_ready_and_unchanged_status_is_not_rewritten() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({})).await;
+    h.mark_statefulset_ready(NAME);
+
+    let action = h.reconcile(NAME).await.expect("reconcile");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    let store = h.store(NAME);
+    let status = store.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Ready));
+    assert_eq!(status.ready_replicas, Some(1));
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some("http://orders.apps.svc:7070")
+    );
+    assert_eq!(
+        status.connection_secret.as_deref(),
+        Some("orders-connection")
+    );
+    assert_eq!(
+        condition(&store, "Ready"),
+        ("True".into(), "ServerReady".into())
+    );
+    assert_eq!(condition(&store, "Degraded").0, "False");
+    assert!(h.event_reasons().contains(&"Ready".to_string()));
+
+    // Nothing changed: no status write, and the token was not rotated.
+    let token = secret_value(&h.server.get(&secret_path("orders-auth")).unwrap(), "token");
+    h.server.clear_requests();
+    h.reconcile(NAME).await.expect("reconcile");
+    assert!(
+        !h.writes().iter().any(|r| r.path.ends_with("/status")),
+        "status rewritten although nothing changed"
+    );
+    assert_eq!(
+        secret_value(&h.server.get(&secret_path("orders-auth")).unwrap(), "token"),
+        token
+    );
+    assert!(
+        h.metrics
+            .encode()
+            .contains("managed_stores{phase=\"Ready\"} 1")
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn spec_change_reapplies_with_a_new_config_hash() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({})).await;
+    let before = config_hash(&h.server.get(&sts_path(NAME)).unwrap());
+
+    h.edit_spec(NAME, |spec| spec["durability"] = json!("Eventual"));
+    h.server.clear_requests();
+    h.reconcile(NAME).await.expect("reconcile");
+
+    assert!(
+        h.object_writes()
+            .iter()
+            .any(|r| is_apply(r) && r.path == sts_path(NAME))
+    );
+    let sts = h.server.get(&sts_path(NAME)).unwrap();
+    assert_ne!(config_hash(&sts), before, "the pod template must roll");
+    let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("eventual"), "{args}");
+    assert_eq!(h.store(NAME).status.unwrap().observed_generation, Some(2));
+}
+
+#[tokio::test]
+async fn delete_with_retain_keeps_the_pvc_and_removes_the_finalizer() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({})).await;
+    h.add_pvc(NAME, "standard", "1Gi", "1Gi");
+    h.delete_store(NAME);
+
+    let action = h.reconcile(NAME).await.expect("cleanup");
+    assert_eq!(action, Action::await_change());
+    assert!(
+        h.server.get(&pvc_path("data-orders-0")).is_some(),
+        "PVC retained"
+    );
+    assert!(!h.writes().iter().any(|r| r.method == "DELETE"));
+    assert!(!h.store_exists(NAME), "finalizer removed, object gone");
+    assert!(h.event_reasons().contains(&"Cleanup".to_string()));
+    assert!(
+        h.metrics
+            .encode()
+            .contains("managed_stores{phase=\"Provisioning\"} 0")
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn delete_with_delete_policy_deletes_the_instance_pvcs_only() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "pvcRetention": { "whenDeleted": "Delete" } }))
+        .await;
+    h.add_pvc(NAME, "standard", "1Gi", "1Gi");
+    h.add_pvc("other", "standard", "1Gi", "1Gi");
+    h.delete_store(NAME);
+
+    h.reconcile(NAME).await.expect("cleanup");
+    assert!(
+        h.server.get(&pvc_path("data-orders-0")).is_none(),
+        "PVC deleted"
+    );
+    assert!(
+        h.server.get(&pvc_path("data-other-0")).is_some(),
+        "another store's PVC kept"
+    );
+    assert!(!h.store_exists(NAME));
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn api_errors_fail_the_reconcile_and_back_off_exponentially() {
+    let h = Harness::new();
+    h.create_store(NAME, json!({}));
+    h.reconcile(NAME).await.expect("finalizer");
+    h.server.fail("PATCH", &sts_path(NAME), 500, 3);
+
+    let store = Arc::new(h.store(NAME));
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let error = h
+            .reconcile(NAME)
+            .await
+            .expect_err("500 from the API server");
+        assert!(matches!(error, Error::Kube { .. }), "{error}");
+        assert!(
+            error.to_string().contains("StatefulSet apps/orders"),
+            "{error}"
+        );
+        delays.push(error_policy(store.clone(), &error, h.ctx.clone()));
+    }
+    assert_eq!(
+        delays,
+        [1, 2, 4].map(|s| Action::requeue(Duration::from_secs(s)))
+    );
+    assert!(
+        h.metrics
+            .encode()
+            .contains("reconcile_errors_total{reason=\"ApiError\"} 3")
+    );
+
+    // Success resets the backoff.
+    h.reconcile(NAME).await.expect("recovers");
+    let error = Error::MissingMetadata("name");
+    assert_eq!(
+        error_policy(store, &error, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(1))
+    );
+}
+
+#[tokio::test]
+async fn paused_store_applies_nothing() {
+    let h = Harness::new();
+    h.create_store(NAME, json!({ "paused": true }));
+    h.reconcile(NAME).await.expect("finalizer");
+    let action = h.reconcile(NAME).await.expect("reconcile");
+
+    assert_eq!(action, Action::await_change());
+    assert!(h.object_writes().is_empty(), "{:?}", h.object_writes());
+    assert!(h.server.get(&sts_path(NAME)).is_none());
+    let store = h.store(NAME);
+    assert_eq!(store.status.as_ref().unwrap().phase, Some(Phase::Paused));
+    assert_eq!(
+        condition(&store, "Progressing"),
+        ("False".into(), "Paused".into())
+    );
+    assert!(h.event_reasons().contains(&"Paused".to_string()));
+}
+
+#[tokio::test]
+async fn missing_existing_secret_degrades_until_it_appears() {
+    let h = Harness::new();
+    let action = h
+        .create_and_apply(NAME, json!({ "auth": { "existingSecret": "my-token" } }))
+        .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+    let store = h.store(NAME);
+    assert_eq!(store.status.as_ref().unwrap().phase, Some(Phase::Degraded));
+    assert_eq!(
+        condition(&store, "Degraded"),
+        ("True".into(), "AuthSecretMissing".into())
+    );
+    assert!(
+        h.object_writes().is_empty(),
+        "nothing applied while degraded"
+    );
+    assert!(h.event_reasons().contains(&"Degraded".to_string()));
+
+    h.add_secret("my-token", &[("token", "first-token\nsecond-token\n")]);
+    h.reconcile(NAME).await.expect("reconcile");
+    let store = h.store(NAME);
+    assert_eq!(
+        condition(&store, "Degraded"),
+        ("False".into(), "AsExpected".into())
+    );
+    assert!(
+        h.server.get(&secret_path("orders-auth")).is_none(),
+        "no token generated"
+    );
+    let connection = h.server.get(&secret_path("orders-connection")).unwrap();
+    assert_eq!(
+        secret_value(&connection, "DRASI_STATE_STORE_TOKEN").as_deref(),
+        Some("first-token")
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn missing_tls_secret_degrades() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "tls": { "secretName": "orders-tls" } }))
+        .await;
+    let store = h.store(NAME);
+    assert_eq!(
+        condition(&store, "Degraded"),
+        ("True".into(), "TlsSecretMissing".into())
+    );
+
+    h.add_secret("orders-tls", &[("tls.crt", "CERT"), ("tls.key", "KEY")]);
+    h.reconcile(NAME).await.expect("reconcile");
+    let connection = h.server.get(&secret_path("orders-connection")).unwrap();
+    assert_eq!(
+        secret_value(&connection, "DRASI_STATE_STORE_CA_CERT").as_deref(),
+        Some("CERT")
+    );
+    assert_eq!(
+        secret_value(&connection, "DRASI_STATE_STORE_URL").as_deref(),
+        Some("https://orders.apps.svc:7070")
+    );
+}
+
+#[tokio::test]
+async fn growing_storage_on_a_non_expandable_class_degrades_and_touches_nothing() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "storage": { "size": "1Gi" } }))
+        .await;
+    h.mark_statefulset_ready(NAME);
+    h.add_pvc(NAME, "standard", "1Gi", "1Gi");
+    h.add_storage_class("standard", None);
+    h.reconcile(NAME).await.expect("ready");
+
+    h.edit_spec(NAME, |spec| spec["storage"]["size"] = json!("2Gi"));
+    h.server.clear_requests();
+    h.reconcile(NAME).await.expect("reconcile");
+
+    let store = h.store(NAME);
+    assert_eq!(
+        condition(&store, "Degraded"),
+        ("True".into(), "VolumeExpansionNotSupported".into())
+    );
+    let message = &store
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(message.contains("allowVolumeExpansion"), "{message}");
+    let touched: Vec<_> = h
+        .object_writes()
+        .into_iter()
+        .filter(|r| r.path.contains("statefulsets") || r.path.contains("persistentvolumeclaims"))
+        .collect();
+    assert!(touched.is_empty(), "{touched:?}");
+    // The running server is still reported as ready.
+    assert_eq!(condition(&store, "Ready").0, "True");
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn growing_storage_expands_the_pvc_and_recreates_the_statefulset_orphaning_pods() {
+    let h = Harness::new();
+    h.create_and_apply(
+        NAME,
+        json!({ "storage": { "size": "1Gi", "storageClassName": "fast" } }),
+    )
+    .await;
+    h.mark_statefulset_ready(NAME);
+    h.add_pvc(NAME, "fast", "1Gi", "1Gi");
+    h.add_storage_class("fast", Some(true));
+    h.reconcile(NAME).await.expect("ready");
+    let hash_before = config_hash(&h.server.get(&sts_path(NAME)).unwrap());
+
+    h.edit_spec(NAME, |spec| spec["storage"]["size"] = json!("2Gi"));
+    h.server.clear_requests();
+    h.reconcile(NAME).await.expect("reconcile");
+
+    let writes = h.object_writes();
+    let pvc_patch = writes
+        .iter()
+        .position(|r| r.method == "PATCH" && r.path == pvc_path("data-orders-0"))
+        .expect("PVC patched");
+    let sts_delete = writes
+        .iter()
+        .position(|r| r.method == "DELETE" && r.path == sts_path(NAME))
+        .expect("StatefulSet deleted");
+    let sts_apply = writes
+        .iter()
+        .position(|r| is_apply(r) && r.path == sts_path(NAME))
+        .expect("StatefulSet re-applied");
+    assert!(
+        pvc_patch < sts_delete && sts_delete < sts_apply,
+        "{writes:?}"
+    );
+    assert_eq!(
+        writes[sts_delete].body.as_ref().unwrap()["propagationPolicy"],
+        "Orphan",
+        "pods must survive"
+    );
+    let pvc = h.server.get(&pvc_path("data-orders-0")).unwrap();
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "2Gi");
+    let sts = h.server.get(&sts_path(NAME)).unwrap();
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "2Gi"
+    );
+    assert_eq!(
+        config_hash(&sts),
+        hash_before,
+        "growing the volume must not roll the pod"
+    );
+
+    let store = h.store(NAME);
+    assert_eq!(
+        condition(&store, "Progressing"),
+        ("True".into(), "VolumeExpanding".into())
+    );
+    assert!(
+        h.event_reasons()
+            .contains(&"VolumeExpansionStarted".to_string())
+    );
+
+    // The driver finishes: capacity catches up, the store is ready again.
+    h.mark_statefulset_ready(NAME);
+    h.server.update(&pvc_path("data-orders-0"), |pvc| {
+        pvc["status"]["capacity"]["storage"] = json!("2Gi");
+    });
+    h.reconcile(NAME).await.expect("reconcile");
+    let store = h.store(NAME);
+    let status = store.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(Phase::Ready));
+    assert_eq!(
+        status
+            .storage
+            .as_ref()
+            .unwrap()
+            .capacity
+            .as_ref()
+            .unwrap()
+            .0,
+        "2Gi"
+    );
+    assert!(
+        h.event_reasons()
+            .contains(&"VolumeExpansionFinished".to_string())
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn cleanup_in_a_terminating_namespace_never_blocks() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "pvcRetention": { "whenDeleted": "Delete" } }))
+        .await;
+    h.server.update(&format!("/api/v1/namespaces/{NS}"), |ns| {
+        ns["metadata"]["deletionTimestamp"] = json!("2024-01-02T00:00:00Z");
+        ns["status"]["phase"] = json!("Terminating");
+    });
+    // Listing PVCs would fail; it must not even matter.
+    h.server.fail(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/persistentvolumeclaims"),
+        500,
+        100,
+    );
+    h.delete_store(NAME);
+    h.reconcile(NAME).await.expect("cleanup");
+    assert!(!h.store_exists(NAME));
+}
+
+#[tokio::test]
+async fn cleanup_that_keeps_failing_releases_the_finalizer_eventually() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "pvcRetention": { "whenDeleted": "Delete" } }))
+        .await;
+    h.server.fail(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/persistentvolumeclaims"),
+        500,
+        100,
+    );
+    h.delete_store(NAME);
+
+    let mut attempts = 0;
+    while h.store_exists(NAME) {
+        attempts += 1;
+        assert!(attempts <= 20, "finalizer never released");
+        if let Err(error) = h.reconcile(NAME).await {
+            error_policy(Arc::new(h.store(NAME)), &error, h.ctx.clone());
+        }
+    }
+    assert_eq!(attempts, 8);
+    assert!(h.event_reasons().contains(&"CleanupSkipped".to_string()));
+}
+
+#[tokio::test]
+async fn malformed_object_is_reported_without_failing() {
+    let h = Harness::new();
+    let object: DeserializeGuard<DrasiStateStore> = serde_json::from_value(json!({
+        "apiVersion": "drasi.io/v1alpha1",
+        "kind": "DrasiStateStore",
+        "metadata": { "name": NAME, "namespace": NS, "uid": "u1" },
+        "spec": { "storage": "lots" },
+    }))
+    .expect("the guard accepts any object with metadata");
+    assert!(object.0.is_err());
+    let action = reconcile_guarded(Arc::new(object), h.ctx.clone())
+        .await
+        .expect("no error");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(h.event_reasons(), ["InvalidObject"]);
+}
