@@ -251,7 +251,8 @@ fn parse_base_url(url: &str) -> Result<(String, String), String> {
 
 fn parse_ca(pem: &[u8], what: &str) -> Result<Vec<reqwest::Certificate>, String> {
     let certs = reqwest::Certificate::from_pem_bundle(pem)
-        .map_err(|e| format!("{what} is not valid PEM: {e}"))?;
+        // reqwest's error here is a bare "builder error"; say what it means.
+        .map_err(|_| format!("{what} is not a valid PEM certificate bundle"))?;
     if certs.is_empty() {
         return Err(format!("{what} contains no PEM certificate"));
     }
