@@ -29,6 +29,11 @@ pub const MAX_KEY_BYTES_LIMIT: i64 = 64 * 1024;
 /// (`--max-body-bytes`, 64 MiB by default) caps a single value anyway.
 pub const MAX_VALUE_BYTES_LIMIT: i64 = 64 * 1024 * 1024;
 
+/// Syntax of a Kubernetes quantity (as in apimachinery's resource package),
+/// so that a malformed size fails schema validation, not only CEL.
+pub const QUANTITY_PATTERN: &str =
+    r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$";
+
 /// DNS-1123 subdomain: the syntax of a Secret name.
 pub const SECRET_NAME_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -173,6 +178,7 @@ fn quantity_string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema
         "description": "A Kubernetes quantity, e.g. 1Gi, 500Mi or 10G.",
         "type": "string",
         "maxLength": 64,
+        "pattern": QUANTITY_PATTERN,
     })
 }
 
