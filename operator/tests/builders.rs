@@ -1,0 +1,612 @@
+//! The pure builders: labels, owner references, Secrets, Services, the
+//! StatefulSet, the config hash, and YAML snapshots of whole object sets.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use drasi_store_operator::builders::{
+    BuildContext, BuildError, DesiredObjects, ResolvedInputs, config_hash, desired_objects,
+    endpoint,
+};
+use drasi_store_operator::crd::{DrasiStateStore, Durability};
+use drasi_store_operator::labels::{self, CONFIG_HASH_ANNOTATION};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Secret};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+/// A named edit of a store, for the hash tests.
+type Change = Box<dyn Fn(&mut DrasiStateStore)>;
+
+const UID: &str = "5d3c2a1b-0000-4000-8000-000000000001";
+const TOKEN: &str = "test-token-0123456789abcdef";
+const CA: &str = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n";
+
+fn ctx() -> BuildContext {
+    BuildContext {
+        server_image: "ghcr.io/drasi-project/drasi-store-server:0.1.0".to_owned(),
+    }
+}
+
+/// A sample from `examples/`, as the apiserver would hand it to the
+/// reconciler: with a uid (and the `default` namespace when it has none).
+fn example(file: &str) -> DrasiStateStore {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut store: DrasiStateStore = serde_yaml::from_str(&text).unwrap();
+    store.metadata.uid = Some(UID.to_owned());
+    store
+        .metadata
+        .namespace
+        .get_or_insert_with(|| "default".to_owned());
+    store
+}
+
+fn inputs(store: &DrasiStateStore) -> ResolvedInputs {
+    ResolvedInputs {
+        token: TOKEN.to_owned(),
+        ca_cert_pem: store.spec.tls.as_ref().map(|_| CA.to_owned()),
+    }
+}
+
+fn build(store: &DrasiStateStore) -> DesiredObjects {
+    desired_objects(store, &ctx(), &inputs(store)).unwrap()
+}
+
+fn template(store: &DrasiStateStore) -> PodTemplateSpec {
+    build(store).statefulset.spec.template
+}
+
+fn container(objects: &DesiredObjects) -> Container {
+    let pod = objects.statefulset.spec.template.spec.clone().unwrap();
+    assert_eq!(pod.containers.len(), 1);
+    pod.containers[0].clone()
+}
+
+fn hash(store: &DrasiStateStore) -> String {
+    template(store).metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
+}
+
+fn secret_text(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+        .collect()
+}
+
+#[test]
+fn snapshots_of_every_object() {
+    for sample in ["minimal", "full", "tls", "existing-secret"] {
+        let store = example(&format!("{sample}.yaml"));
+        insta::assert_yaml_snapshot!(sample, build(&store).all());
+    }
+}
+
+#[test]
+fn every_object_has_labels_namespace_and_controller_owner() {
+    for sample in [
+        "minimal.yaml",
+        "full.yaml",
+        "tls.yaml",
+        "existing-secret.yaml",
+    ] {
+        let store = example(sample);
+        let name = store.metadata.name.clone().unwrap();
+        let namespace = store.metadata.namespace.clone().unwrap();
+        let objects = build(&store).all();
+        assert!(objects.len() >= 4);
+        for object in objects {
+            let meta = &object["metadata"];
+            let what = format!("{sample}: {} {}", object["kind"], meta["name"]);
+            assert_eq!(meta["namespace"], namespace.as_str(), "{what}");
+            let expected = serde_json::to_value(labels::labels(&name)).unwrap();
+            assert_eq!(meta["labels"], expected, "{what}");
+            let owners = meta["ownerReferences"].as_array().expect(&what);
+            assert_eq!(owners.len(), 1, "{what}");
+            assert_eq!(owners[0]["uid"], UID, "{what}");
+            assert_eq!(owners[0]["kind"], "DrasiStateStore", "{what}");
+            assert_eq!(owners[0]["apiVersion"], "drasi.io/v1alpha1", "{what}");
+            assert_eq!(owners[0]["name"], name.as_str(), "{what}");
+            assert_eq!(owners[0]["controller"], true, "{what}");
+        }
+    }
+}
+
+#[test]
+fn without_uid_there_are_no_owner_references() {
+    let mut store = example("minimal.yaml");
+    store.metadata.uid = None;
+    for object in build(&store).all() {
+        assert!(object["metadata"].get("ownerReferences").is_none());
+    }
+}
+
+#[test]
+fn objects_are_named_and_ordered_for_apply() {
+    let store = example("minimal.yaml");
+    let names: Vec<(String, String)> = build(&store)
+        .all()
+        .iter()
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap().to_owned(),
+                o["metadata"]["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("Secret", "orders-state-auth"),
+        ("Secret", "orders-state-connection"),
+        ("Service", "orders-state-headless"),
+        ("Service", "orders-state"),
+        ("StatefulSet", "orders-state"),
+    ];
+    assert_eq!(
+        names,
+        expected
+            .iter()
+            .map(|(k, n)| (k.to_string(), n.to_string()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn connection_secret_holds_exactly_the_client_env_vars() {
+    let plain = build(&example("minimal.yaml"));
+    let data = secret_text(&plain.connection_secret);
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["DRASI_STATE_STORE_TOKEN", "DRASI_STATE_STORE_URL"]
+    );
+    assert_eq!(
+        data["DRASI_STATE_STORE_URL"],
+        "http://orders-state.default.svc:7070"
+    );
+    assert_eq!(data["DRASI_STATE_STORE_TOKEN"], TOKEN);
+
+    let tls = build(&example("tls.yaml"));
+    let data = secret_text(&tls.connection_secret);
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        [
+            "DRASI_STATE_STORE_CA_CERT",
+            "DRASI_STATE_STORE_TOKEN",
+            "DRASI_STATE_STORE_URL"
+        ]
+    );
+    assert_eq!(
+        data["DRASI_STATE_STORE_URL"],
+        "https://orders-state.drasi.svc:7070"
+    );
+    assert_eq!(data["DRASI_STATE_STORE_CA_CERT"], CA);
+    assert_eq!(
+        endpoint(&example("tls.yaml")),
+        data["DRASI_STATE_STORE_URL"]
+    );
+}
+
+#[test]
+fn generated_auth_secret_holds_the_token() {
+    let objects = build(&example("minimal.yaml"));
+    let auth = objects.auth_secret.expect("generated auth Secret");
+    assert_eq!(auth.type_.as_deref(), Some("Opaque"));
+    assert_eq!(
+        secret_text(&auth),
+        BTreeMap::from([("token".to_owned(), TOKEN.to_owned())])
+    );
+}
+
+#[test]
+fn existing_secret_is_mounted_and_its_first_token_handed_out() {
+    let store = example("existing-secret.yaml");
+    let inputs = ResolvedInputs {
+        token: "\n  first-token \nsecond-token\n".to_owned(),
+        ca_cert_pem: None,
+    };
+    let objects = desired_objects(&store, &ctx(), &inputs).unwrap();
+    assert!(objects.auth_secret.is_none());
+    assert_eq!(
+        secret_text(&objects.connection_secret)["DRASI_STATE_STORE_TOKEN"],
+        "first-token"
+    );
+    let pod = objects.statefulset.spec.template.spec.unwrap();
+    let auth = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "auth")
+        .unwrap();
+    let secret = auth.secret.unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("orders-state-tokens"));
+    let items = secret.items.unwrap();
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("token", "token")
+    );
+}
+
+#[test]
+fn build_errors() {
+    let store = example("existing-secret.yaml");
+    let blank = ResolvedInputs {
+        token: " \n\n".to_owned(),
+        ca_cert_pem: None,
+    };
+    let err = desired_objects(&store, &ctx(), &blank).unwrap_err();
+    assert!(
+        matches!(err, BuildError::EmptyToken { ref secret, .. } if secret == "orders-state-tokens")
+    );
+    assert!(!err.to_string().contains("first-token"));
+
+    let tls = example("tls.yaml");
+    let no_ca = ResolvedInputs {
+        token: TOKEN.to_owned(),
+        ca_cert_pem: None,
+    };
+    let err = desired_objects(&tls, &ctx(), &no_ca).unwrap_err();
+    assert!(
+        matches!(err, BuildError::MissingCaCert { ref secret, .. } if secret == "orders-state-tls")
+    );
+
+    let mut invalid = example("minimal.yaml");
+    invalid.spec.storage.size = Quantity("-1Gi".to_owned());
+    let err = desired_objects(&invalid, &ctx(), &inputs(&invalid)).unwrap_err();
+    assert!(err.to_string().contains("spec.storage.size"), "{err}");
+    // The error never echoes the token.
+    assert!(!err.to_string().contains(TOKEN));
+}
+
+#[test]
+fn server_args_follow_the_spec() {
+    let minimal = container(&build(&example("minimal.yaml")));
+    assert_eq!(
+        minimal.args.unwrap(),
+        [
+            "--listen",
+            "0.0.0.0:7070",
+            "--data-dir",
+            "/data",
+            "--durability",
+            "immediate",
+            "--auth-token-file",
+            "/var/run/drasi-store/auth/token",
+            "--log-format",
+            "json"
+        ]
+    );
+    assert_eq!(
+        minimal.image.as_deref(),
+        Some("ghcr.io/drasi-project/drasi-store-server:0.1.0")
+    );
+
+    let full = container(&build(&example("full.yaml")));
+    assert_eq!(
+        full.args.unwrap(),
+        [
+            "--listen",
+            "0.0.0.0:7070",
+            "--data-dir",
+            "/data",
+            "--durability",
+            "immediate",
+            "--auth-token-file",
+            "/var/run/drasi-store/auth/token",
+            "--tls-cert-file",
+            "/var/run/drasi-store/tls/tls.crt",
+            "--tls-key-file",
+            "/var/run/drasi-store/tls/tls.key",
+            "--max-key-bytes",
+            "8192",
+            "--max-value-bytes",
+            "4194304",
+            "--log-format",
+            "json"
+        ]
+    );
+    let eventual = container(&build(&example("existing-secret.yaml")));
+    assert!(
+        eventual
+            .args
+            .unwrap()
+            .windows(2)
+            .any(|w| w == ["--durability", "eventual"])
+    );
+}
+
+#[test]
+fn probes_ports_and_mounts() {
+    let plain = container(&build(&example("minimal.yaml")));
+    let readiness = plain.readiness_probe.unwrap().http_get.unwrap();
+    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+    assert_eq!(readiness.scheme.as_deref(), Some("HTTP"));
+    let liveness = plain.liveness_probe.unwrap().http_get.unwrap();
+    assert_eq!(liveness.path.as_deref(), Some("/healthz"));
+    let startup = plain.startup_probe.unwrap();
+    assert!(
+        startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 600,
+        "startup probe must allow a long redb repair"
+    );
+    let port = &plain.ports.unwrap()[0];
+    assert_eq!(
+        (port.name.as_deref(), port.container_port),
+        (Some("http"), 7070)
+    );
+    let mounts: Vec<(String, String, bool)> = plain
+        .volume_mounts
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.mount_path, m.read_only.unwrap_or(false)))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("data".into(), "/data".into(), false),
+            ("auth".into(), "/var/run/drasi-store/auth".into(), true),
+            ("tmp".into(), "/tmp".into(), false),
+        ]
+    );
+
+    let tls = container(&build(&example("tls.yaml")));
+    for probe in [tls.readiness_probe, tls.liveness_probe, tls.startup_probe] {
+        assert_eq!(
+            probe.unwrap().http_get.unwrap().scheme.as_deref(),
+            Some("HTTPS")
+        );
+    }
+    assert!(tls.volume_mounts.unwrap().iter().any(|m| m.name == "tls"
+        && m.mount_path == "/var/run/drasi-store/tls"
+        && m.read_only == Some(true)));
+}
+
+#[test]
+fn pod_is_locked_down() {
+    let objects = build(&example("minimal.yaml"));
+    let pod = objects.statefulset.spec.template.spec.clone().unwrap();
+    let psc = pod.security_context.unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.run_as_user, Some(65532));
+    assert_eq!(psc.run_as_group, Some(65532));
+    assert_eq!(psc.fs_group, Some(65532));
+    assert_eq!(
+        psc.fs_group_change_policy.as_deref(),
+        Some("OnRootMismatch")
+    );
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.enable_service_links, Some(false));
+    assert!(pod.termination_grace_period_seconds.unwrap() >= 30);
+    let csc = container(&objects).security_context.unwrap();
+    assert_eq!(csc.allow_privilege_escalation, Some(false));
+    assert_eq!(csc.read_only_root_filesystem, Some(true));
+    assert_eq!(csc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+}
+
+#[test]
+fn statefulset_shape() {
+    let store = example("full.yaml");
+    let sts = build(&store).statefulset.spec;
+    assert_eq!(sts.replicas, Some(1));
+    assert_eq!(sts.service_name.as_deref(), Some("orders-state-headless"));
+    assert_eq!(
+        sts.selector.match_labels.unwrap(),
+        labels::selector_labels("orders-state")
+    );
+    let retention = sts.persistent_volume_claim_retention_policy.unwrap();
+    assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+    assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    let claims = sts.volume_claim_templates.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+    let claim = claims[0].spec.clone().unwrap();
+    assert_eq!(claim.access_modes.unwrap(), ["ReadWriteOnce"]);
+    assert_eq!(claim.storage_class_name.as_deref(), Some("fast-ssd"));
+    assert_eq!(
+        claim.resources.unwrap().requests.unwrap()["storage"],
+        Quantity("10Gi".into())
+    );
+    // User pod labels are added; the operator's labels are kept.
+    let pod_labels = sts.template.metadata.unwrap().labels.unwrap();
+    assert_eq!(pod_labels["team"], "orders");
+    for (k, v) in labels::labels("orders-state") {
+        assert_eq!(pod_labels[&k], v);
+    }
+    let pod = sts.template.spec.unwrap();
+    assert_eq!(pod.priority_class_name.as_deref(), Some("drasi-critical"));
+    assert_eq!(
+        pod.image_pull_secrets.unwrap()[0].name,
+        "registry-credentials"
+    );
+    assert_eq!(pod.tolerations.unwrap().len(), 1);
+    assert!(pod.affinity.is_some());
+
+    let deleting = example("existing-secret.yaml");
+    let retention = build(&deleting)
+        .statefulset
+        .spec
+        .persistent_volume_claim_retention_policy
+        .unwrap();
+    assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
+}
+
+#[test]
+fn services() {
+    let objects = build(&example("full.yaml"));
+    let svc = objects.service.spec.unwrap();
+    assert_eq!(svc.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(
+        svc.selector.unwrap(),
+        labels::selector_labels("orders-state")
+    );
+    let port = &svc.ports.unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("http"), 7070));
+    assert_eq!(
+        objects.service.metadata.annotations.unwrap()["service.kubernetes.io/topology-mode"],
+        "Auto"
+    );
+    let headless = objects.headless_service.spec.unwrap();
+    assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(headless.publish_not_ready_addresses, Some(true));
+    assert!(objects.headless_service.metadata.annotations.is_none());
+}
+
+#[test]
+fn resources_default_only_when_unset() {
+    let defaulted = container(&build(&example("minimal.yaml")))
+        .resources
+        .unwrap();
+    assert_eq!(
+        defaulted.requests.unwrap()["memory"],
+        Quantity("128Mi".into())
+    );
+    assert!(!defaulted.limits.as_ref().unwrap().contains_key("cpu"));
+    let explicit = container(&build(&example("full.yaml"))).resources.unwrap();
+    assert_eq!(explicit.limits.unwrap()["memory"], Quantity("2Gi".into()));
+}
+
+#[test]
+fn same_store_same_template() {
+    let store = example("full.yaml");
+    let a = build(&store);
+    let b = build(&store);
+    assert_eq!(a, b);
+    assert_eq!(
+        serde_json::to_string(&a.all()).unwrap(),
+        serde_json::to_string(&b.all()).unwrap()
+    );
+    // Re-reading the CR (another map order in the input) changes nothing.
+    assert_eq!(hash(&example("full.yaml")), hash(&store));
+}
+
+#[test]
+fn hash_changes_with_inputs_that_shape_the_pod() {
+    let base = example("minimal.yaml");
+    let before = hash(&base);
+    let changes: Vec<(&str, Change)> = vec![
+        (
+            "durability",
+            Box::new(|s| s.spec.durability = Durability::Eventual),
+        ),
+        (
+            "limits",
+            Box::new(|s| {
+                s.spec.limits = Some(drasi_store_operator::crd::LimitsSpec {
+                    max_key_bytes: Some(100),
+                    max_value_bytes: None,
+                })
+            }),
+        ),
+        (
+            "resources",
+            Box::new(|s| s.spec.resources = example("full.yaml").spec.resources),
+        ),
+        (
+            "image",
+            Box::new(|s| s.spec.image = Some("example/other:1".into())),
+        ),
+        (
+            "tls",
+            Box::new(|s| s.spec.tls = example("tls.yaml").spec.tls),
+        ),
+        (
+            "auth",
+            Box::new(|s| s.spec.auth = example("existing-secret.yaml").spec.auth),
+        ),
+        (
+            "pod",
+            Box::new(|s| s.spec.pod = example("full.yaml").spec.pod),
+        ),
+        (
+            "imagePullPolicy",
+            Box::new(|s| s.spec.image_pull_policy = example("full.yaml").spec.image_pull_policy),
+        ),
+    ];
+    for (field, change) in changes {
+        let mut store = base.clone();
+        change(&mut store);
+        assert_ne!(hash(&store), before, "changing {field} must roll the pod");
+    }
+    // The operator-wide default image is an input too, when spec.image is unset.
+    let other = BuildContext {
+        server_image: "example/server:2".into(),
+    };
+    let t = desired_objects(&base, &other, &inputs(&base)).unwrap();
+    assert_ne!(
+        t.statefulset
+            .spec
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CONFIG_HASH_ANNOTATION],
+        before
+    );
+}
+
+#[test]
+fn fields_that_do_not_shape_the_pod_leave_the_template_alone() {
+    let base = example("full.yaml");
+    let before = template(&base);
+    let changes: Vec<(&str, Change)> = vec![
+        ("paused", Box::new(|s| s.spec.paused = true)),
+        (
+            "service annotations",
+            Box::new(|s| {
+                s.spec.service.as_mut().unwrap().annotations =
+                    Some(BTreeMap::from([("a".into(), "b".into())]))
+            }),
+        ),
+        (
+            "storage size",
+            Box::new(|s| s.spec.storage.size = Quantity("20Gi".into())),
+        ),
+        (
+            "pvcRetention",
+            Box::new(|s| s.spec.pvc_retention = example("existing-secret.yaml").spec.pvc_retention),
+        ),
+    ];
+    for (field, change) in changes {
+        let mut store = base.clone();
+        change(&mut store);
+        assert_eq!(
+            template(&store),
+            before,
+            "changing {field} must not roll the pod"
+        );
+    }
+    // Nor does the token's value: the server re-reads its token file.
+    let rotated = ResolvedInputs {
+        token: "rotated".into(),
+        ca_cert_pem: Some(CA.into()),
+    };
+    assert_eq!(
+        desired_objects(&base, &ctx(), &rotated)
+            .unwrap()
+            .statefulset
+            .spec
+            .template,
+        before
+    );
+}
+
+/// The hash of a fixed store must not change between operator versions:
+/// a new value here restarts every managed pod on upgrade. If the change is
+/// deliberate, bump `SCHEMA` in config_hash.rs, update the value and say so
+/// in the release notes.
+#[test]
+fn hash_is_stable_across_operator_versions() {
+    let store = example("minimal.yaml");
+    let value = config_hash(
+        &store,
+        "ghcr.io/drasi-project/drasi-store-server:0.1.0",
+        "orders-state-auth",
+    );
+    assert_eq!(value, hash(&store));
+    assert_eq!(value.len(), 64);
+    assert_eq!(
+        value,
+        "5c77509edc6bf619c4c9d5a8a63fb4abeb8b787c5d37e6b95b57ddefea3b3ff1"
+    );
+}
