@@ -79,10 +79,15 @@ INCLUDE = re.compile(r'include(?:_str|_bytes)?!\s*\(\s*(concat!\s*\(\s*env!\s*\(
 
 def main():
     root = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".")
-    files = subprocess.run(["git", "-C", root, "ls-files", "--cached", "--others", "--exclude-standard"],
-                           check=True, capture_output=True, text=True).stdout.split()
+    try:
+        files = subprocess.run(["git", "-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                               check=True, capture_output=True, text=True).stdout.split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        # Not a git checkout (e.g. a source tarball): every file on disk.
+        files = [os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
+                 for d, _, fs in os.walk(root) for f in fs]
     pats = patterns(root)
-    files = [f for f in files if os.path.isfile(os.path.join(root, f))]
+    files = [f for f in files if f and os.path.isfile(os.path.join(root, f))]
     context = {f for f in files if not excluded(f, pats)}
     problems = []
 
