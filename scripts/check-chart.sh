@@ -23,6 +23,8 @@
 #   7. every ci/invalid/*.yaml must make `helm template` fail on values.schema.json
 #   8. the ClusterRole/Role rules granted in each rendering cover exactly what
 #      `drasi-store-operator rbac` prints (scripts/lib/rbac_compare.py)
+#   9. the operator binary's CLI accepts the args each rendering passes it
+#      (`drasi-store-operator <args> --help` parses them, flag names and values)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -145,6 +147,18 @@ for vs in "${value_sets[@]}"; do
     pass "chart assertions (flags from values, downward-API env, probes, security context, labels, RBAC layout, metrics, PDB)"
   else
     fail "chart assertions ($label)"
+  fi
+  # The operator binary must accept exactly the arguments the chart renders.
+  mapfile -t dep_args < <("$PY" -c '
+import sys, yaml
+for o in yaml.safe_load_all(open(sys.argv[1])):
+    if o and o.get("kind") == "Deployment":
+        c = next(c for c in o["spec"]["template"]["spec"]["containers"] if c["name"] == "operator")
+        print("\n".join(c.get("args", [])))' "$rendered")
+  if [ ${#dep_args[@]} -gt 0 ] && "${operator_cmd[@]}" "${dep_args[@]}" --help >/dev/null 2>"$WORK/args.err"; then
+    pass "the operator accepts the rendered args: ${dep_args[*]}"
+  else
+    cat "$WORK/args.err"; fail "the operator rejects the rendered args: ${dep_args[*]}"
   fi
   if grep -q '^kind: ClusterRole$' "$rendered"; then
     if [ -n "$rbac_rules" ]; then
