@@ -8,8 +8,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drasi_store_operator::controller::{Error, error_policy, reconcile_guarded};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use drasi_store_operator::controller::{self, Error, error_policy, reconcile_guarded};
 use drasi_store_operator::crd::{DrasiStateStore, Phase};
+use drasi_store_operator::leader::{LeaderElectionConfig, LeaderExit, run_with_leader_election};
+use drasi_store_operator::metrics::Health;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
@@ -539,4 +543,127 @@ async fn malformed_object_is_reported_without_failing() {
         .expect("no error");
     assert_eq!(action, Action::await_change());
     assert_eq!(h.event_reasons(), ["InvalidObject"]);
+}
+
+fn phase(h: &Harness, name: &str) -> Option<Phase> {
+    h.store_exists(name)
+        .then(|| h.store(name).status.and_then(|s| s.phase))
+        .flatten()
+}
+
+#[tokio::test]
+async fn controller_loop_reconciles_from_watches_and_ignores_its_own_status_writes() {
+    let h = Harness::new();
+    let health = Arc::new(Health::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(
+        h.ctx.clone(),
+        Some(NS),
+        health.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    // The store watch plus the three owned-object watches.
+    wait_for("caches synced and watches open", || {
+        health.is_ready() && h.server.open_watches() >= 4
+    })
+    .await;
+
+    h.create_store(NAME, json!({}));
+    wait_for("objects applied", || {
+        h.server.get(&sts_path(NAME)).is_some() && phase(&h, NAME) == Some(Phase::Provisioning)
+    })
+    .await;
+
+    // The StatefulSet controller reports the pod ready: the owned-object
+    // watch triggers the store.
+    h.mark_statefulset_ready(NAME);
+    wait_for("ready", || phase(&h, NAME) == Some(Phase::Ready)).await;
+
+    // Settled: nothing keeps re-triggering the store.
+    let settled = reconcile_count(&h.metrics);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        reconcile_count(&h.metrics),
+        settled,
+        "reconciles keep coming"
+    );
+    // A status-only update (such as the operator's own status writes) does
+    // not trigger a reconcile: the generation predicate filters it.
+    h.server.update(&store_path(NAME), |store| {
+        store["status"]["readyReplicas"] = json!(7);
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        reconcile_count(&h.metrics),
+        settled,
+        "a status-only update triggered a reconcile"
+    );
+
+    // A spec change does trigger one.
+    h.edit_spec(NAME, |spec| spec["durability"] = json!("Eventual"));
+    wait_for("spec change reconciled", || {
+        h.store(NAME).status.and_then(|s| s.observed_generation) == Some(2)
+    })
+    .await;
+
+    h.delete_store(NAME);
+    wait_for("finalizer released", || !h.store_exists(NAME)).await;
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), controller)
+        .await
+        .expect("controller stops on shutdown")
+        .unwrap();
+    assert!(!health.is_ready());
+    // This run includes the controller's list and watch calls.
+    let verbs: Vec<String> = h
+        .server
+        .requests()
+        .iter()
+        .flat_map(|r| r.rbac.iter().map(|a| a.verb.clone()))
+        .collect();
+    assert!(verbs.iter().any(|v| v == "watch") && verbs.iter().any(|v| v == "list"));
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn leader_election_takes_and_releases_the_lease() {
+    let h = Harness::new();
+    let lease_path =
+        format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/drasi-store-operator-leader");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let leading = Arc::new(AtomicBool::new(false));
+    let became = leading.clone();
+    let election = tokio::spawn(run_with_leader_election(
+        h.ctx.client.clone(),
+        LeaderElectionConfig {
+            namespace: NS.to_string(),
+            lease_name: "drasi-store-operator-leader".to_string(),
+            identity: "operator-0".to_string(),
+        },
+        stop_rx,
+        move || became.store(true, Ordering::SeqCst),
+        |mut stop| async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    ));
+    wait_for("leadership", || leading.load(Ordering::SeqCst)).await;
+    let lease = h.server.get(&lease_path).expect("lease created");
+    assert_eq!(lease["spec"]["holderIdentity"], "operator-0");
+
+    stop_tx.send(true).unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), election)
+        .await
+        .expect("election stops on shutdown")
+        .unwrap()
+        .expect("no election error");
+    assert_eq!(exit, LeaderExit::Finished);
+    let lease = h.server.get(&lease_path).unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"].is_null(),
+        "lease released: {lease}"
+    );
+    h.assert_rbac_covers_every_request();
 }

@@ -81,6 +81,19 @@ pub async fn run(
     let trigger = watcher(stores, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
+        // Ready once the initial list is in the cache. Observed on the
+        // stream rather than with `Store::wait_until_ready`, whose
+        // one-shot channel wakes only one of several concurrent waiters
+        // (the controller itself waits on it too).
+        .inspect({
+            let health = health.clone();
+            move |event| {
+                if matches!(event, Ok(watcher::Event::InitDone)) && !health.is_ready() {
+                    tracing::info!("DrasiStateStore cache synced, ready");
+                    health.set_ready(true);
+                }
+            }
+        })
         .applied_objects()
         .predicate_filter(
             predicates::generation.combine(predicates::finalizers),
@@ -90,7 +103,7 @@ pub async fn run(
     let owned = watcher::Config::default()
         .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
         .any_semantic();
-    let controller = Controller::for_stream(trigger, reader.clone())
+    let controller = Controller::for_stream(trigger, reader)
         .owns(
             namespaced_or_all::<StatefulSet>(&client, watch_namespace),
             owned.clone(),
@@ -101,17 +114,6 @@ pub async fn run(
         )
         .owns(namespaced_or_all::<Secret>(&client, watch_namespace), owned)
         .graceful_shutdown_on(shutdown);
-
-    let ready = {
-        let health = health.clone();
-        async move {
-            if reader.wait_until_ready().await.is_ok() {
-                tracing::info!("DrasiStateStore cache synced, ready");
-                health.set_ready(true);
-            }
-        }
-    };
-    tokio::spawn(ready);
 
     controller
         .run(reconcile_guarded, error_policy_guarded, ctx)

@@ -6,8 +6,12 @@
 //! what the reconciler uses: GET (object or list with equality label
 //! selectors), POST, PATCH (server-side apply, merge patch, JSON patch, the
 //! status subresource), and DELETE (honouring finalizers on the custom
-//! resource). Every request is recorded so tests can assert on what the
-//! reconciler sent and check each call against the operator's RBAC rules.
+//! resource), and WATCH (a streaming body fed from an event log, replayed
+//! from the requested resourceVersion, so kube-runtime's `Controller` can
+//! run against it). Like a real API server it emits no event and keeps the
+//! resourceVersion when a write changes nothing. Every request is recorded
+//! so tests can assert on what the reconciler sent and check each call
+//! against the operator's RBAC rules.
 //!
 //! It is deliberately stateful rather than a scripted request/response
 //! sequence: the reconciler makes a dozen calls per pass and a script would
@@ -17,9 +21,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
 use kube::client::Body;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use drasi_store_operator::rbac::RequestAttributes;
 
@@ -52,12 +59,31 @@ struct Failure {
     remaining: usize,
 }
 
+/// Response body: whole JSON documents, or an endless watch stream.
+pub type FakeBody = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+struct Watch {
+    collection: String,
+    selector: Option<String>,
+    events: mpsc::UnboundedSender<Bytes>,
+}
+
+/// One watch event, kept so a watch can start from any resourceVersion.
+struct LoggedEvent {
+    resource_version: u64,
+    path: String,
+    line: Bytes,
+    object: Value,
+}
+
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Value>,
     requests: Vec<RecordedRequest>,
     failures: Vec<Failure>,
     resource_version: u64,
+    watches: Vec<Watch>,
+    log: Vec<LoggedEvent>,
 }
 
 /// Handle to the simulated API server; cheap to clone.
@@ -69,7 +95,7 @@ pub struct FakeApiServer {
 impl FakeApiServer {
     /// Starts the simulated server and returns it with a client talking to it.
     pub fn start() -> (Self, kube::Client) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<FakeBody>>();
         let server = Self {
             state: Arc::new(Mutex::new(State::default())),
         };
@@ -103,6 +129,12 @@ impl FakeApiServer {
         meta.entry("generation").or_insert(json!(1));
         meta.entry("creationTimestamp")
             .or_insert(json!("2024-01-01T00:00:00Z"));
+        let event = if state.objects.contains_key(&path) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        state.notify(&path, event, &object);
         state.objects.insert(path, object);
     }
 
@@ -114,11 +146,24 @@ impl FakeApiServer {
     /// the StatefulSet controller) would.
     pub fn update(&self, path: &str, change: impl FnOnce(&mut Value)) {
         let mut state = self.lock();
-        let object = state
+        let mut object = state
             .objects
-            .get_mut(path)
+            .get(path)
+            .cloned()
             .unwrap_or_else(|| panic!("no object at {path}"));
-        change(object);
+        change(&mut object);
+        state.stamp(&mut object, false);
+        state.notify(path, "MODIFIED", &object);
+        state.objects.insert(path.to_string(), object);
+    }
+
+    /// Open watch streams (a test waits for the controller's watches before
+    /// changing objects only to keep its timing simple; events are replayed
+    /// from the requested resourceVersion anyway).
+    pub fn open_watches(&self) -> usize {
+        let mut state = self.lock();
+        state.watches.retain(|w| !w.events.is_closed());
+        state.watches.len()
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -140,7 +185,7 @@ impl FakeApiServer {
         });
     }
 
-    async fn handle(&self, request: Request<Body>) -> Response<Body> {
+    async fn handle(&self, request: Request<Body>) -> Response<FakeBody> {
         let (parts, body) = request.into_parts();
         let bytes = body
             .collect()
@@ -214,9 +259,15 @@ impl State {
         query: &str,
         content_type: Option<&str>,
         body: Option<&Value>,
-    ) -> Result<(Response<Body>, bool), u16> {
+    ) -> Result<(Response<FakeBody>, bool), u16> {
         let (object_path, subresource) = split_subresource(path);
         match method {
+            "GET"
+                if is_collection(path)
+                    && query_value(query, "watch").as_deref() == Some("true") =>
+            {
+                Ok((self.watch(path, query), false))
+            }
             "GET" => {
                 if let Some(object) = self.objects.get(&object_path) {
                     return Ok((json_response(200, object), false));
@@ -237,6 +288,7 @@ impl State {
                     return Ok((status_response(409, "already exists"), false));
                 }
                 self.stamp(&mut object, true);
+                self.notify(&full, "ADDED", &object);
                 self.objects.insert(full, object.clone());
                 Ok((json_response(201, &object), false))
             }
@@ -246,7 +298,7 @@ impl State {
                 let is_apply = content_type.starts_with("application/apply-patch");
                 let existing = self.objects.get(&object_path).cloned();
                 let created = existing.is_none();
-                let mut object = match existing {
+                let mut object = match existing.clone() {
                     Some(object) => object,
                     None if is_apply && subresource.is_none() => json!({}),
                     None => return Ok((not_found(path), false)),
@@ -277,6 +329,10 @@ impl State {
                     }
                     (_, Some(other)) => panic!("unsupported subresource {other}"),
                 }
+                if existing.as_ref() == Some(&object) {
+                    // A no-op write: same resourceVersion, no watch event.
+                    return Ok((json_response(200, &object), false));
+                }
                 if created && is_apply {
                     self.stamp(&mut object, true);
                 } else {
@@ -287,8 +343,11 @@ impl State {
                     self.stamp(&mut object, false);
                 }
                 if deletion_complete(&object) {
+                    self.notify(&object_path, "DELETED", &object);
                     self.objects.remove(&object_path);
                 } else {
+                    let event = if created { "ADDED" } else { "MODIFIED" };
+                    self.notify(&object_path, event, &object);
                     self.objects.insert(object_path, object.clone());
                 }
                 Ok((json_response(200, &object), created && is_apply))
@@ -305,8 +364,11 @@ impl State {
                     let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
                     object["metadata"]["generation"] = json!(generation + 1);
                     self.stamp(&mut object, false);
+                    self.notify(&object_path, "MODIFIED", &object);
                     self.objects.insert(object_path, object.clone());
                 } else {
+                    self.stamp(&mut object, false);
+                    self.notify(&object_path, "DELETED", &object);
                     self.objects.remove(&object_path);
                 }
                 Ok((json_response(200, &object), false))
@@ -332,15 +394,71 @@ impl State {
         }
     }
 
+    /// Opens a watch: replays logged events newer than `resourceVersion`,
+    /// then streams live ones. The stream never ends on its own.
+    fn watch(&mut self, collection: &str, query: &str) -> Response<FakeBody> {
+        let selector = query_value(query, "labelSelector");
+        let since: u64 = query_value(query, "resourceVersion")
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0);
+        let (tx, rx) = mpsc::unbounded_channel();
+        for event in self.log.iter().filter(|e| e.resource_version > since) {
+            if in_collection(&event.path, collection)
+                && selector
+                    .as_deref()
+                    .is_none_or(|s| matches_selector(&event.object, s))
+            {
+                let _ = tx.send(event.line.clone());
+            }
+        }
+        self.watches.push(Watch {
+            collection: collection.to_string(),
+            selector,
+            events: tx,
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            let line = rx.recv().await?;
+            Some((Ok(Frame::data(line)), rx))
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(StreamBody::new(stream).boxed_unsync())
+            .expect("response")
+    }
+
+    /// Logs a watch event and sends it to the open watches it matches.
+    fn notify(&mut self, path: &str, event_type: &str, object: &Value) {
+        let mut line =
+            serde_json::to_vec(&json!({ "type": event_type, "object": object })).expect("JSON");
+        line.push(b'\n');
+        let line = Bytes::from(line);
+        self.watches.retain(|watch| {
+            let matches = in_collection(path, &watch.collection)
+                && watch
+                    .selector
+                    .as_deref()
+                    .is_none_or(|s| matches_selector(object, s));
+            if matches {
+                watch.events.send(line.clone()).is_ok()
+            } else {
+                !watch.events.is_closed()
+            }
+        });
+        self.log.push(LoggedEvent {
+            resource_version: self.resource_version,
+            path: path.to_string(),
+            line,
+            object: object.clone(),
+        });
+    }
+
     fn list(&self, path: &str, query: &str) -> Value {
-        let selector = query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("labelSelector=").map(percent_decode));
-        let prefix = format!("{}/", path.trim_end_matches('/'));
+        let selector = query_value(query, "labelSelector");
         let items: Vec<Value> = self
             .objects
             .iter()
-            .filter(|(p, _)| p.starts_with(&prefix) && !p[prefix.len()..].contains('/'))
+            .filter(|(p, _)| in_collection(p, path))
             .map(|(_, o)| o.clone())
             .filter(|o| selector.as_deref().is_none_or(|s| matches_selector(o, s)))
             .collect();
@@ -378,6 +496,32 @@ fn split_subresource(path: &str) -> (String, Option<String>) {
         }
         _ => (path.to_string(), None),
     }
+}
+
+/// Whether the object at `path` belongs to `collection`, either its own
+/// namespace's (`.../namespaces/ns/secrets`) or the cluster-wide one
+/// (`/api/v1/secrets`).
+fn in_collection(path: &str, collection: &str) -> bool {
+    let Some((parent, _name)) = path.rsplit_once('/') else {
+        return false;
+    };
+    let collection = collection.trim_end_matches('/');
+    if parent == collection {
+        return true;
+    }
+    match parent.split_once("/namespaces/") {
+        Some((root, rest)) => rest
+            .split_once('/')
+            .is_some_and(|(_ns, resource)| format!("{root}/{resource}") == collection),
+        None => false,
+    }
+}
+
+fn query_value(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
 }
 
 fn is_collection(path: &str) -> bool {
@@ -504,15 +648,16 @@ fn pointer_mut_or_create<'a>(target: &'a mut Value, pointer: &str) -> &'a mut Va
     current
 }
 
-fn json_response(code: u16, value: &Value) -> Response<Body> {
+fn json_response(code: u16, value: &Value) -> Response<FakeBody> {
+    let body = Full::new(Bytes::from(serde_json::to_vec(value).expect("JSON")));
     Response::builder()
         .status(StatusCode::from_u16(code).expect("valid status"))
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Body::from(serde_json::to_vec(value).expect("JSON")))
+        .body(body.boxed_unsync())
         .expect("response")
 }
 
-fn status_response(code: u16, message: &str) -> Response<Body> {
+fn status_response(code: u16, message: &str) -> Response<FakeBody> {
     let reason = match code {
         404 => "NotFound",
         409 => "AlreadyExists",
@@ -533,6 +678,6 @@ fn status_response(code: u16, message: &str) -> Response<Body> {
     )
 }
 
-fn not_found(path: &str) -> Response<Body> {
+fn not_found(path: &str) -> Response<FakeBody> {
     status_response(404, &format!("{path} not found"))
 }

@@ -118,6 +118,10 @@ impl Harness {
     pub fn delete_store(&self, name: &str) {
         self.server.update(&store_path(name), |store| {
             store["metadata"]["deletionTimestamp"] = json!("2024-01-02T00:00:00Z");
+            // The API server bumps the generation when it marks an object
+            // with finalizers for deletion.
+            let generation = store["metadata"]["generation"].as_i64().unwrap_or(1);
+            store["metadata"]["generation"] = json!(generation + 1);
         });
     }
 
@@ -264,4 +268,26 @@ fn base64(bytes: &[u8]) -> String {
         .as_str()
         .expect("base64 string")
         .to_string()
+}
+
+/// Polls `condition` until it holds; panics after 10 s with `what`.
+pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Total reconciliations recorded in the operator's metrics.
+pub fn reconcile_count(metrics: &Metrics) -> u64 {
+    metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("drasi_store_operator_reconciliations_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
