@@ -7,15 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use tokio::sync::watch;
 
 use drasi_store_operator::builders::BuildContext;
 use drasi_store_operator::cli::{Cli, Command, LogFormat, RenderArgs, RunArgs};
 use drasi_store_operator::controller::{self, Context};
-use drasi_store_operator::labels::FIELD_MANAGER;
 use drasi_store_operator::leader::{self, LeaderElectionConfig, LeaderExit};
 use drasi_store_operator::metrics::{self, Health, Metrics};
 use drasi_store_operator::{crd, rbac, render};
@@ -114,7 +111,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API (in-cluster config or kubeconfig)")?;
     if args.manage_crd {
-        apply_crd(&client).await?;
+        controller::manage_crd::apply_crd(&client, CRD_ESTABLISHED_TIMEOUT).await?;
     }
 
     let metrics = Arc::new(Metrics::new());
@@ -233,50 +230,4 @@ fn hostname() -> Option<String> {
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-}
-
-/// Server-side applies the operator's CRD (`--manage-crd`) and waits until
-/// the API server serves it, because `helm upgrade` never upgrades CRDs.
-async fn apply_crd(client: &Client) -> anyhow::Result<()> {
-    let crd = crd::crd();
-    let name = crd.name_any();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .with_context(|| format!("applying CustomResourceDefinition {name}"))?;
-    // Polled with GET rather than watched, so the ClusterRole needs no
-    // list/watch on CustomResourceDefinitions.
-    let deadline = tokio::time::Instant::now() + CRD_ESTABLISHED_TIMEOUT;
-    loop {
-        let current = api
-            .get(&name)
-            .await
-            .with_context(|| format!("reading CustomResourceDefinition {name}"))?;
-        if crd_established(&current) {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!(
-                "CustomResourceDefinition {name} not established after {CRD_ESTABLISHED_TIMEOUT:?}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    tracing::info!(crd = %name, "applied CustomResourceDefinition");
-    Ok(())
-}
-
-fn crd_established(crd: &CustomResourceDefinition) -> bool {
-    crd.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
 }

@@ -667,3 +667,45 @@ async fn leader_election_takes_and_releases_the_lease() {
     );
     h.assert_rbac_covers_every_request();
 }
+
+#[tokio::test]
+async fn manage_crd_applies_the_crd_and_waits_until_it_is_established() {
+    let h = Harness::new();
+    let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/drasistatestores.drasi.io";
+    // Plays the API server's CRD controller: establish the CRD once it exists.
+    let server = h.server.clone();
+    let establish = tokio::spawn(async move {
+        wait_for("CRD applied", || server.get(path).is_some()).await;
+        server.update(path, |crd| {
+            crd["status"] = json!({ "conditions": [{ "type": "Established", "status": "True" }] });
+        });
+    });
+    drasi_store_operator::controller::manage_crd::apply_crd(&h.ctx.client, Duration::from_secs(10))
+        .await
+        .expect("CRD applied and established");
+    establish.await.unwrap();
+    let crd = h.server.get(path).unwrap();
+    assert_eq!(crd["spec"]["names"]["kind"], "DrasiStateStore");
+    let apply = h
+        .writes()
+        .into_iter()
+        .find(|r| r.path == path)
+        .expect("apply sent");
+    assert_eq!(
+        apply.query_param("fieldManager").as_deref(),
+        Some("drasi-store-operator")
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn manage_crd_gives_up_when_the_crd_never_becomes_established() {
+    let h = Harness::new();
+    let error = drasi_store_operator::controller::manage_crd::apply_crd(
+        &h.ctx.client,
+        Duration::from_millis(200),
+    )
+    .await
+    .expect_err("never established");
+    assert!(error.to_string().contains("not established"), "{error}");
+}

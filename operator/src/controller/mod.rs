@@ -9,6 +9,7 @@ pub mod events;
 pub mod expansion;
 pub mod finalizer;
 pub mod inputs;
+pub mod manage_crd;
 pub mod reconcile;
 pub mod status;
 
