@@ -147,6 +147,9 @@ async fn apply_store(store: &DrasiStateStore, ctx: &Context) -> Result<Action, E
     // the StatefulSet it governs.
     if let Some(auth) = &desired.auth_secret {
         apply::apply(client, &namespace, auth).await?;
+        if inputs.generated_token {
+            tracing::info!(store = %store_key(store), secret = %auth.name_any(), "generated the store's token");
+        }
     }
     apply::apply(client, &namespace, &desired.connection_secret).await?;
     apply::apply(client, &namespace, &desired.headless_service).await?;
