@@ -25,6 +25,7 @@
 #      `drasi-store-operator rbac` prints (scripts/lib/rbac_compare.py)
 #   9. the operator binary's CLI accepts the args each rendering passes it
 #      (`drasi-store-operator <args> --help` parses them, flag names and values)
+#  10. `helm package` produces a chart that holds the CRD, leaves out ci/ and renders
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -172,6 +173,21 @@ for o in yaml.safe_load_all(open(sys.argv[1])):
     echo "  note  rbac.create=false: no RBAC rendered, nothing to compare"
   fi
 done
+
+section "packaged chart"
+if helm package "$CHART" -d "$WORK/pkg" >/dev/null 2>"$WORK/pkg.err"; then
+  pkg="$(ls "$WORK"/pkg/*.tgz)"
+  contents="$(tar -tzf "$pkg")"
+  if grep -q '/crds/drasistatestores.drasi.io.yaml$' <<<"$contents" \
+     && ! grep -q '/ci/' <<<"$contents" \
+     && helm template "$RELEASE" "$pkg" -n "$RELEASE_NS" >/dev/null 2>"$WORK/pkg.err"; then
+    pass "helm package: $(basename "$pkg") holds the CRD, leaves out ci/, and renders"
+  else
+    cat "$WORK/pkg.err"; fail "the packaged chart $(basename "$pkg") is incomplete or does not render"
+  fi
+else
+  cat "$WORK/pkg.err"; fail "helm package"
+fi
 
 section "values that violate values.schema.json must be rejected"
 shopt -s nullglob

@@ -121,8 +121,9 @@ helm upgrade --install "$RELEASE" charts/drasi-store-operator \
   --set logFormat=text \
   --wait --timeout "$E2E_TIMEOUT" ${HELM_EXTRA_ARGS:-}
 kubectl get crd drasistatestores.drasi.io >/dev/null || die "the DrasiStateStore CRD is not installed"
-kubectl get --raw "/api/v1/namespaces/$OPERATOR_NAMESPACE/services/$RELEASE-metrics:metrics/proxy/metrics" \
-  | grep -q '^# ' || die "the operator's /metrics is not served through its metrics Service"
+metrics="$(kubectl get --raw "/api/v1/namespaces/$OPERATOR_NAMESPACE/services/$RELEASE-metrics:metrics/proxy/metrics")" \
+  || die "the operator's /metrics is not served through its metrics Service"
+grep -q '^drasi_store_operator_' <<<"$metrics" || die "the operator's /metrics has no drasi_store_operator_* series"
 echo "operator is up; its /metrics answers through service/$RELEASE-metrics"
 
 # --- 3. a store -----------------------------------------------------------------
