@@ -28,7 +28,12 @@ pub mod reasons {
     pub const TLS_SECRET_INVALID: &str = "TlsSecretInvalid";
     pub const VOLUME_EXPANSION_NOT_SUPPORTED: &str = "VolumeExpansionNotSupported";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SERVER_NOT_READY_TOO_LONG: &str = "ServerNotReadyTooLong";
 }
+
+/// How long an up-to-date server pod may stay unready before the store is
+/// reported Degraded (a crash loop, a failing probe, an unschedulable pod).
+pub const NOT_READY_GRACE_SECONDS: i64 = 600;
 
 /// A reason with a human-readable message, for Degraded and Progressing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +156,11 @@ pub fn compute_status(
 
     let workload = observation.workload;
     let ready = matches!(workload, Workload::Ready { .. });
+    let problem = observation
+        .problem
+        .clone()
+        .or_else(|| stuck_not_ready(previous_conditions, workload, now));
+    let problem = &problem;
     let ready_condition = match workload {
         Workload::Ready { ready } => condition(
             condition_types::READY,
@@ -177,7 +187,7 @@ pub fn compute_status(
         }
     };
 
-    let progressing_condition = match (&observation.problem, &observation.progress, workload) {
+    let progressing_condition = match (problem, &observation.progress, workload) {
         (Some(_), _, _) => condition(
             condition_types::PROGRESSING,
             false,
@@ -210,7 +220,7 @@ pub fn compute_status(
         ),
     };
 
-    let degraded_condition = match &observation.problem {
+    let degraded_condition = match problem {
         Some(problem) => condition(
             condition_types::DEGRADED,
             true,
@@ -225,7 +235,7 @@ pub fn compute_status(
         ),
     };
 
-    let phase = if observation.problem.is_some() {
+    let phase = if problem.is_some() {
         Phase::Degraded
     } else if ready && observation.progress.is_none() {
         Phase::Ready
@@ -243,6 +253,32 @@ pub fn compute_status(
         image: exists.then(|| observation.image.clone()),
         storage: Some(observation.storage.clone()),
     }
+}
+
+/// A problem when the StatefulSet is up to date but its pod has not been
+/// ready for [`NOT_READY_GRACE_SECONDS`] (measured from the Ready
+/// condition's last transition, so it survives operator restarts).
+fn stuck_not_ready(previous: &[Condition], workload: Workload, now: &Time) -> Option<Reasoned> {
+    let Workload::NotReady { ready, desired } = workload else {
+        return None;
+    };
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == condition_types::READY && c.status == "False")?
+        .last_transition_time
+        .0;
+    let waited = now.0.as_second() - since.as_second();
+    (waited >= NOT_READY_GRACE_SECONDS).then(|| {
+        Reasoned::new(
+            reasons::SERVER_NOT_READY_TOO_LONG,
+            format!(
+                "{ready} of {desired} server pod(s) ready for {} minutes; check `kubectl describe \
+                 pod` and the pod's logs (crash loop, failing probe, unschedulable, volume not \
+                 attachable)",
+                waited / 60
+            ),
+        )
+    })
 }
 
 /// The status condition of `type_` in `status`, if present.
@@ -482,5 +518,51 @@ mod tests {
                 desired: 1
             }
         );
+    }
+
+    #[test]
+    fn a_pod_unready_for_too_long_degrades_the_store() {
+        let not_ready = Workload::NotReady {
+            ready: 0,
+            desired: 1,
+        };
+        let first = compute_status(None, &observation(not_ready), &at(0));
+        assert_eq!(first.phase, Some(Phase::Provisioning));
+        let soon = compute_status(
+            Some(&first),
+            &observation(not_ready),
+            &at(NOT_READY_GRACE_SECONDS - 1),
+        );
+        assert_eq!(soon.phase, Some(Phase::Provisioning));
+        let late = compute_status(
+            Some(&soon),
+            &observation(not_ready),
+            &at(NOT_READY_GRACE_SECONDS),
+        );
+        assert_eq!(late.phase, Some(Phase::Degraded));
+        assert_eq!(
+            cond(&late, "Degraded").reason,
+            reasons::SERVER_NOT_READY_TOO_LONG
+        );
+        assert!(cond(&late, "Degraded").message.contains("10 minutes"));
+        // A rollout in progress is not "stuck".
+        let rolling = Workload::RollingOut {
+            ready: 0,
+            desired: 1,
+        };
+        let rolling_late = compute_status(
+            Some(&soon),
+            &observation(rolling),
+            &at(NOT_READY_GRACE_SECONDS * 2),
+        );
+        assert_eq!(rolling_late.phase, Some(Phase::Provisioning));
+        // Ready again: no longer degraded.
+        let recovered = compute_status(
+            Some(&late),
+            &observation(Workload::Ready { ready: 1 }),
+            &at(NOT_READY_GRACE_SECONDS + 60),
+        );
+        assert_eq!(recovered.phase, Some(Phase::Ready));
+        assert_eq!(cond(&recovered, "Degraded").status, "False");
     }
 }
