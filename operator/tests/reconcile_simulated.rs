@@ -324,6 +324,18 @@ async fn missing_existing_secret_degrades_until_it_appears() {
         secret_value(&connection, "DRASI_STATE_STORE_TOKEN").as_deref(),
         Some("first-token")
     );
+
+    // The user rotates the token: the next (periodic) pass re-syncs the
+    // connection Secret without restarting the server pod.
+    let hash = config_hash(&h.server.get(&sts_path(NAME)).unwrap());
+    h.add_secret("my-token", &[("token", "rotated-token\nfirst-token\n")]);
+    h.reconcile(NAME).await.expect("reconcile");
+    let connection = h.server.get(&secret_path("orders-connection")).unwrap();
+    assert_eq!(
+        secret_value(&connection, "DRASI_STATE_STORE_TOKEN").as_deref(),
+        Some("rotated-token")
+    );
+    assert_eq!(config_hash(&h.server.get(&sts_path(NAME)).unwrap()), hash);
     h.assert_rbac_covers_every_request();
 }
 
@@ -708,4 +720,18 @@ async fn manage_crd_gives_up_when_the_crd_never_becomes_established() {
     .await
     .expect_err("never established");
     assert!(error.to_string().contains("not established"), "{error}");
+}
+
+#[tokio::test]
+async fn deleting_a_paused_store_still_cleans_up() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "pvcRetention": { "whenDeleted": "Delete" } }))
+        .await;
+    h.add_pvc(NAME, "standard", "1Gi", "1Gi");
+    h.edit_spec(NAME, |spec| spec["paused"] = json!(true));
+    h.reconcile(NAME).await.expect("paused");
+    h.delete_store(NAME);
+    h.reconcile(NAME).await.expect("cleanup");
+    assert!(h.server.get(&pvc_path("data-orders-0")).is_none());
+    assert!(!h.store_exists(NAME));
 }
