@@ -232,6 +232,8 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
         max_ops: opts.max_ops,
     };
     let mut report = Report::new(opts.clone());
+    report.environment = environment();
+    let load_before = load_average();
 
     let memory: Arc<dyn StateStoreProvider> = Arc::new(MemoryStateStoreProvider::new());
     run_subject(&mut report, Subject::Memory, &memory, &workloads, &budget).await?;
@@ -272,7 +274,42 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
 
     report.rss = Some(measure_rss(opts, server, &tmp.path().join("rss")).await?);
     report.total = started.elapsed();
+    report.environment.push(format!(
+        "load average (1/5/15 min) at start: {load_before}; at end: {}",
+        load_average()
+    ));
     Ok(report)
+}
+
+/// CPU, core count and Redis version, so a pasted report says what ran it.
+fn environment() -> Vec<String> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mut lines = vec![format!(
+        "{cores} CPUs ({cpu}) shared by the benchmark client, the server and Redis"
+    )];
+    if redis::available()
+        && let Ok(out) = Command::new("redis-server").arg("--version").output()
+    {
+        let version = String::from_utf8_lossy(&out.stdout);
+        lines.extend(version.lines().next().map(|l| l.trim().to_string()));
+    }
+    lines
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 async fn run_subject(

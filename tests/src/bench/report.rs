@@ -132,6 +132,8 @@ pub struct Report {
     pub redis_note: Option<String>,
     pub rss: Option<RssResult>,
     pub total: Duration,
+    /// Machine facts worth printing next to the numbers (CPU, load, Redis).
+    pub environment: Vec<String>,
 }
 
 impl Report {
@@ -142,6 +144,7 @@ impl Report {
             redis_note: None,
             rss: None,
             total: Duration::ZERO,
+            environment: Vec::new(),
         }
     }
 
@@ -288,6 +291,12 @@ impl Report {
             o.max_ops,
             self.total.as_secs_f64()
         );
+        for line in &self.environment {
+            let _ = writeln!(out, "- {line}");
+        }
+        if !self.environment.is_empty() {
+            out.push('\n');
+        }
         let _ = writeln!(
             out,
             "Throughput is entries/s (calls/s, except set_many: 1000 entries per call). Latency is per call. `remote ÷` is the remote provider's throughput divided by that row's.\n"
@@ -317,7 +326,7 @@ impl Report {
                     Subject::Remote => "—".to_string(),
                     _ => self
                         .ratio(workload, subject)
-                        .map_or("—".to_string(), |r| format!("{r:.2}x")),
+                        .map_or("—".to_string(), ratio_text),
                 };
                 let _ = writeln!(
                     out,
@@ -346,6 +355,16 @@ impl Report {
             );
         }
         out
+    }
+}
+
+/// Two decimals, or three significant digits for the tiny ratios against
+/// the in-process memory provider.
+fn ratio_text(r: f64) -> String {
+    if r >= 0.1 {
+        format!("{r:.2}x")
+    } else {
+        format!("{r:.3e}x")
     }
 }
 
