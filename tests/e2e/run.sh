@@ -45,6 +45,10 @@ cd "$ROOT"
 
 RUN_ID="$(date +%Y%m%d%H%M%S)"
 E2E_BUILD_IMAGES="${E2E_BUILD_IMAGES:-1}"
+if [ "$E2E_BUILD_IMAGES" != 1 ] && { [ -z "${OPERATOR_IMAGE:-}" ] || [ -z "${SERVER_IMAGE:-}" ]; }; then
+  echo "[e2e] E2E_BUILD_IMAGES=$E2E_BUILD_IMAGES: set OPERATOR_IMAGE and SERVER_IMAGE to existing images" >&2
+  exit 2
+fi
 OPERATOR_IMAGE="${OPERATOR_IMAGE:-drasi-store-operator:e2e-$RUN_ID}"
 SERVER_IMAGE="${SERVER_IMAGE:-drasi-store-server:e2e-$RUN_ID}"
 CURL_IMAGE="${CURL_IMAGE:-curlimages/curl:8.11.1}"
