@@ -145,7 +145,7 @@ for vs in "${value_sets[@]}"; do
     echo "  note  $n_sm ServiceMonitor (CRD kind, no official schema) skipped by kubernetes-validate; checked by chart_assert.py"
   fi
   if "$PY" scripts/lib/chart_assert.py "$CHART" "$rendered" "$RELEASE_NS" "${vflags[@]:1}"; then
-    pass "chart assertions (flags from values, downward-API env, probes, security context, labels, RBAC layout, metrics, PDB)"
+    pass "chart assertions (flags from values, rollout strategy, downward-API env, probes, security context, labels, RBAC layout, metrics, PDB)"
   else
     fail "chart assertions ($label)"
   fi

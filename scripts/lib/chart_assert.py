@@ -94,6 +94,9 @@ def main():
     check(("--manage-crd" in args) == bool(values["manageCrd"]), "--manage-crd does not follow manageCrd")
     leader = replicas > 1 or values["leaderElection"]["enabled"]
     check(("--leader-elect" in args) == leader, f"--leader-elect must be {'on' if leader else 'off'}")
+    strategy = (dep["spec"].get("strategy") or {}).get("type")
+    check(strategy == ("RollingUpdate" if leader else "Recreate"),
+          f"Deployment strategy must be {'RollingUpdate' if leader else 'Recreate'} (leader election {'on' if leader else 'off'})")
     env = {e["name"]: e for e in c.get("env", [])}
     for name, path in (("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")):
         check(env.get(name, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == path,
