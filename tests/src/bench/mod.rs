@@ -8,6 +8,7 @@
 pub mod redis;
 pub mod report;
 pub mod rss;
+pub mod server_metrics;
 pub mod workloads;
 
 use std::ffi::OsString;
@@ -236,7 +237,15 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
     let load_before = load_average();
 
     let memory: Arc<dyn StateStoreProvider> = Arc::new(MemoryStateStoreProvider::new());
-    run_subject(&mut report, Subject::Memory, &memory, &workloads, &budget).await?;
+    run_subject(
+        &mut report,
+        Subject::Memory,
+        &memory,
+        &workloads,
+        &budget,
+        None,
+    )
+    .await?;
     drop(memory);
 
     let embedded: Arc<dyn StateStoreProvider> = Arc::new(
@@ -249,6 +258,7 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
         &embedded,
         &workloads,
         &budget,
+        None,
     )
     .await?;
     drop(embedded);
@@ -256,7 +266,16 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
     let remote_dir = tmp.path().join("remote");
     let process = start_server(server, &remote_dir, &["--durability", "immediate"]).await?;
     let remote = remote_provider(&process)?;
-    run_subject(&mut report, Subject::Remote, &remote, &workloads, &budget).await?;
+    let probe = server_metrics::MetricsProbe::new(&process.url(), TOKEN)?;
+    run_subject(
+        &mut report,
+        Subject::Remote,
+        &remote,
+        &workloads,
+        &budget,
+        Some(&probe),
+    )
+    .await?;
     drop(remote);
     stop_server(process).await?;
 
@@ -318,12 +337,21 @@ async fn run_subject(
     provider: &Arc<dyn StateStoreProvider>,
     workloads: &[Workload],
     budget: &RunBudget,
+    probe: Option<&server_metrics::MetricsProbe>,
 ) -> anyhow::Result<()> {
     for workload in workloads {
+        let probe = probe.filter(|_| workload.op != Op::Get);
+        let before = match probe {
+            Some(p) => Some(p.read().await?),
+            None => None,
+        };
         let sample = workloads::measure(provider, workload, budget)
             .await
             .with_context(|| format!("{subject}: {workload}"))?;
-        let m = Measurement::from_sample(*workload, subject, &sample);
+        let mut m = Measurement::from_sample(*workload, subject, &sample);
+        if let (Some(p), Some(before)) = (probe, before) {
+            m.commits = Some(p.read().await?.since(&before));
+        }
         eprintln!(
             "  {:<26} {:<22} {}",
             subject.to_string(),

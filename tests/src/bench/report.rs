@@ -4,6 +4,7 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use super::redis::RedisResult;
+use super::server_metrics::CommitCounters;
 use super::workloads::{Op, SET_MANY_ENTRIES, Sample, Workload};
 use super::{BenchOptions, RSS_TARGET_BYTES, RSS_TARGET_STORE_IDS};
 
@@ -41,6 +42,9 @@ pub struct Measurement {
     pub entries_per_sec: f64,
     pub p50: Option<Duration>,
     pub p99: Option<Duration>,
+    /// Server commits during the measurement, warm-up and preparation
+    /// included (remote write workloads only).
+    pub commits: Option<CommitCounters>,
 }
 
 impl Measurement {
@@ -53,6 +57,7 @@ impl Measurement {
             entries_per_sec: sample.entries_per_sec(),
             p50: Some(sample.p50),
             p99: Some(sample.p99),
+            commits: None,
         }
     }
 
@@ -66,16 +71,21 @@ impl Measurement {
             entries_per_sec: r.rps,
             p50: ms(r.p50_ms),
             p99: ms(r.p99_ms),
+            commits: None,
         }
     }
 
     pub fn summary(&self) -> String {
-        format!(
+        let mut line = format!(
             "{:>12} {:>10} {:>10}",
             rate(self.entries_per_sec),
             latency(self.p50),
             latency(self.p99)
-        )
+        );
+        if let Some(commits) = &self.commits {
+            let _ = write!(line, "   server: {commits}");
+        }
+        line
     }
 }
 
@@ -337,6 +347,29 @@ impl Report {
                 );
             }
         }
+        let commits: Vec<&Measurement> = self
+            .measurements
+            .iter()
+            .filter(|m| m.commits.is_some())
+            .collect();
+        if !commits.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nServer group commit during the remote write workloads (from its /metrics, warm-up included):\n\n| workload | commits | writes per commit | mean commit time |\n|---|---:|---:|---:|"
+            );
+            for m in commits {
+                let c = m.commits.expect("filtered");
+                let per = |x: f64| if c.groups > 0.0 { x / c.groups } else { 0.0 };
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.0} | {:.1} | {:.2} ms |",
+                    m.workload,
+                    c.groups,
+                    per(c.writes),
+                    per(c.commit_seconds) * 1000.0
+                );
+            }
+        }
         if let Some(note) = &self.redis_note {
             let _ = writeln!(out, "\nRedis: {note}");
         }
@@ -420,6 +453,7 @@ mod tests {
             entries_per_sec: per_sec,
             p50: Some(Duration::from_micros(p99_us / 2)),
             p99: Some(Duration::from_micros(p99_us)),
+            commits: None,
         }
     }
 
