@@ -23,7 +23,7 @@ use crate::config::DurabilityMode;
 use crate::metrics::Metrics;
 use schema::{GARBAGE, KV, META, META_SCHEMA_VERSION, META_STORE_COUNT, META_TOTAL_KEYS, STORES};
 pub use writer::WriteOp;
-use writer::{Reply, WriterHandle};
+use writer::{Reply, WriterHandle, WriterState};
 
 #[derive(Debug, Clone, Error)]
 pub enum EngineError {
@@ -49,6 +49,22 @@ impl EngineError {
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+/// What the health endpoints need to know about the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineHealth {
+    /// The writer runs and its last commit succeeded.
+    Healthy,
+    /// The writer runs but its last commit (or durable flush) failed, e.g.
+    /// a full disk. It keeps serving and recovers by itself on the next
+    /// successful commit, so this only affects readiness.
+    CommitFailing,
+    /// The writer was stopped by [`Engine::shutdown`].
+    Stopped,
+    /// The writer thread is gone without a shutdown (it panicked). Nothing
+    /// restarts it: every write fails until the process restarts.
+    WriterDead,
+}
 
 /// Engine settings, taken from [`crate::Config`].
 #[derive(Debug, Clone)]
@@ -124,9 +140,33 @@ impl Engine {
         &self.path
     }
 
+    pub fn health(&self) -> EngineHealth {
+        match self.writer.state() {
+            WriterState::Dead => EngineHealth::WriterDead,
+            WriterState::Stopped => EngineHealth::Stopped,
+            WriterState::Running if !self.health.last_commit_ok.load(Ordering::Relaxed) => {
+                EngineHealth::CommitFailing
+            }
+            WriterState::Running => EngineHealth::Healthy,
+        }
+    }
+
     /// True while the writer thread runs and the last commit succeeded.
     pub fn is_ready(&self) -> bool {
-        self.writer.is_alive() && self.health.last_commit_ok.load(Ordering::Relaxed)
+        self.health() == EngineHealth::Healthy
+    }
+
+    /// Kills the writer thread the way a panic inside redb would.
+    #[cfg(test)]
+    pub(crate) fn crash_writer(&self) {
+        self.writer.crash();
+    }
+
+    /// Marks the last commit as failed, as a commit error does, without
+    /// needing a broken disk.
+    #[cfg(test)]
+    pub(crate) fn mark_commit_failed(&self) {
+        self.health.last_commit_ok.store(false, Ordering::Relaxed);
     }
 
     /// Size of the database file, for the `database_file_bytes` gauge.

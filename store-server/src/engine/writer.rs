@@ -91,6 +91,21 @@ type ReplyTx = oneshot::Sender<EngineResult<Reply>>;
 enum Msg {
     Write(WriteOp, ReplyTx),
     Shutdown(oneshot::Sender<anyhow::Result<()>>),
+    /// Makes the writer thread panic, so tests can check what a dead
+    /// writer looks like from the outside. Not compiled into the server.
+    #[cfg(test)]
+    Crash,
+}
+
+/// Whether the writer thread is doing its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriterState {
+    Running,
+    /// Stopped on purpose by [`WriterHandle::shutdown`].
+    Stopped,
+    /// Exited without being asked to (a panic): no write can succeed until
+    /// the process restarts.
+    Dead,
 }
 
 pub(crate) struct WriterHandle {
@@ -111,9 +126,26 @@ impl WriterHandle {
         Ok(rx)
     }
 
-    pub fn is_alive(&self) -> bool {
+    pub fn state(&self) -> WriterState {
         let guard = self.thread.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().is_some_and(|h| !h.is_finished())
+        match guard.as_ref() {
+            Some(thread) if !thread.is_finished() => WriterState::Running,
+            // `shutdown` sets `stopping` before the thread can end, and is
+            // the only place that takes the handle.
+            _ if self.stopping.load(Ordering::Acquire) => WriterState::Stopped,
+            _ => WriterState::Dead,
+        }
+    }
+
+    /// Makes the writer thread panic and waits until it is gone.
+    #[cfg(test)]
+    pub fn crash(&self) {
+        let _ = self.tx.send(Msg::Crash);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.state() == WriterState::Running {
+            assert!(Instant::now() < deadline, "writer did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub async fn shutdown(&self) -> anyhow::Result<()> {
@@ -155,12 +187,30 @@ pub(crate) fn spawn(
     };
     let thread = std::thread::Builder::new()
         .name("drasi-store-writer".into())
-        .spawn(move || writer.run(rx))?;
+        .spawn(move || {
+            let _guard = ExitGuard;
+            writer.run(rx)
+        })?;
     Ok(WriterHandle {
         tx,
         thread: Mutex::new(Some(thread)),
         stopping: AtomicBool::new(false),
     })
+}
+
+/// Logs, through tracing rather than only the panic hook's stderr line,
+/// that the writer died: it is the event an operator needs to find.
+struct ExitGuard;
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(
+                "the group-commit writer thread panicked; every write now fails \
+                 and /healthz reports 503 so that the pod is restarted"
+            );
+        }
+    }
 }
 
 struct Writer {
@@ -193,6 +243,8 @@ impl Writer {
             match first {
                 Msg::Write(op, reply) => group.push((op, reply)),
                 Msg::Shutdown(done) => shutdown = Some(done),
+                #[cfg(test)]
+                Msg::Crash => panic!("writer crash requested by a test"),
             }
             if shutdown.is_none() {
                 let mut bytes = group[0].0.payload_bytes();
@@ -206,6 +258,8 @@ impl Writer {
                             shutdown = Some(done);
                             break;
                         }
+                        #[cfg(test)]
+                        Ok(Msg::Crash) => panic!("writer crash requested by a test"),
                         Err(_) => break,
                     }
                 }

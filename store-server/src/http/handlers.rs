@@ -19,6 +19,7 @@ use super::SharedState;
 use super::errors::ApiError;
 use super::limits::{BodyLimit, check_target, read_body};
 use super::openapi::OPENAPI_JSON;
+use crate::engine::EngineHealth;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -188,23 +189,92 @@ pub async fn sync(State(state): State<SharedState>) -> ApiResult {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn healthz() -> &'static str {
-    "ok\n"
+/// Liveness. Fails only on what a restart fixes: a writer thread that died
+/// never comes back, so the kubelet must restart the container. Anything
+/// the server recovers from by itself is left to `/readyz`, or a flapping
+/// disk would turn into a restart loop.
+pub async fn healthz(State(state): State<SharedState>) -> Response {
+    probe(liveness(state.engine.health()))
 }
 
+/// Readiness: the server can serve writes right now.
 pub async fn readyz(State(state): State<SharedState>) -> Response {
-    if state.shutting_down.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    probe(readiness(
+        state.shutting_down.load(Ordering::Relaxed),
+        state.engine.health(),
+    ))
+}
+
+/// Why a probe fails: `reason` is stable for tooling, `message` is for
+/// people reading `kubectl describe pod`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct ProbeFailure {
+    pub reason: &'static str,
+    pub message: &'static str,
+}
+
+const WRITER_DEAD: ProbeFailure = ProbeFailure {
+    reason: "writer_dead",
+    message: "the database writer thread stopped unexpectedly; writes fail until the server restarts",
+};
+
+pub(crate) fn liveness(engine: EngineHealth) -> Result<(), ProbeFailure> {
+    match engine {
+        EngineHealth::WriterDead => Err(WRITER_DEAD),
+        // A failed commit is retried by the next one; a stopped writer
+        // means shutdown is under way and the process exits by itself.
+        EngineHealth::Healthy | EngineHealth::CommitFailing | EngineHealth::Stopped => Ok(()),
     }
-    if state.engine.is_ready() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (
+}
+
+pub(crate) fn readiness(shutting_down: bool, engine: EngineHealth) -> Result<(), ProbeFailure> {
+    if shutting_down {
+        return Err(ProbeFailure {
+            reason: "shutting_down",
+            message: "the server is shutting down",
+        });
+    }
+    match engine {
+        EngineHealth::Healthy => Ok(()),
+        EngineHealth::CommitFailing => Err(ProbeFailure {
+            reason: "commit_failing",
+            message: "the last database commit failed; ready again after the next one succeeds",
+        }),
+        EngineHealth::Stopped => Err(ProbeFailure {
+            reason: "writer_stopped",
+            message: "the database writer has been stopped",
+        }),
+        EngineHealth::WriterDead => Err(WRITER_DEAD),
+    }
+}
+
+#[derive(Serialize)]
+struct ProbeBody {
+    status: &'static str,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    failure: Option<ProbeFailure>,
+}
+
+fn probe(result: Result<(), ProbeFailure>) -> Response {
+    let (status, body) = match result {
+        Ok(()) => (
+            StatusCode::OK,
+            ProbeBody {
+                status: "ok",
+                failure: None,
+            },
+        ),
+        Err(failure) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "database writer is not healthy\n",
-        )
-            .into_response()
-    }
+            ProbeBody {
+                status: "unavailable",
+                failure: Some(failure),
+            },
+        ),
+    };
+    let mut response = json(&body);
+    *response.status_mut() = status;
+    response
 }
 
 pub async fn metrics(State(state): State<SharedState>) -> Response {
@@ -227,4 +297,121 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
 
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, JSON)], OPENAPI_JSON).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use drasi_store_protocol::Limits;
+
+    use super::*;
+    use crate::config::DurabilityMode;
+    use crate::engine::{Engine, EngineError, EngineOptions};
+    use crate::http::AppState;
+    use crate::metrics::Metrics;
+
+    fn state(dir: &tempfile::TempDir) -> SharedState {
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::open(
+            &EngineOptions {
+                path: dir.path().join("state.redb"),
+                durability: DurabilityMode::Immediate,
+                cache_bytes: 1 << 20,
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        Arc::new(AppState {
+            engine: Arc::new(engine),
+            metrics,
+            limits: Limits::default(),
+            body_timeout: Duration::from_secs(5),
+            tokens: None,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    async fn answer(response: Response) -> (u16, serde_json::Value) {
+        let status = response.status().as_u16();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], JSON);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_dead_writer_fails_liveness_and_readiness() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let (status, body) = answer(healthz(State(state.clone())).await).await;
+        assert_eq!((status, body), (200, serde_json::json!({"status": "ok"})));
+        assert_eq!(answer(readyz(State(state.clone())).await).await.0, 200);
+
+        state.engine.crash_writer();
+
+        let (status, body) = answer(healthz(State(state.clone())).await).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["status"], "unavailable");
+        assert_eq!(body["reason"], "writer_dead");
+        assert!(body["message"].as_str().unwrap().contains("restart"));
+        let (status, body) = answer(readyz(State(state.clone())).await).await;
+        assert_eq!((status, &body["reason"]), (503, &"writer_dead".into()));
+        // And the store really is unwritable, which is why a restart is due.
+        assert!(matches!(
+            state
+                .engine
+                .set("s", "k", bytes::Bytes::from_static(b"v"))
+                .await,
+            Err(EngineError::Unavailable)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_only_affects_readiness() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        state.engine.mark_commit_failed();
+        assert_eq!(answer(healthz(State(state.clone())).await).await.0, 200);
+        let (status, body) = answer(readyz(State(state.clone())).await).await;
+        assert_eq!((status, &body["reason"]), (503, &"commit_failing".into()));
+
+        // The writer survives and the next successful commit heals it.
+        state
+            .engine
+            .set("s", "k", bytes::Bytes::from_static(b"v"))
+            .await
+            .unwrap();
+        assert_eq!(answer(readyz(State(state.clone())).await).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_not_a_liveness_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        state.shutting_down.store(true, Ordering::Relaxed);
+        state.engine.shutdown().await.unwrap();
+        assert_eq!(state.engine.health(), EngineHealth::Stopped);
+        assert_eq!(answer(healthz(State(state.clone())).await).await.0, 200);
+        let (status, body) = answer(readyz(State(state.clone())).await).await;
+        assert_eq!((status, &body["reason"]), (503, &"shutting_down".into()));
+    }
+
+    #[test]
+    fn probe_matrix() {
+        use EngineHealth::*;
+        for (health, live, ready) in [
+            (Healthy, true, true),
+            (CommitFailing, true, false),
+            (Stopped, true, false),
+            (WriterDead, false, false),
+        ] {
+            assert_eq!(liveness(health).is_ok(), live, "{health:?}");
+            assert_eq!(readiness(false, health).is_ok(), ready, "{health:?}");
+            assert!(readiness(true, health).is_err());
+        }
+    }
 }
