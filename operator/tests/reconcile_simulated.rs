@@ -325,7 +325,8 @@ async fn missing_existing_secret_degrades_until_it_appears() {
         Some("first-token")
     );
 
-    // The user rotates the token: the next (periodic) pass re-syncs the
+    // The user rotates the token: the next pass (the Secret watch triggers
+    // it, see the controller loop test) re-syncs the
     // connection Secret without restarting the server pod.
     let hash = config_hash(&h.server.get(&sts_path(NAME)).unwrap());
     h.add_secret("my-token", &[("token", "rotated-token\nfirst-token\n")]);
@@ -576,9 +577,10 @@ async fn controller_loop_reconciles_from_watches_and_ignores_its_own_status_writ
             let _ = stop_rx.await;
         },
     ));
-    // The store watch plus the three owned-object watches.
+    // The store watch, the three owned-object watches and the referenced
+    // Secrets watch.
     wait_for("caches synced and watches open", || {
-        health.is_ready() && h.server.open_watches() >= 4
+        health.is_ready() && h.server.open_watches() >= 5
     })
     .await;
 
@@ -637,6 +639,108 @@ async fn controller_loop_reconciles_from_watches_and_ignores_its_own_status_writ
         .flat_map(|r| r.rbac.iter().map(|a| a.verb.clone()))
         .collect();
     assert!(verbs.iter().any(|v| v == "watch") && verbs.iter().any(|v| v == "list"));
+    h.assert_rbac_covers_every_request();
+}
+
+/// Starts `controller::run` against the simulated API server; the returned
+/// sender stops it.
+async fn start_controller(
+    h: &Harness,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let health = Arc::new(Health::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(
+        h.ctx.clone(),
+        Some(NS),
+        health.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    wait_for("caches synced and watches open", || {
+        health.is_ready() && h.server.open_watches() >= 5
+    })
+    .await;
+    (stop_tx, controller)
+}
+
+fn connection_value(h: &Harness, key: &str) -> Option<String> {
+    secret_value(&h.server.get(&secret_path("orders-connection"))?, key)
+}
+
+#[tokio::test]
+async fn controller_loop_follows_referenced_secrets_without_waiting_for_the_requeue() {
+    let h = Harness::new();
+    let (stop_tx, controller) = start_controller(&h).await;
+
+    // The TLS Secret does not exist yet: Degraded, which alone would only
+    // be re-checked after 30 s.
+    h.add_secret("orders-token", &[("token", "first-token")]);
+    h.create_store(
+        NAME,
+        json!({
+            "auth": { "existingSecret": "orders-token" },
+            "tls": { "secretName": "orders-tls" },
+        }),
+    );
+    wait_for("degraded on the missing TLS Secret", || {
+        h.store_exists(NAME)
+            && h.store(NAME).status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Degraded" && c.reason == "TlsSecretMissing")
+            })
+    })
+    .await;
+
+    // cert-manager issues the certificate: the Secret watch triggers the store.
+    h.add_secret("orders-tls", &[("ca.crt", "CA-1"), ("tls.crt", "CERT-1")]);
+    wait_for("objects applied once the Secret exists", || {
+        h.server.get(&sts_path(NAME)).is_some()
+    })
+    .await;
+    h.mark_statefulset_ready(NAME);
+    wait_for("ready", || phase(&h, NAME) == Some(Phase::Ready)).await;
+    assert_eq!(
+        connection_value(&h, "DRASI_STATE_STORE_TOKEN").as_deref(),
+        Some("first-token")
+    );
+    let hash = config_hash(&h.server.get(&sts_path(NAME)).unwrap());
+
+    // A Ready store is requeued only every 5 minutes: these follow within
+    // the 10 s of `wait_for` only through the Secret watch.
+    h.add_secret("orders-token", &[("token", "rotated-token\nfirst-token")]);
+    wait_for("rotated token in the connection Secret", || {
+        connection_value(&h, "DRASI_STATE_STORE_TOKEN").as_deref() == Some("rotated-token")
+    })
+    .await;
+    h.add_secret("orders-tls", &[("ca.crt", "CA-2"), ("tls.crt", "CERT-2")]);
+    wait_for("renewed CA in the connection Secret", || {
+        connection_value(&h, "DRASI_STATE_STORE_CA_CERT").as_deref() == Some("CA-2")
+    })
+    .await;
+    // The server re-reads both files itself: no pod restart.
+    assert_eq!(config_hash(&h.server.get(&sts_path(NAME)).unwrap()), hash);
+
+    // Unrelated Secrets do not trigger the store.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let settled = reconcile_count(&h.metrics);
+    h.add_secret("someone-elses", &[("password", "x")]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        reconcile_count(&h.metrics),
+        settled,
+        "an unrelated Secret triggered a reconcile"
+    );
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), controller)
+        .await
+        .expect("controller stops on shutdown")
+        .unwrap();
     h.assert_rbac_covers_every_request();
 }
 

@@ -11,6 +11,7 @@ pub mod finalizer;
 pub mod inputs;
 pub mod manage_crd;
 pub mod reconcile;
+pub mod secret_watch;
 pub mod status;
 
 use std::future::Future;
@@ -20,7 +21,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -60,7 +61,9 @@ impl Context {
     }
 }
 
-type Guarded = DeserializeGuard<DrasiStateStore>;
+/// A store as the controller caches it: malformed objects are kept (as
+/// errors) instead of failing the watch.
+pub type Guarded = DeserializeGuard<DrasiStateStore>;
 
 /// Runs the controller until `shutdown` resolves and in-flight reconciles
 /// finish. `health` turns ready once the DrasiStateStore cache is synced.
@@ -113,7 +116,25 @@ pub async fn run(
             namespaced_or_all::<Service>(&client, watch_namespace),
             owned.clone(),
         )
-        .owns(namespaced_or_all::<Secret>(&client, watch_namespace), owned)
+        .owns(namespaced_or_all::<Secret>(&client, watch_namespace), owned);
+    // Secrets the stores reference but do not own (a user's token Secret, a
+    // cert-manager certificate): any Secret, so metadata-only (no data or
+    // caching of other applications' Secrets), mapped through the
+    // controller's own store cache without further API calls.
+    let stores_cache = controller.store();
+    let controller = controller
+        .watches(
+            namespaced_or_all::<PartialObjectMeta<Secret>>(&client, watch_namespace),
+            watcher::Config::default().any_semantic(),
+            move |secret: PartialObjectMeta<Secret>| {
+                let namespace = secret.namespace().unwrap_or_default();
+                secret_watch::stores_referencing(
+                    &stores_cache.state(),
+                    &namespace,
+                    &secret.name_any(),
+                )
+            },
+        )
         .graceful_shutdown_on(shutdown);
 
     controller

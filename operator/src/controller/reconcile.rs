@@ -33,12 +33,15 @@ use crate::crd::{
 };
 use crate::labels::FINALIZER;
 
-/// Re-check a ready store every 5 minutes: this re-syncs the token of a
-/// user's `existingSecret` (not watched) into the connection Secret.
+/// Re-check a ready store every 5 minutes. Referenced Secrets are watched
+/// (see `secret_watch`), so this is only a safety net against missed watch
+/// events, e.g. while the operator was down.
 pub const READY_REQUEUE: Duration = Duration::from_secs(300);
 /// Poll while the server rolls out or a volume expands.
 pub const PROGRESSING_REQUEUE: Duration = Duration::from_secs(10);
-/// Re-check a degraded store: the fix is usually a Secret the operator does not watch.
+/// Re-check a degraded store. Fixes to referenced Secrets trigger a pass
+/// through the Secret watch; some fixes are not watched at all (a
+/// StorageClass that now allows expansion, a pod that recovers on its own).
 pub const DEGRADED_REQUEUE: Duration = Duration::from_secs(30);
 
 /// `namespace/name`, the key of per-store metrics and backoff.
