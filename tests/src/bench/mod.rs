@@ -453,3 +453,50 @@ async fn measure_rss(
     eprintln!("  {result}");
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_options() {
+        let o = BenchOptions::parse_args(Vec::<String>::new()).unwrap();
+        assert!(!o.quick);
+        assert_eq!(o.rss_store_ids, RSS_TARGET_STORE_IDS);
+
+        let o = BenchOptions::parse_args([
+            "--duration-secs",
+            "0.5",
+            "--quick",
+            "--ops",
+            "10",
+            "--no-redis",
+        ])
+        .unwrap();
+        assert!(o.quick && !o.redis);
+        assert_eq!(o.duration, Duration::from_millis(500));
+        assert_eq!(o.max_ops, 10);
+
+        for bad in [
+            &["--ops"][..],
+            &["--ops", "0"],
+            &["--duration-secs", "-1"],
+            &["--frobnicate"],
+        ] {
+            assert!(
+                BenchOptions::parse_args(bad.iter().copied()).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn redis_request_counts_follow_the_duration_and_cap() {
+        let mut o = BenchOptions::full();
+        assert_eq!(redis_requests(&o, redis::RedisMode::InMemory, 64), 300_000);
+        o.max_ops = 1000;
+        assert_eq!(redis_requests(&o, redis::RedisMode::InMemory, 64), 1000);
+        o.max_ops = 1;
+        assert_eq!(redis_requests(&o, redis::RedisMode::InMemory, 64), 640);
+    }
+}
