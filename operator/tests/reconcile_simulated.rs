@@ -200,11 +200,149 @@ async fn delete_with_retain_keeps_the_pvc_and_removes_the_finalizer() {
     assert!(!h.writes().iter().any(|r| r.method == "DELETE"));
     assert!(!h.store_exists(NAME), "finalizer removed, object gone");
     assert!(h.event_reasons().contains(&"Cleanup".to_string()));
+    let metrics = h.metrics.encode();
+    assert!(metrics.contains("managed_stores{phase=\"Provisioning\"} 0"));
+    assert!(metrics.contains("managed_stores{phase=\"Terminating\"} 0"));
+    // The status said Terminating before the finalizer was released.
+    let writes = h.writes();
+    let terminating = writes
+        .iter()
+        .position(|r| {
+            r.path == format!("{}/status", store_path(NAME))
+                && r.body
+                    .as_ref()
+                    .is_some_and(|b| b["status"]["phase"] == "Terminating")
+        })
+        .expect("Terminating status written");
+    let released = writes
+        .iter()
+        .rposition(|r| r.path == store_path(NAME) && r.method == "PATCH")
+        .expect("finalizer removed");
+    assert!(terminating < released);
+    let body = writes[terminating].body.as_ref().unwrap();
+    let progressing = body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap();
+    assert_eq!(progressing["reason"], "Terminating");
+    assert!(
+        progressing["message"].as_str().unwrap().contains("Retain"),
+        "{progressing}"
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn failing_cleanup_shows_terminating_with_the_failure_until_it_succeeds() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "pvcRetention": { "whenDeleted": "Delete" } }))
+        .await;
+    h.mark_statefulset_ready(NAME);
+    h.reconcile(NAME).await.expect("ready");
+    h.add_pvc(NAME, "standard", "1Gi", "1Gi");
+    h.server.fail(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/persistentvolumeclaims"),
+        500,
+        2,
+    );
+    h.delete_store(NAME);
+
+    h.reconcile(NAME).await.expect_err("listing PVCs fails");
+    let store = h.store(NAME);
+    let status = store.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(Phase::Terminating));
+    assert_eq!(
+        condition(&store, "Ready"),
+        ("False".into(), "Terminating".into())
+    );
+    assert_eq!(
+        condition(&store, "Progressing"),
+        ("True".into(), "Terminating".into())
+    );
+    assert_eq!(
+        condition(&store, "Degraded"),
+        ("True".into(), "CleanupFailed".into())
+    );
+    // Last observations stay: consumers still see where the store was.
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some("http://orders.apps.svc:7070")
+    );
     assert!(
         h.metrics
             .encode()
-            .contains("managed_stores{phase=\"Provisioning\"} 0")
+            .contains("managed_stores{phase=\"Terminating\"} 1")
     );
+
+    // The same failure again rewrites nothing.
+    let status_writes = |h: &Harness| {
+        h.writes()
+            .iter()
+            .filter(|r| r.path.ends_with("/status"))
+            .count()
+    };
+    let before = status_writes(&h);
+    h.reconcile(NAME).await.expect_err("fails again");
+    assert_eq!(status_writes(&h), before, "identical status rewritten");
+
+    h.reconcile(NAME).await.expect("cleanup succeeds");
+    assert!(h.server.get(&pvc_path("data-orders-0")).is_none());
+    assert!(!h.store_exists(NAME));
+    assert!(
+        h.metrics
+            .encode()
+            .contains("managed_stores{phase=\"Terminating\"} 0")
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn a_store_whose_first_apply_fails_is_pending() {
+    let h = Harness::new();
+    h.create_store(NAME, json!({}));
+    h.reconcile(NAME).await.expect("finalizer");
+    // E.g. an admission webhook or quota rejecting the StatefulSet.
+    h.server.fail("PATCH", &sts_path(NAME), 500, 1);
+    h.reconcile(NAME)
+        .await
+        .expect_err("StatefulSet apply fails");
+    let store = h.store(NAME);
+    assert_eq!(store.status.as_ref().unwrap().phase, Some(Phase::Pending));
+    assert_eq!(
+        condition(&store, "Progressing"),
+        ("True".into(), "Creating".into())
+    );
+    assert_eq!(
+        condition(&store, "Degraded"),
+        ("False".into(), "AsExpected".into())
+    );
+    assert!(
+        h.metrics
+            .encode()
+            .contains("managed_stores{phase=\"Pending\"} 1")
+    );
+
+    // The retry applies everything and moves on; Pending is not written again.
+    h.reconcile(NAME).await.expect("recovers");
+    let store = h.store(NAME);
+    assert_eq!(
+        store.status.as_ref().unwrap().phase,
+        Some(Phase::Provisioning)
+    );
+    let pending_writes = h
+        .writes()
+        .iter()
+        .filter(|r| {
+            r.path.ends_with("/status")
+                && r.body
+                    .as_ref()
+                    .is_some_and(|b| b["status"]["phase"] == "Pending")
+        })
+        .count();
+    assert_eq!(pending_writes, 1);
     h.assert_rbac_covers_every_request();
 }
 

@@ -7,12 +7,20 @@
 //! `pvcRetention.whenDeleted`: `Retain` keeps them, `Delete` deletes every
 //! PVC labelled for this instance.
 //!
+//! While cleanup runs the status says so: phase `Terminating`,
+//! `Ready=False/Terminating`, `Progressing=True/Terminating` (what cleanup
+//! does) and, while it keeps failing, `Degraded=True/CleanupFailed`. These
+//! writes are best effort: the status is informational and must never be
+//! the reason a deletion hangs.
+//!
 //! The finalizer never blocks deletion forever: when the namespace is
 //! terminating (everything in it goes anyway) or cleanup failed
 //! [`MAX_CLEANUP_ATTEMPTS`] times in a row, it is removed regardless, with a
 //! warning event.
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -22,7 +30,8 @@ use super::apply;
 use super::error::Error;
 use super::events::reasons as event_reasons;
 use super::reconcile::store_key;
-use crate::crd::{DrasiStateStore, PvcRetentionPolicy};
+use super::status::terminating_status;
+use crate::crd::{DrasiStateStore, Phase, PvcRetentionPolicy};
 use crate::labels::selector_string;
 
 /// Consecutive failed cleanups (about four minutes with the backoff) after
@@ -35,15 +44,31 @@ pub async fn cleanup(store: &DrasiStateStore, ctx: &Context) -> Result<Action, E
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let regarding = store.object_ref(&());
-    ctx.metrics.set_phase(&key, None);
+    // Counted as Terminating until the finalizer is released (the store
+    // then leaves the gauge), including while cleanup keeps failing.
+    ctx.metrics
+        .set_phase(&key, Some(Phase::Terminating.as_str()));
 
     if namespace_terminating(ctx, &namespace).await {
+        // No status write: everything in the namespace goes at once anyway.
         tracing::info!(store = %key, "namespace is terminating, releasing the finalizer");
+        ctx.metrics.set_phase(&key, None);
         return Ok(Action::await_change());
+    }
+
+    let plan = cleanup_plan(store);
+    // Once per deletion: a retry after a failure keeps the failure status
+    // (rewritten below only if the error changes) instead of flapping
+    // Degraded back to False before each attempt.
+    let already_terminating =
+        store.status.as_ref().and_then(|s| s.phase) == Some(Phase::Terminating);
+    if !already_terminating {
+        report_terminating(store, ctx, &namespace, plan, None).await;
     }
 
     match delete_pvcs_if_requested(store, ctx, &namespace).await {
         Ok(note) => {
+            ctx.metrics.set_phase(&key, None);
             tracing::info!(store = %key, "{note}");
             ctx.events
                 .normal(&regarding, event_reasons::CLEANUP, "Delete", note)
@@ -63,11 +88,54 @@ pub async fn cleanup(store: &DrasiStateStore, ctx: &Context) -> Result<Action, E
                 ctx.events
                     .warning(&regarding, event_reasons::CLEANUP_SKIPPED, "Delete", note)
                     .await;
+                ctx.metrics.set_phase(&key, None);
                 Ok(Action::await_change())
             } else {
+                let failure = error.to_string();
+                report_terminating(store, ctx, &namespace, plan, Some(&failure)).await;
                 Err(error)
             }
         }
+    }
+}
+
+/// What cleanup does, for the `Progressing` condition.
+fn cleanup_plan(store: &DrasiStateStore) -> &'static str {
+    match store.spec.pvc_retention.when_deleted {
+        PvcRetentionPolicy::Retain => {
+            "deleting: pvcRetention.whenDeleted is Retain, the data volume is kept; owned \
+             objects are garbage-collected once the finalizer is released"
+        }
+        PvcRetentionPolicy::Delete => {
+            "deleting: pvcRetention.whenDeleted is Delete, the data volume is being deleted; \
+             owned objects are garbage-collected once the finalizer is released"
+        }
+    }
+}
+
+/// Writes the `Terminating` status when it differs from the current one.
+/// Best effort: a failure is logged and does not hold up the deletion.
+async fn report_terminating(
+    store: &DrasiStateStore,
+    ctx: &Context,
+    namespace: &str,
+    plan: &str,
+    failure: Option<&str>,
+) {
+    let now = Time(Timestamp::now());
+    let status = terminating_status(
+        store.status.as_ref(),
+        store.metadata.generation,
+        plan,
+        failure,
+        &now,
+    );
+    if store.status.as_ref() == Some(&status) {
+        return;
+    }
+    let name = store.name_any();
+    if let Err(error) = apply::apply_status(&ctx.client, namespace, &name, &status).await {
+        tracing::warn!(store = %store_key(store), %error, "could not write the Terminating status");
     }
 }
 

@@ -1,6 +1,6 @@
 //! One reconcile pass of a `DrasiStateStore`.
 //!
-//! Flow: finalizer -> paused? -> validate -> resolve token and CA -> build ->
+//! Flow: finalizer -> paused? -> `Pending` status on the first pass -> validate -> resolve token and CA -> build ->
 //! apply Secrets and Services -> StatefulSet (with volume expansion) ->
 //! observe StatefulSet and PVC -> pure status -> status write only when it
 //! changed -> events on transitions -> requeue by phase.
@@ -24,7 +24,9 @@ use super::events::reasons as event_reasons;
 use super::expansion::{self, ExpansionPlan};
 use super::finalizer::cleanup;
 use super::inputs;
-use super::status::{Observation, Reasoned, Workload, compute_status, find_condition, reasons};
+use super::status::{
+    Observation, Reasoned, Workload, compute_status, find_condition, pending_status, reasons,
+};
 use crate::builders::{
     connection_secret_name, data_pvc_name, desired_objects, endpoint, resolved_image,
 };
@@ -120,6 +122,24 @@ async fn apply_store(store: &DrasiStateStore, ctx: &Context) -> Result<Action, E
             .normal(&regarding, event_reasons::RESUMED, "Resume", note)
             .await;
     }
+
+    // The first pass gives the store a phase before anything that can fail:
+    // a store whose objects cannot be applied (API errors, an admission
+    // webhook) would otherwise show no phase at all while it backs off.
+    let with_pending;
+    let store = if previous_phase(store).is_none() {
+        let status = pending_status(store.metadata.generation, &Time(Timestamp::now()));
+        apply::apply_status(client, &namespace, &name, &status).await?;
+        ctx.metrics
+            .set_phase(&store_key(store), Some(Phase::Pending.as_str()));
+        with_pending = DrasiStateStore {
+            status: Some(status),
+            ..store.clone()
+        };
+        &with_pending
+    } else {
+        store
+    };
 
     let existing_sts = apply::get_opt::<StatefulSet>(client, &namespace, &name).await?;
 

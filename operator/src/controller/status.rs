@@ -29,6 +29,8 @@ pub mod reasons {
     pub const VOLUME_EXPANSION_NOT_SUPPORTED: &str = "VolumeExpansionNotSupported";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const SERVER_NOT_READY_TOO_LONG: &str = "ServerNotReadyTooLong";
+    pub const TERMINATING: &str = "Terminating";
+    pub const CLEANUP_FAILED: &str = "CleanupFailed";
 }
 
 /// How long an up-to-date server pod may stay unready before the store is
@@ -255,6 +257,104 @@ pub fn compute_status(
     }
 }
 
+/// The status written before a store's first apply: phase `Pending`.
+///
+/// It is overwritten in the same pass once the objects are applied, so it
+/// stays visible only while that first pass runs or keeps failing (API
+/// errors, a webhook rejecting the StatefulSet): without it such a store
+/// would show no phase at all.
+pub fn pending_status(generation: Option<i64>, now: &Time) -> DrasiStateStoreStatus {
+    let condition = |type_: &str, status: bool, reason: &str, message: &str| {
+        make_condition(&[], type_, status, reason, message.into(), generation, now)
+    };
+    DrasiStateStoreStatus {
+        phase: Some(Phase::Pending),
+        conditions: vec![
+            condition(
+                condition_types::READY,
+                false,
+                reasons::SERVER_NOT_READY,
+                "the server StatefulSet does not exist yet",
+            ),
+            condition(
+                condition_types::PROGRESSING,
+                true,
+                reasons::CREATING,
+                "applying the store's objects; if this lasts, see the operator's logs",
+            ),
+            condition(
+                condition_types::DEGRADED,
+                false,
+                reasons::AS_EXPECTED,
+                "no problem detected",
+            ),
+        ],
+        observed_generation: generation,
+        ..Default::default()
+    }
+}
+
+/// The status while deletion cleanup runs: phase `Terminating`.
+///
+/// The last observations (endpoint, storage, ...) are kept; the pod keeps
+/// running until garbage collection removes it after the finalizer is gone,
+/// but clients must not rely on the store any more, so `Ready` turns False.
+/// `cleanup` says what the finalizer does; `failure` is set while cleanup
+/// keeps failing and is retried.
+pub fn terminating_status(
+    previous: Option<&DrasiStateStoreStatus>,
+    generation: Option<i64>,
+    cleanup: &str,
+    failure: Option<&str>,
+    now: &Time,
+) -> DrasiStateStoreStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let previous_conditions = previous.map(|p| p.conditions.clone()).unwrap_or_default();
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        make_condition(
+            &previous_conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        )
+    };
+    let ready = condition(
+        condition_types::READY,
+        false,
+        reasons::TERMINATING,
+        "the store is being deleted".into(),
+    );
+    let progressing = condition(
+        condition_types::PROGRESSING,
+        true,
+        reasons::TERMINATING,
+        cleanup.to_string(),
+    );
+    let degraded = match failure {
+        Some(error) => condition(
+            condition_types::DEGRADED,
+            true,
+            reasons::CLEANUP_FAILED,
+            format!("cleanup failed and is retried: {error}"),
+        ),
+        None => condition(
+            condition_types::DEGRADED,
+            false,
+            reasons::AS_EXPECTED,
+            "no problem detected".into(),
+        ),
+    };
+    for condition in [ready, progressing, degraded] {
+        upsert(&mut status.conditions, condition);
+    }
+    status.phase = Some(Phase::Terminating);
+    status.observed_generation = generation;
+    status
+}
+
 /// A problem when the StatefulSet is up to date but its pod has not been
 /// ready for [`NOT_READY_GRACE_SECONDS`] (measured from the Ready
 /// condition's last transition, so it survives operator restarts).
@@ -456,6 +556,96 @@ mod tests {
         assert_eq!(paused.endpoint, ready.endpoint);
         assert_eq!(cond(&paused, "Ready"), cond(&ready, "Ready"));
         assert_eq!(cond(&paused, "Progressing").reason, reasons::PAUSED);
+    }
+
+    #[test]
+    fn pending_status_has_a_phase_and_all_conditions() {
+        let status = pending_status(Some(1), &at(0));
+        assert_eq!(status.phase, Some(Phase::Pending));
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(cond(&status, "Ready").status, "False");
+        assert_eq!(
+            (
+                cond(&status, "Progressing").status.as_str(),
+                cond(&status, "Progressing").reason.as_str()
+            ),
+            ("True", reasons::CREATING)
+        );
+        assert_eq!(cond(&status, "Degraded").status, "False");
+        // Nothing observed yet: no endpoint or Secret to advertise.
+        assert_eq!(status.endpoint, None);
+        assert_eq!(status.connection_secret, None);
+        // The first real status after it keeps the transition times of
+        // conditions that did not flip.
+        let provisioning = compute_status(
+            Some(&status),
+            &observation(Workload::RollingOut {
+                ready: 0,
+                desired: 1,
+            }),
+            &at(5),
+        );
+        assert_eq!(provisioning.phase, Some(Phase::Provisioning));
+        assert_eq!(cond(&provisioning, "Ready").last_transition_time, at(0));
+    }
+
+    #[test]
+    fn terminating_keeps_observations_and_reports_cleanup_failures() {
+        let ready = compute_status(None, &observation(Workload::Ready { ready: 1 }), &at(0));
+        let terminating = terminating_status(
+            Some(&ready),
+            Some(4),
+            "deleting PVC data-s-0",
+            None,
+            &at(10),
+        );
+        assert_eq!(terminating.phase, Some(Phase::Terminating));
+        assert_eq!(terminating.observed_generation, Some(4));
+        assert_eq!(terminating.endpoint, ready.endpoint);
+        assert_eq!(terminating.storage, ready.storage);
+        let r = cond(&terminating, "Ready");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", reasons::TERMINATING)
+        );
+        assert_eq!(r.last_transition_time, at(10));
+        let p = cond(&terminating, "Progressing");
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str(), p.message.as_str()),
+            ("True", reasons::TERMINATING, "deleting PVC data-s-0")
+        );
+        // Degraded stayed False: same transition time as before.
+        assert_eq!(cond(&terminating, "Degraded").last_transition_time, at(0));
+        assert_eq!(terminating.conditions.len(), 3);
+
+        let failing = terminating_status(
+            Some(&terminating),
+            Some(4),
+            "deleting PVC data-s-0",
+            Some("listing PVCs: 500"),
+            &at(20),
+        );
+        assert_eq!(failing.phase, Some(Phase::Terminating));
+        let d = cond(&failing, "Degraded");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", reasons::CLEANUP_FAILED)
+        );
+        assert!(d.message.contains("listing PVCs: 500"), "{}", d.message);
+        // The same failure again computes the identical status (no rewrite).
+        let again = terminating_status(
+            Some(&failing),
+            Some(4),
+            "deleting PVC data-s-0",
+            Some("listing PVCs: 500"),
+            &at(30),
+        );
+        assert_eq!(again, failing);
+
+        // A store deleted before its first status still gets a full one.
+        let fresh = terminating_status(None, Some(2), "nothing to clean up", None, &at(0));
+        assert_eq!(fresh.phase, Some(Phase::Terminating));
+        assert_eq!(fresh.conditions.len(), 3);
     }
 
     fn sts(generation: i64, status: Option<StatefulSetStatus>) -> StatefulSet {

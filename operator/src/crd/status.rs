@@ -58,7 +58,8 @@ pub struct DrasiStateStoreStatus {
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Accepted, nothing created yet.
+    /// Accepted; the operator has not applied the store's objects yet (the
+    /// first pass is running, or failing: see the operator's logs).
     Pending,
     /// Objects applied, the server pod is not ready yet (first start, roll
     /// out or volume expansion).
@@ -69,7 +70,7 @@ pub enum Phase {
     Degraded,
     /// `spec.paused` is true; the operator leaves everything as it is.
     Paused,
-    /// Being deleted; the finalizer is cleaning up.
+    /// Being deleted; the finalizer is cleaning up (PVC retention).
     Terminating,
 }
 
