@@ -67,6 +67,7 @@ pub struct Config {
     pub insecure_no_auth: bool,
 
     /// PEM certificate chain; enables TLS together with `--tls-key-file`.
+    /// Both files are re-read when they change (certificate renewal).
     #[arg(long, env = "DRASI_STORE_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
 

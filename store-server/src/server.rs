@@ -34,7 +34,8 @@ pub struct Server {
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
     accept: JoinHandle<()>,
-    reloader: Option<JoinHandle<()>>,
+    /// Pollers of the token file and the TLS files.
+    reloaders: Vec<JoinHandle<()>>,
 }
 
 /// Opens the database, binds the listener and returns once it accepts.
@@ -47,10 +48,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             None
         }
     };
-    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+    let certs = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(crate::tls::ReloadingCert::load(cert, key)?),
         _ => None,
     };
+    let tls = certs.as_ref().map(|c| c.acceptor()).transpose()?;
     let metrics = Arc::new(Metrics::new());
     let options = EngineOptions {
         path: config.db_path(),
@@ -69,7 +71,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("binding {}", config.listen))?;
     let local_addr = listener.local_addr()?;
 
-    let reloader = tokens.as_ref().map(|t| t.spawn_reloader());
+    let reloaders: Vec<_> = tokens
+        .iter()
+        .map(|t| t.spawn_reloader())
+        .chain(certs.iter().map(|c| c.spawn_reloader()))
+        .collect();
     let state = Arc::new(AppState {
         engine,
         metrics,
@@ -100,7 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         state,
         stop,
         accept,
-        reloader,
+        reloaders,
     })
 }
 
@@ -117,7 +123,7 @@ impl Server {
         if let Err(e) = self.accept.await {
             tracing::warn!(error = %e, "accept loop ended abnormally");
         }
-        if let Some(reloader) = self.reloader {
+        for reloader in self.reloaders {
             reloader.abort();
         }
         self.state.engine.shutdown().await?;

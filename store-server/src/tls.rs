@@ -1,33 +1,254 @@
-//! TLS with rustls and the ring provider, from PEM files.
+//! TLS with rustls and the ring provider, from PEM files that are reloaded
+//! when they change.
+//!
+//! cert-manager renews the certificate in the Secret mounted at
+//! `--tls-cert-file`/`--tls-key-file`, and the kubelet swaps the files in
+//! place (a symlink swap, which file-watch APIs miss). So, like the token
+//! file, the pair is polled for content changes, and the certificate
+//! resolver hands every new handshake the latest good pair: renewal needs
+//! no restart. A new pair that does not load keeps the old one.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
-pub fn acceptor(cert_file: &Path, key_file: &Path) -> anyhow::Result<TlsAcceptor> {
-    let cert_pem = std::fs::read(cert_file)
+/// How often the certificate and key files are re-read.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The certificate resolver: always the latest pair that loaded.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+/// The raw content of both files, to notice changes cheaply.
+#[derive(PartialEq, Eq)]
+struct Snapshot {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+impl ReloadingCert {
+    /// Loads the pair; any problem is an error that names the file.
+    pub fn load(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<ReloadingCert>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let snapshot = read_snapshot(cert_file, key_file)?;
+        let key = certified_key(&snapshot, cert_file, key_file, &provider)?;
+        Ok(Arc::new(ReloadingCert {
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            provider,
+            current: RwLock::new(Arc::new(key)),
+        }))
+    }
+
+    /// The rustls acceptor that resolves through `self`.
+    pub fn acceptor(self: &Arc<Self>) -> anyhow::Result<TlsAcceptor> {
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("configuring TLS protocol versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// Re-reads the files and installs the pair when it changed and loads.
+    /// `last` is what the previous call read, good or bad, so a broken pair
+    /// is reported once rather than every second.
+    async fn reload(&self, last: &mut Option<Snapshot>) {
+        let (cert_file, key_file) = (self.cert_file.clone(), self.key_file.clone());
+        let read = tokio::task::spawn_blocking(move || read_snapshot(&cert_file, &key_file)).await;
+        let snapshot = match read {
+            Ok(Ok(snapshot)) => snapshot,
+            Ok(Err(err)) => {
+                if last.is_some() {
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "cannot re-read the TLS certificate or key; keeping the current certificate"
+                    );
+                    *last = None;
+                }
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "TLS reload task failed");
+                return;
+            }
+        };
+        if last.as_ref() == Some(&snapshot) {
+            return;
+        }
+        match certified_key(&snapshot, &self.cert_file, &self.key_file, &self.provider) {
+            Ok(key) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+                tracing::info!(
+                    cert_file = %self.cert_file.display(),
+                    key_file = %self.key_file.display(),
+                    "reloaded the TLS certificate; new connections use it"
+                );
+            }
+            // Also what a reload that reads the certificate before and the
+            // key after a swap sees: the next poll reads the whole new pair,
+            // which differs from this snapshot, and loads it.
+            Err(err) => tracing::warn!(
+                error = format!("{err:#}"),
+                "the changed TLS certificate or key does not load; keeping the current certificate"
+            ),
+        }
+        *last = Some(snapshot);
+    }
+
+    /// Polls the files until the task is aborted.
+    pub fn spawn_reloader(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            // What `load` just installed, so the first tick does not reload.
+            let mut last = read_snapshot(&this.cert_file, &this.key_file).ok();
+            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                this.reload(&mut last).await;
+            }
+        })
+    }
+}
+
+fn read_snapshot(cert_file: &Path, key_file: &Path) -> anyhow::Result<Snapshot> {
+    let cert = std::fs::read(cert_file)
         .with_context(|| format!("reading TLS certificate {}", cert_file.display()))?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let key = std::fs::read(key_file)
+        .with_context(|| format!("reading TLS key {}", key_file.display()))?;
+    Ok(Snapshot { cert, key })
+}
+
+/// Parses the pair and checks that the key belongs to the certificate.
+/// Error messages name files and causes, never PEM or key material.
+fn certified_key(
+    snapshot: &Snapshot,
+    cert_file: &Path,
+    key_file: &Path,
+    provider: &CryptoProvider,
+) -> anyhow::Result<CertifiedKey> {
+    let certs = rustls_pemfile::certs(&mut snapshot.cert.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing TLS certificate {}", cert_file.display()))?;
     if certs.is_empty() {
         anyhow::bail!("{} holds no PEM certificate", cert_file.display());
     }
-    let key_pem = std::fs::read(key_file)
-        .with_context(|| format!("reading TLS key {}", key_file.display()))?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let key = rustls_pemfile::private_key(&mut snapshot.key.as_slice())
         .with_context(|| format!("parsing TLS key {}", key_file.display()))?
         .with_context(|| format!("{} holds no PEM private key", key_file.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("configuring TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("TLS certificate and key do not form a usable pair")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    // `from_der` is what `with_single_cert` uses: it loads the key and
+    // rejects one whose public half differs from the certificate's.
+    CertifiedKey::from_der(certs, key, provider).with_context(|| {
+        format!(
+            "TLS certificate {} and key {} do not form a usable pair",
+            cert_file.display(),
+            key_file.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Pair {
+        cert: String,
+        key: String,
+    }
+
+    fn pair() -> Pair {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        Pair {
+            cert: c.cert.pem(),
+            key: c.key_pair.serialize_pem(),
+        }
+    }
+
+    fn current_der(r: &ReloadingCert) -> Vec<u8> {
+        r.current.read().unwrap().cert[0].to_vec()
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn reload_swaps_good_pairs_and_keeps_the_current_one_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let (a, b) = (pair(), pair());
+        std::fs::write(&cert, &a.cert).unwrap();
+        std::fs::write(&key, &a.key).unwrap();
+        let r = ReloadingCert::load(&cert, &key).unwrap();
+        let mut last = Some(read_snapshot(&cert, &key).unwrap());
+        assert_eq!(current_der(&r), der(&a.cert));
+
+        // Certificate B with key A: mismatch, A stays.
+        std::fs::write(&cert, &b.cert).unwrap();
+        r.reload(&mut last).await;
+        assert_eq!(current_der(&r), der(&a.cert));
+        // The key arrives: B is taken.
+        std::fs::write(&key, &b.key).unwrap();
+        r.reload(&mut last).await;
+        assert_eq!(current_der(&r), der(&b.cert));
+
+        // Garbage, an empty file and a missing file all keep B.
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+        r.reload(&mut last).await;
+        std::fs::write(&cert, "").unwrap();
+        r.reload(&mut last).await;
+        std::fs::remove_file(&key).unwrap();
+        r.reload(&mut last).await;
+        assert_eq!(current_der(&r), der(&b.cert));
+    }
+
+    #[test]
+    fn load_fails_clearly_on_a_bad_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let (a, b) = (pair(), pair());
+        std::fs::write(&cert, &a.cert).unwrap();
+        std::fs::write(&key, &b.key).unwrap();
+        let err = format!("{:#}", ReloadingCert::load(&cert, &key).unwrap_err());
+        assert!(err.contains("do not form a usable pair"), "{err}");
+        assert!(!err.contains("PRIVATE KEY"), "key material in {err}");
+
+        std::fs::write(&cert, "nothing here").unwrap();
+        let err = format!("{:#}", ReloadingCert::load(&cert, &key).unwrap_err());
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+
+        std::fs::write(&cert, &a.cert).unwrap();
+        std::fs::write(&key, "").unwrap();
+        let err = format!("{:#}", ReloadingCert::load(&cert, &key).unwrap_err());
+        assert!(err.contains("holds no PEM private key"), "{err}");
+    }
 }

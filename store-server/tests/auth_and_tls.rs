@@ -137,3 +137,109 @@ async fn serves_over_tls() {
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
     server.shutdown().await.unwrap();
 }
+
+/// A Secret volume the way the kubelet writes it: the files are symlinks
+/// through `..data`, and an update swaps `..data` to a new directory.
+struct SecretVolume {
+    dir: std::path::PathBuf,
+    generation: u32,
+}
+
+impl SecretVolume {
+    fn new(dir: std::path::PathBuf, cert: &str, key: &str) -> SecretVolume {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut volume = SecretVolume { dir, generation: 0 };
+        volume.update(cert, key);
+        for name in ["tls.crt", "tls.key"] {
+            std::os::unix::fs::symlink(format!("..data/{name}"), volume.dir.join(name)).unwrap();
+        }
+        volume
+    }
+
+    fn update(&mut self, cert: &str, key: &str) {
+        self.generation += 1;
+        let version = format!("..gen_{}", self.generation);
+        let data = self.dir.join(&version);
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("tls.crt"), cert).unwrap();
+        std::fs::write(data.join("tls.key"), key).unwrap();
+        let staged = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &staged).unwrap();
+        std::fs::rename(&staged, self.dir.join("..data")).unwrap();
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+/// The leaf certificate a brand-new TLS connection is served. A fresh
+/// client config each time, so no session is resumed.
+async fn served_cert(port: u16, trusted: &[&rcgen::CertifiedKey]) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in trusted {
+        roots.add(c.cert.der().clone()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificate_is_served_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen_cert = || rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (a, b) = (gen_cert(), gen_cert());
+    let mut volume = SecretVolume::new(
+        dir.path().join("tls"),
+        &a.cert.pem(),
+        &a.key_pair.serialize_pem(),
+    );
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, TOKEN).unwrap();
+    let (cert_file, key_file) = (volume.path("tls.crt"), volume.path("tls.key"));
+    let config = common::config(
+        &dir,
+        &tokens,
+        &["--tls-cert-file", &cert_file, "--tls-key-file", &key_file],
+    );
+    let server = start(config).await.unwrap();
+    let port = server.local_addr().port();
+    let both = [&a, &b];
+    assert_eq!(served_cert(port, &both).await, a.cert.der().to_vec());
+
+    // cert-manager renews: the kubelet swaps in the new pair.
+    volume.update(&b.cert.pem(), &b.key_pair.serialize_pem());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_cert(port, &both).await != b.cert.der().to_vec() {
+        assert!(
+            Instant::now() < deadline,
+            "renewed certificate never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A broken update (garbage certificate; then a certificate whose key
+    // is missing) keeps serving B.
+    volume.update(
+        "-----BEGIN CERTIFICATE-----\ngarbage\n",
+        &b.key_pair.serialize_pem(),
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(served_cert(port, &both).await, b.cert.der().to_vec());
+    volume.update(&a.cert.pem(), "");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(served_cert(port, &both).await, b.cert.der().to_vec());
+    server.shutdown().await.unwrap();
+}
