@@ -90,10 +90,11 @@ pub async fn plan(
             return Ok(ExpansionPlan::Blocked(Reasoned::new(
                 reasons::VOLUME_EXPANSION_NOT_SUPPORTED,
                 format!(
-                    "storage.size grew from {} to {} but PVC {name} has no StorageClass, so it \
-                     cannot be expanded automatically; expand the volume manually or restore \
-                     storage.size to {}",
-                    from.0, to.0, from.0
+                    "storage.size grew from {} to {} but PVC {name} has no StorageClass (a \
+                     pre-provisioned volume), so the operator cannot expand it; nothing was \
+                     changed and the server keeps running on the current volume. storage.size \
+                     cannot be lowered again (the CRD forbids shrinking)",
+                    from.0, to.0
                 ),
             )));
         };
@@ -111,9 +112,12 @@ pub async fn plan(
                 reasons::VOLUME_EXPANSION_NOT_SUPPORTED,
                 format!(
                     "storage.size grew from {} to {} but StorageClass {class} of PVC {name} does \
-                     not set allowVolumeExpansion: true; nothing was changed. Enable expansion on \
-                     the StorageClass, or restore storage.size to {}",
-                    from.0, to.0, from.0
+                     not set allowVolumeExpansion: true; nothing was changed and the server keeps \
+                     running on the current volume. Set allowVolumeExpansion: true on the \
+                     StorageClass (if its driver supports expansion) and the operator expands \
+                     the volume within a minute; storage.size cannot be lowered again (the CRD \
+                     forbids shrinking)",
+                    from.0, to.0
                 ),
             )));
         }

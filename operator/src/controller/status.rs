@@ -648,6 +648,63 @@ mod tests {
         assert_eq!(fresh.conditions.len(), 3);
     }
 
+    /// The reasons table in docs/reconciler.md is what users (and the
+    /// README's troubleshooting section) rely on: it must list every reason
+    /// this module defines, and nothing that does not exist.
+    #[test]
+    fn reasons_table_in_reconciler_md_is_complete_and_accurate() {
+        let source = include_str!("status.rs");
+        let module = source
+            .split_once("pub mod reasons {")
+            .and_then(|(_, rest)| rest.split_once("\n}"))
+            .expect("reasons module")
+            .0;
+        let defined: std::collections::BTreeSet<&str> = module
+            .lines()
+            .filter(|l| l.trim_start().starts_with("pub const"))
+            .map(|l| l.split('"').nth(1).expect("string constant"))
+            .collect();
+        assert!(defined.contains(reasons::SERVER_NOT_READY_TOO_LONG));
+        assert!(defined.contains(reasons::CLEANUP_FAILED));
+
+        let docs = include_str!("../../../docs/reconciler.md");
+        let table = docs
+            .split_once("### Conditions and reasons")
+            .and_then(|(_, rest)| rest.split("\n## ").next())
+            .expect("reasons section in docs/reconciler.md");
+        let rows: Vec<(&str, &str)> = table
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`'), cells[3].trim_matches('`'))
+            })
+            .collect();
+        let documented: std::collections::BTreeSet<&str> =
+            rows.iter().map(|(_, reason)| *reason).collect();
+        let undocumented: Vec<_> = defined.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "reasons missing from docs/reconciler.md: {undocumented:?}"
+        );
+        let unknown: Vec<_> = documented.difference(&defined).collect();
+        assert!(
+            unknown.is_empty(),
+            "documented but not defined: {unknown:?}"
+        );
+        for (condition, _) in rows {
+            assert!(
+                [
+                    condition_types::READY,
+                    condition_types::PROGRESSING,
+                    condition_types::DEGRADED
+                ]
+                .contains(&condition),
+                "unknown condition type {condition:?} in the reasons table"
+            );
+        }
+    }
+
     fn sts(generation: i64, status: Option<StatefulSetStatus>) -> StatefulSet {
         StatefulSet {
             metadata: ObjectMeta {
