@@ -1,9 +1,10 @@
 //! One reconcile pass of a `DrasiStateStore`.
 //!
-//! Flow: finalizer -> paused? -> `Pending` status on the first pass -> validate -> resolve token and CA -> build ->
-//! apply Secrets and Services -> StatefulSet (with volume expansion) ->
-//! observe StatefulSet and PVC -> pure status -> status write only when it
-//! changed -> events on transitions -> requeue by phase.
+//! Flow: finalizer -> paused? -> `Pending` status on the first pass ->
+//! validate -> resolve token and CA -> build -> apply Secrets and Services
+//! -> StatefulSet (with volume expansion) -> observe StatefulSet and PVC ->
+//! pure status -> status write only when it changed -> events on
+//! transitions -> requeue by phase.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
