@@ -237,59 +237,58 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
     let load_before = load_average();
 
     let memory: Arc<dyn StateStoreProvider> = Arc::new(MemoryStateStoreProvider::new());
-    run_subject(
-        &mut report,
-        Subject::Memory,
-        &memory,
-        &workloads,
-        &budget,
-        None,
-    )
-    .await?;
-    drop(memory);
-
     let embedded: Arc<dyn StateStoreProvider> = Arc::new(
         RedbStateStoreProvider::new(tmp.path().join("embedded.redb"))
             .context("opening the embedded redb provider")?,
     );
-    run_subject(
-        &mut report,
-        Subject::Embedded,
-        &embedded,
-        &workloads,
-        &budget,
-        None,
+    let process = start_server(
+        server,
+        &tmp.path().join("remote"),
+        &["--durability", "immediate"],
     )
     .await?;
-    drop(embedded);
-
-    let remote_dir = tmp.path().join("remote");
-    let process = start_server(server, &remote_dir, &["--durability", "immediate"]).await?;
     let remote = remote_provider(&process)?;
     let probe = server_metrics::MetricsProbe::new(&process.url(), TOKEN)?;
-    run_subject(
-        &mut report,
-        Subject::Remote,
-        &remote,
-        &workloads,
-        &budget,
-        Some(&probe),
-    )
-    .await?;
-    drop(remote);
-    stop_server(process).await?;
-
-    if !opts.redis {
+    let redis_servers = if !opts.redis {
         report.redis_note = Some("skipped (--no-redis)".into());
+        None
     } else if !redis::available() {
         report.redis_note = Some(
             "skipped: redis-server and redis-benchmark are not both on PATH \
              (Debian: apt-get install redis-server redis-tools)"
                 .into(),
         );
+        None
     } else {
-        run_redis(&mut report, opts, &workloads, tmp.path()).await?;
+        Some((
+            redis::RedisServer::start(redis::RedisMode::InMemory, &tmp.path().join("redis-mem"))?,
+            redis::RedisServer::start(
+                redis::RedisMode::FsyncAlways,
+                &tmp.path().join("redis-aof"),
+            )?,
+        ))
+    };
+
+    // Subjects take turns within each workload, so a burst of background
+    // load on a shared machine skews one workload's rows together instead of
+    // one subject's whole column, and the ratios stay comparable.
+    for workload in &workloads {
+        for (subject, provider, probe) in [
+            (Subject::Memory, &memory, None),
+            (Subject::Embedded, &embedded, None),
+            (Subject::Remote, &remote, Some(&probe)),
+        ] {
+            let m = measure_provider(subject, provider, workload, &budget, probe).await?;
+            report.measurements.push(m);
+        }
+        if let Some((in_memory, fsync_always)) = &redis_servers {
+            for m in measure_redis(opts, workload, in_memory, fsync_always).await? {
+                report.measurements.push(m);
+            }
+        }
     }
+    drop((memory, embedded, remote, redis_servers));
+    stop_server(process).await?;
 
     report.rss = Some(measure_rss(opts, server, &tmp.path().join("rss")).await?);
     report.total = started.elapsed();
@@ -331,36 +330,36 @@ fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-async fn run_subject(
-    report: &mut Report,
+async fn measure_provider(
     subject: Subject,
     provider: &Arc<dyn StateStoreProvider>,
-    workloads: &[Workload],
+    workload: &Workload,
     budget: &RunBudget,
     probe: Option<&server_metrics::MetricsProbe>,
-) -> anyhow::Result<()> {
-    for workload in workloads {
-        let probe = probe.filter(|_| workload.op != Op::Get);
-        let before = match probe {
-            Some(p) => Some(p.read().await?),
-            None => None,
-        };
-        let sample = workloads::measure(provider, workload, budget)
-            .await
-            .with_context(|| format!("{subject}: {workload}"))?;
-        let mut m = Measurement::from_sample(*workload, subject, &sample);
-        if let (Some(p), Some(before)) = (probe, before) {
-            m.commits = Some(p.read().await?.since(&before));
-        }
-        eprintln!(
-            "  {:<26} {:<22} {}",
-            subject.to_string(),
-            workload.to_string(),
-            m.summary()
-        );
-        report.measurements.push(m);
+) -> anyhow::Result<Measurement> {
+    let probe = probe.filter(|_| workload.op != Op::Get);
+    let before = match probe {
+        Some(p) => Some(p.read().await?),
+        None => None,
+    };
+    let sample = workloads::measure(provider, workload, budget)
+        .await
+        .with_context(|| format!("{subject}: {workload}"))?;
+    let mut m = Measurement::from_sample(*workload, subject, &sample);
+    if let (Some(p), Some(before)) = (probe, before) {
+        m.commits = Some(p.read().await?.since(&before));
     }
-    Ok(())
+    progress(&m);
+    Ok(m)
+}
+
+fn progress(m: &Measurement) {
+    eprintln!(
+        "  {:<26} {:<22} {}",
+        m.subject.to_string(),
+        m.workload.to_string(),
+        m.summary()
+    );
 }
 
 /// Request count for one `redis-benchmark` run: enough for about
@@ -377,57 +376,68 @@ fn redis_requests(opts: &BenchOptions, mode: redis::RedisMode, clients: usize) -
     n.clamp(clients as u64 * 10, opts.max_ops.max(clients as u64 * 10))
 }
 
-async fn run_redis(
-    report: &mut Report,
+/// The Redis rows for one workload: SET on both servers for a `set`
+/// workload; for a `get` workload SET then GET on the in-memory server (the
+/// SET pass stores values of this workload's size for the GETs to read; a
+/// durable store's reads are its in-memory reads). set_many has no Redis row.
+async fn measure_redis(
     opts: &BenchOptions,
-    workloads: &[Workload],
-    dir: &Path,
-) -> anyhow::Result<()> {
-    for (mode, subject, tests) in [
-        (
+    workload: &Workload,
+    in_memory: &redis::RedisServer,
+    fsync_always: &redis::RedisServer,
+) -> anyhow::Result<Vec<Measurement>> {
+    let runs: Vec<(
+        &redis::RedisServer,
+        redis::RedisMode,
+        Subject,
+        &[&str],
+        &str,
+    )> = match workload.op {
+        Op::Set => vec![
+            (
+                in_memory,
+                redis::RedisMode::InMemory,
+                Subject::RedisInMemory,
+                &["set"],
+                "SET",
+            ),
+            (
+                fsync_always,
+                redis::RedisMode::FsyncAlways,
+                Subject::RedisFsyncAlways,
+                &["set"],
+                "SET",
+            ),
+        ],
+        Op::Get => vec![(
+            in_memory,
             redis::RedisMode::InMemory,
             Subject::RedisInMemory,
-            &["set", "get"][..],
-        ),
-        // A durable store's reads are the in-memory reads; only SET differs.
-        (
-            redis::RedisMode::FsyncAlways,
-            Subject::RedisFsyncAlways,
-            &["set"][..],
-        ),
-    ] {
-        let redis_dir = dir.join(format!("redis-{mode:?}").to_lowercase());
-        let server = redis::RedisServer::start(mode, &redis_dir)?;
-        for workload in workloads.iter().filter(|w| w.op == Op::Set) {
-            let port = server.port();
-            let (value_bytes, clients) = (workload.value_bytes, workload.concurrency);
-            let requests = redis_requests(opts, mode, clients);
-            let tests: Vec<&'static str> = tests.to_vec();
-            let results = tokio::task::spawn_blocking(move || {
-                redis::benchmark(port, &tests, value_bytes, clients, requests)
-            })
-            .await
-            .context("redis-benchmark task panicked")??;
-            for (name, result) in results {
-                let op = match name.as_str() {
-                    "SET" => Op::Set,
-                    "GET" => Op::Get,
-                    _ => continue,
-                };
-                let w = Workload { op, ..*workload };
-                let m = Measurement::from_redis(w, subject, requests, &result);
-                eprintln!(
-                    "  {:<26} {:<22} {}",
-                    subject.to_string(),
-                    w.to_string(),
-                    m.summary()
-                );
-                report.measurements.push(m);
-            }
-        }
-        drop(server);
+            &["set", "get"],
+            "GET",
+        )],
+        Op::SetMany => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (server, mode, subject, tests, wanted) in runs {
+        let port = server.port();
+        let (value_bytes, clients) = (workload.value_bytes, workload.concurrency);
+        let requests = redis_requests(opts, mode, clients);
+        let tests: Vec<&'static str> = tests.to_vec();
+        let results = tokio::task::spawn_blocking(move || {
+            redis::benchmark(port, &tests, value_bytes, clients, requests)
+        })
+        .await
+        .context("redis-benchmark task panicked")??;
+        let (_, result) = results
+            .into_iter()
+            .find(|(name, _)| name == wanted)
+            .with_context(|| format!("redis-benchmark reported no {wanted}"))?;
+        let m = Measurement::from_redis(*workload, subject, requests, &result);
+        progress(&m);
+        out.push(m);
     }
-    Ok(())
+    Ok(out)
 }
 
 async fn measure_rss(
