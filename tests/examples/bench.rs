@@ -17,6 +17,10 @@ fn main() -> ExitCode {
     if bench::is_server_child(SERVER_CHILD_ENV) {
         return drasi_store_server::cli_main();
     }
+    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
+        println!("{}", BenchOptions::USAGE);
+        return ExitCode::SUCCESS;
+    }
     let opts = match BenchOptions::parse_args(std::env::args().skip(1)) {
         Ok(opts) => opts,
         Err(e) => {
