@@ -20,7 +20,7 @@
 #      check-jsonschema cannot evaluate CEL rules (x-kubernetes-validations)
 #      or transition rules (oldSelf): a fixture that only a CEL rule rejects
 #      must say so with a line `# rejected-by: cel`; it is listed and skipped
-#      here (the operator's own tests cover the CEL rules).
+#      here; operator/tests/crd_cel.rs executes the CEL rules against them.
 #   5. README's troubleshooting table explains exactly the condition reasons
 #      operator/src/controller/status.rs defines (scripts/lib/readme_reasons.py)
 set -euo pipefail
@@ -152,7 +152,7 @@ if [ ${#invalid[@]} -eq 0 ]; then
 fi
 for f in "${invalid[@]}"; do
   if grep -qE '^#[[:space:]]*rejected-by:[[:space:]]*cel' "$f"; then
-    echo "  skip  $f: rejected only by a CEL rule (not evaluable offline)"
+    echo "  skip  $f: rejected only by a CEL rule (executed by operator/tests/crd_cel.rs)"
     continue
   fi
   [ -n "$schema" ] || { fail "$f: no schema to check against"; continue; }
