@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM};
 use drasi_store_protocol::{
     CountResponse, DeleteResponse, ErrorCode, KeyList, RequestTarget, StoreInfo, decode_entries,
@@ -54,6 +55,21 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("read task failed: {e}")))?
+}
+
+/// Reads a batch request's frame under the batch size limit and body timeout.
+async fn read_batch(
+    state: &SharedState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    read_body(
+        body,
+        headers,
+        BodyLimit::batch(&state.limits),
+        state.body_timeout,
+    )
+    .await
 }
 
 pub async fn kv_get(State(state): State<SharedState>, uri: Uri) -> ApiResult {
@@ -106,13 +122,7 @@ pub async fn get_many(
     body: Body,
 ) -> ApiResult {
     let t = target(&uri, false, &state)?;
-    let frame = read_body(
-        body,
-        &headers,
-        BodyLimit::batch(&state.limits),
-        state.body_timeout,
-    )
-    .await?;
+    let frame = read_batch(&state, &headers, body).await?;
     let limits = state.limits;
     let engine = state.engine.clone();
     let answer = blocking(move || {
@@ -133,13 +143,7 @@ pub async fn set_many(
     body: Body,
 ) -> ApiResult {
     let t = target(&uri, false, &state)?;
-    let frame = read_body(
-        body,
-        &headers,
-        BodyLimit::batch(&state.limits),
-        state.body_timeout,
-    )
-    .await?;
+    let frame = read_batch(&state, &headers, body).await?;
     // Validate everything before the writer sees it: a bad batch changes nothing.
     decode_entries(&frame, &state.limits)?;
     state.engine.set_many_frame(&t.store, frame).await?;
@@ -153,13 +157,7 @@ pub async fn delete_many(
     body: Body,
 ) -> ApiResult {
     let t = target(&uri, false, &state)?;
-    let frame = read_body(
-        body,
-        &headers,
-        BodyLimit::batch(&state.limits),
-        state.body_timeout,
-    )
-    .await?;
+    let frame = read_batch(&state, &headers, body).await?;
     decode_keys(&frame, &state.limits)?;
     let count = state.engine.delete_many_frame(&t.store, frame).await?;
     Ok(json(&CountResponse { count }))
