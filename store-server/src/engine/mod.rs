@@ -193,34 +193,35 @@ impl Engine {
         Ok(row.map(|g| g.value()))
     }
 
-    pub fn get(&self, store: &str, key: &str) -> EngineResult<Option<Vec<u8>>> {
-        const OP: &str = "get";
-        let txn = self.read_txn(OP)?;
-        let Some((pid, _)) = Self::store_row(&txn, OP, store)? else {
+    /// Looks one key up in a live store and applies `read` to its value in
+    /// place (no copy unless `read` makes one); `op` names the caller in
+    /// storage errors.
+    fn lookup<T>(
+        &self,
+        op: &'static str,
+        store: &str,
+        key: &str,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> EngineResult<Option<T>> {
+        let txn = self.read_txn(op)?;
+        let Some((pid, _)) = Self::store_row(&txn, op, store)? else {
             return Ok(None);
         };
         let kv = txn
             .open_table(KV)
-            .map_err(|e| EngineError::storage(OP, e))?;
+            .map_err(|e| EngineError::storage(op, e))?;
         let value = kv
             .get((pid, key))
-            .map_err(|e| EngineError::storage(OP, e))?;
-        Ok(value.map(|g| g.value().to_vec()))
+            .map_err(|e| EngineError::storage(op, e))?;
+        Ok(value.map(|g| read(g.value())))
+    }
+
+    pub fn get(&self, store: &str, key: &str) -> EngineResult<Option<Vec<u8>>> {
+        self.lookup("get", store, key, <[u8]>::to_vec)
     }
 
     pub fn contains_key(&self, store: &str, key: &str) -> EngineResult<bool> {
-        const OP: &str = "contains_key";
-        let txn = self.read_txn(OP)?;
-        let Some((pid, _)) = Self::store_row(&txn, OP, store)? else {
-            return Ok(false);
-        };
-        let kv = txn
-            .open_table(KV)
-            .map_err(|e| EngineError::storage(OP, e))?;
-        let value = kv
-            .get((pid, key))
-            .map_err(|e| EngineError::storage(OP, e))?;
-        Ok(value.is_some())
+        Ok(self.lookup("contains_key", store, key, |_| ())?.is_some())
     }
 
     /// Present keys with their values, each key once, in request order;
