@@ -60,7 +60,7 @@ if ctx="$("$PY" scripts/lib/docker_context_check.py "$ROOT")"; then
 else
   printf '%s\n' "$ctx"; fail "Docker build context (.dockerignore) lacks files the image build needs"
 fi
-mapfile -t shell_scripts < <(ls scripts/*.sh tests/e2e/*.sh 2>/dev/null)
+mapfile -t shell_scripts < <(ls scripts/*.sh scripts/bench/*.sh tests/e2e/*.sh .ci/run 2>/dev/null)
 if shellcheck -x "${shell_scripts[@]}"; then
   pass "shellcheck ${shell_scripts[*]}"
 else
