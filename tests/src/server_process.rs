@@ -91,7 +91,7 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// `binary` is the server executable, e.g.
-    /// `env!("CARGO_BIN_EXE_drasi-store-server")` in this package's tests.
+    /// `env!("CARGO_BIN_EXE_store-server-under-test")` in this package's tests.
     pub fn builder(binary: impl Into<PathBuf>, data_dir: impl AsRef<Path>) -> ServerProcessBuilder {
         ServerProcessBuilder {
             binary: binary.into(),

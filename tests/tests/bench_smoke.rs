@@ -9,7 +9,7 @@ use drasi_store_tests::bench::{self, BenchOptions, ServerCommand, Subject};
 async fn quick_bench_measures_every_workload() -> anyhow::Result<()> {
     let opts = BenchOptions::parse_args(["--quick", "--rss-stores", "200"])?;
     assert!(opts.quick);
-    let server = ServerCommand::binary(env!("CARGO_BIN_EXE_drasi-store-server"));
+    let server = ServerCommand::binary(env!("CARGO_BIN_EXE_store-server-under-test"));
     let report = bench::run(&opts, &server).await?;
 
     for workload in standard_workloads() {

@@ -21,7 +21,7 @@ use drasi_lib::StateStoreProvider;
 use drasi_state_store_remote::RemoteStateStoreProvider;
 use drasi_store_tests::ServerProcess;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_drasi-store-server");
+const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
 const TOKEN: &str = "crash-safety-token";
 
 /// Store ids with characters that need escaping, so recovery is checked on

@@ -176,7 +176,7 @@ async fn run_app(url: &str) -> anyhow::Result<Option<u64>> {
 }
 
 fn start_server(data_dir: &std::path::Path, listen: &str) -> ServerProcess {
-    ServerProcess::builder(env!("CARGO_BIN_EXE_drasi-store-server"), data_dir)
+    ServerProcess::builder(env!("CARGO_BIN_EXE_store-server-under-test"), data_dir)
         .token(TOKEN)
         .listen(listen)
         .start()

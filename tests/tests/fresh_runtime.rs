@@ -14,7 +14,7 @@ use tempfile::TempDir;
 fn server() -> (ServerProcess, TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::builder(
-        env!("CARGO_BIN_EXE_drasi-store-server"),
+        env!("CARGO_BIN_EXE_store-server-under-test"),
         dir.path().join("data"),
     )
     .token("fresh-runtime-token")

@@ -12,7 +12,7 @@ use drasi_store_tests::ServerProcess;
 use drasi_store_tests::bench::rss::{vm_rss_bytes, write_distinct_stores};
 use drasi_store_tests::bench::{RSS_TARGET_BYTES, RSS_TARGET_STORE_IDS};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_drasi-store-server");
+const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
 const TOKEN: &str = "memory-growth-token";
 const MIB: f64 = 1024.0 * 1024.0;
 

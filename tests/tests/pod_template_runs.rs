@@ -190,7 +190,7 @@ async fn run_pod(store: &DrasiStateStore, objects: &DesiredObjects, extra: Vec<S
     let pod = MaterializedPod::new(&pod_spec, &container, &secrets);
     let args = container_args(&container, &pod);
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drasi-store-server"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_store-server-under-test"));
     cmd.args(&args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

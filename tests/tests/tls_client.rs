@@ -44,7 +44,7 @@ fn tls_server(ca: &Ca) -> (ServerProcess, TempDir) {
     std::fs::write(&cert_file, cert.pem()).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
     let server = ServerProcess::builder(
-        env!("CARGO_BIN_EXE_drasi-store-server"),
+        env!("CARGO_BIN_EXE_store-server-under-test"),
         dir.path().join("data"),
     )
     .token(TOKEN)

@@ -60,7 +60,7 @@ pub fn remote() -> Subject {
 pub fn start_server(args: &[&str]) -> (ServerProcess, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut builder = ServerProcess::builder(
-        env!("CARGO_BIN_EXE_drasi-store-server"),
+        env!("CARGO_BIN_EXE_store-server-under-test"),
         dir.path().join("data"),
     )
     .token("conformance-token");
