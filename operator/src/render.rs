@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::builders::{BuildContext, BuildError, ResolvedInputs, desired_objects};
-use crate::crd::{DrasiStateStore, FieldError, validate};
+use crate::crd::{DrasiStateStore, FieldError, join_field_errors, validate};
 
 /// Token of a generated `<name>-auth` Secret in rendered output.
 pub const GENERATED_TOKEN_PLACEHOLDER: &str = "<generated-at-apply-time>";
@@ -37,7 +37,7 @@ pub enum RenderError {
     NotAStore { document: usize, found: String },
     #[error("document {document}: {message}")]
     Malformed { document: usize, message: String },
-    #[error("document {document} ({name}): {}", join(.errors))]
+    #[error("document {document} ({name}): {}", join_field_errors(.errors))]
     Invalid {
         document: usize,
         name: String,
@@ -51,14 +51,6 @@ pub enum RenderError {
     },
     #[error("no DrasiStateStore documents in the input")]
     Empty,
-}
-
-fn join(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Parses every YAML document of `input_yaml` (empty documents are

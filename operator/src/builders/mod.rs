@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::ResourceExt;
 
-use crate::crd::{DrasiStateStore, FieldError, validate};
+use crate::crd::{DrasiStateStore, FieldError, join_field_errors, validate};
 
 pub use config_hash::config_hash;
 pub use names::*;
@@ -80,7 +80,7 @@ fn to_json<T: serde::Serialize>(object: &T) -> serde_json::Value {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("invalid DrasiStateStore {name}: {}", join(.errors))]
+    #[error("invalid DrasiStateStore {name}: {}", join_field_errors(.errors))]
     Invalid {
         name: String,
         errors: Vec<FieldError>,
@@ -91,14 +91,6 @@ pub enum BuildError {
     MissingCaCert { name: String, secret: String },
     #[error("DrasiStateStore {name}: the token Secret {secret:?} holds no token")]
     EmptyToken { name: String, secret: String },
-}
-
-fn join(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The server image the store runs: `spec.image`, else the operator default.

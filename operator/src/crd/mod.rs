@@ -12,6 +12,7 @@ use kube::CustomResourceExt;
 pub use quantity::{quantity_greater, quantity_value};
 pub use spec::*;
 pub use status::*;
+pub(crate) use validate::join_field_errors;
 pub use validate::{FieldError, validate};
 
 /// Repo-relative path of the committed CRD, kept equal to [`crd_yaml`].

@@ -23,6 +23,15 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// The errors on one line, `; `-separated, for error messages.
+pub(crate) fn join_field_errors(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Every rule `store` breaks (empty when valid).
 pub fn validate(store: &DrasiStateStore) -> Vec<FieldError> {
     let mut errors = Vec::new();
