@@ -37,21 +37,26 @@ pub enum ExpansionPlan {
     },
 }
 
-/// The requested size of the `data` template of a StatefulSet.
-pub fn template_size(sts: &StatefulSet) -> Option<Quantity> {
-    sts.spec
-        .volume_claim_templates
-        .as_ref()?
-        .iter()
-        .find(|t| t.metadata.name.as_deref() == Some(DATA_VOLUME))?
-        .spec
+/// The storage a PVC (or a volumeClaimTemplate) requests.
+fn requested_storage(pvc: &PersistentVolumeClaim) -> Option<&Quantity> {
+    pvc.spec
         .as_ref()?
         .resources
         .as_ref()?
         .requests
         .as_ref()?
         .get("storage")
-        .cloned()
+}
+
+/// The requested size of the `data` template of a StatefulSet.
+pub fn template_size(sts: &StatefulSet) -> Option<Quantity> {
+    let template = sts
+        .spec
+        .volume_claim_templates
+        .as_ref()?
+        .iter()
+        .find(|t| t.metadata.name.as_deref() == Some(DATA_VOLUME))?;
+    requested_storage(template).cloned()
 }
 
 /// PVC names the StatefulSet controller creates: `data-<sts>-<ordinal>`.
@@ -155,14 +160,7 @@ pub async fn execute(
 
 /// `VolumeExpanding` progress while a PVC's capacity is below its request.
 pub fn pvc_progress(pvc: &PersistentVolumeClaim) -> Option<Reasoned> {
-    let requested = pvc
-        .spec
-        .as_ref()?
-        .resources
-        .as_ref()?
-        .requests
-        .as_ref()?
-        .get("storage")?;
+    let requested = requested_storage(pvc)?;
     let status = pvc.status.as_ref()?;
     let capacity = status.capacity.as_ref()?.get("storage")?;
     if quantity_greater(requested, capacity) != Some(true) {
