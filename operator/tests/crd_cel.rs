@@ -13,32 +13,14 @@
 //! neither the apiserver's CEL type checker nor its cost estimation, nor CRD
 //! validation ratcheting.
 
+mod samples;
+
 use std::path::{Path, PathBuf};
 
 use drasi_store_operator::crd::{self, MAX_NAME_LENGTH};
 use kube::core::cel::{CompiledSchema, ErrorKind, ValidationError, Validator, compile_schema};
+use samples::{file_name, yaml_files};
 use serde_json::{Value, json};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("operator/ has a parent")
-        .to_path_buf()
-}
-
-fn yaml_files(dir: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join(dir))
-        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().unwrap().to_string_lossy().into_owned()
-}
 
 /// The shipped `openAPIV3Schema` (the one version of the generated CRD).
 fn schema() -> Value {

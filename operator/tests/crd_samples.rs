@@ -3,27 +3,11 @@
 //! rejected by the operator's own validation (`render`), which mirrors the
 //! CRD's schema and CEL rules.
 
-use std::path::{Path, PathBuf};
+mod samples;
 
 use drasi_store_operator::builders::BuildContext;
 use drasi_store_operator::render::render;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("operator/ has a parent")
-        .to_path_buf()
-}
-
-fn yaml_files(dir: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join(dir))
-        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
+use samples::{file_name, yaml_files};
 
 fn ctx() -> BuildContext {
     BuildContext {
@@ -34,10 +18,7 @@ fn ctx() -> BuildContext {
 #[test]
 fn examples_render() {
     let files = yaml_files("examples");
-    let names: Vec<String> = files
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> = files.iter().map(|p| file_name(p)).collect();
     for required in [
         "minimal.yaml",
         "full.yaml",
