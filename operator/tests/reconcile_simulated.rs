@@ -702,25 +702,54 @@ fn phase(h: &Harness, name: &str) -> Option<Phase> {
         .flatten()
 }
 
+/// `controller::run` against the simulated API server.
+struct RunningController {
+    health: Arc<Health>,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningController {
+    /// Starts the loop and waits until its caches are synced and its
+    /// watches open.
+    async fn start(h: &Harness) -> Self {
+        let health = Arc::new(Health::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(
+            h.ctx.clone(),
+            Some(NS),
+            health.clone(),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        // The store watch, the three owned-object watches and the referenced
+        // Secrets watch.
+        wait_for("caches synced and watches open", || {
+            health.is_ready() && h.server.open_watches() >= 5
+        })
+        .await;
+        Self {
+            health,
+            stop_tx,
+            task,
+        }
+    }
+
+    /// Signals shutdown and waits (10 s at most) for the loop to end.
+    async fn stop(self) {
+        self.stop_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("controller stops on shutdown")
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn controller_loop_reconciles_from_watches_and_ignores_its_own_status_writes() {
     let h = Harness::new();
-    let health = Arc::new(Health::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(controller::run(
-        h.ctx.clone(),
-        Some(NS),
-        health.clone(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
-    // The store watch, the three owned-object watches and the referenced
-    // Secrets watch.
-    wait_for("caches synced and watches open", || {
-        health.is_ready() && h.server.open_watches() >= 5
-    })
-    .await;
+    let controller = RunningController::start(&h).await;
 
     h.create_store(NAME, json!({}));
     wait_for("objects applied", || {
@@ -763,11 +792,8 @@ async fn controller_loop_reconciles_from_watches_and_ignores_its_own_status_writ
     h.delete_store(NAME);
     wait_for("finalizer released", || !h.store_exists(NAME)).await;
 
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), controller)
-        .await
-        .expect("controller stops on shutdown")
-        .unwrap();
+    let health = controller.health.clone();
+    controller.stop().await;
     assert!(!health.is_ready());
     // This run includes the controller's list and watch calls.
     let verbs: Vec<String> = h
@@ -780,31 +806,6 @@ async fn controller_loop_reconciles_from_watches_and_ignores_its_own_status_writ
     h.assert_rbac_covers_every_request();
 }
 
-/// Starts `controller::run` against the simulated API server; the returned
-/// sender stops it.
-async fn start_controller(
-    h: &Harness,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let health = Arc::new(Health::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(controller::run(
-        h.ctx.clone(),
-        Some(NS),
-        health.clone(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
-    wait_for("caches synced and watches open", || {
-        health.is_ready() && h.server.open_watches() >= 5
-    })
-    .await;
-    (stop_tx, controller)
-}
-
 fn connection_value(h: &Harness, key: &str) -> Option<String> {
     secret_value(&h.server.get(&secret_path("orders-connection"))?, key)
 }
@@ -812,7 +813,7 @@ fn connection_value(h: &Harness, key: &str) -> Option<String> {
 #[tokio::test]
 async fn controller_loop_follows_referenced_secrets_without_waiting_for_the_requeue() {
     let h = Harness::new();
-    let (stop_tx, controller) = start_controller(&h).await;
+    let controller = RunningController::start(&h).await;
 
     // The TLS Secret does not exist yet: Degraded, which alone would only
     // be re-checked after 30 s.
@@ -874,11 +875,7 @@ async fn controller_loop_follows_referenced_secrets_without_waiting_for_the_requ
         "an unrelated Secret triggered a reconcile"
     );
 
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), controller)
-        .await
-        .expect("controller stops on shutdown")
-        .unwrap();
+    controller.stop().await;
     h.assert_rbac_covers_every_request();
 }
 
