@@ -12,6 +12,7 @@ pub mod error;
 pub mod limits;
 pub mod query;
 pub mod routes;
+pub mod snapshot;
 pub mod types;
 
 pub use batch::{BatchError, decode_entries, decode_keys, encode_entries, encode_keys};
