@@ -41,6 +41,7 @@ pub struct Server {
 /// Opens the database, binds the listener and returns once it accepts.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
+    crate::backup::refuse_interrupted_restore(&config.data_dir)?;
     let tokens = match &config.auth_token_file {
         Some(path) => Some(TokenSet::load(path)?),
         None => {

@@ -6,7 +6,9 @@
 //! contains it.
 
 mod gc;
+pub mod import;
 pub mod schema;
+pub mod snapshot;
 mod writer;
 
 use std::collections::HashSet;

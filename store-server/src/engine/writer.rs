@@ -68,6 +68,9 @@ pub enum WriteOp {
     },
     /// Forces a durable commit and answers after it.
     Sync,
+    /// Replaces whole stores with the records of a verified snapshot file
+    /// (see `engine::import`), atomically with the rest of its group.
+    Import(std::sync::Arc<super::import::ImportPlan>),
 }
 
 impl WriteOp {
@@ -77,6 +80,7 @@ impl WriteOp {
             WriteOp::SetMany { frame, .. } | WriteOp::DeleteMany { frame, .. } => frame.len(),
             WriteOp::Delete { key, .. } => key.len(),
             WriteOp::Clear { .. } | WriteOp::Sync => 0,
+            WriteOp::Import(plan) => usize::try_from(plan.spool_bytes).unwrap_or(usize::MAX),
         }
     }
 }
@@ -348,7 +352,7 @@ impl Writer {
             Ok(replies) => {
                 self.committed(durable);
                 for ((op, reply), result) in group.drain(..).zip(replies) {
-                    if matches!(op, WriteOp::Clear { .. }) {
+                    if matches!(op, WriteOp::Clear { .. } | WriteOp::Import(_)) {
                         self.gc_pending = true;
                     }
                     let _ = reply.send(result);
@@ -654,6 +658,45 @@ impl<'txn> Tables<'txn> {
                 reply(count)
             }
             WriteOp::Sync => reply(0),
+            WriteOp::Import(plan) => {
+                for store in &plan.stores {
+                    self.apply(&WriteOp::Clear {
+                        store: store.clone(),
+                    })??;
+                }
+                let mut records = plan.open().map_err(|e| EngineError::storage("import", e))?;
+                let mut current: Option<(String, u64, u64)> = None;
+                let mut total = 0;
+                while let Some(r) = records
+                    .next_record()
+                    .map_err(|e| EngineError::storage("import", e))?
+                {
+                    if current.as_ref().is_none_or(|(s, _, _)| *s != r.store_id) {
+                        if let Some((store, pid, count)) = current.take() {
+                            self.update_row(&store, pid, 0, true, count, 0)?;
+                        }
+                        // Cleared above, so every store gets a fresh partition.
+                        let (pid, _, is_new) = self.row_or_new(&r.store_id)?;
+                        if !is_new {
+                            return Err(EngineError::Malformed(format!(
+                                "import plan does not list store {:?}",
+                                r.store_id
+                            )));
+                        }
+                        current = Some((r.store_id, pid, 0));
+                    }
+                    let (_, pid, count) = current.as_mut().expect("set above");
+                    self.kv
+                        .insert((*pid, r.key.as_str()), r.value.as_slice())
+                        .map_err(st("import"))?;
+                    *count += 1;
+                    total += 1;
+                }
+                if let Some((store, pid, count)) = current.take() {
+                    self.update_row(&store, pid, 0, true, count, 0)?;
+                }
+                reply(total)
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP API (see docs/protocol.md): routing, auth, metrics per request.
 
+mod admin;
 pub mod auth;
 pub mod errors;
 mod handlers;
@@ -55,6 +56,14 @@ pub fn router(state: SharedState) -> Router {
         )
         .route(routes::STORE_KEYS, get(handlers::list_keys))
         .route(routes::SYNC, post(handlers::sync))
+        .route(
+            drasi_store_protocol::snapshot::SNAPSHOT_PATH,
+            get(admin::snapshot),
+        )
+        .route(
+            drasi_store_protocol::snapshot::IMPORT_PATH,
+            post(admin::import),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let public = Router::new()
         .route(routes::HEALTHZ, get(handlers::healthz))
@@ -137,6 +146,8 @@ fn operation_name(method: &Method, path: &str) -> &'static str {
         (routes::STORE, "DELETE") => "clear_store",
         (routes::STORE_KEYS, _) => "list_keys",
         (routes::SYNC, _) => "sync",
+        (drasi_store_protocol::snapshot::SNAPSHOT_PATH, _) => "snapshot",
+        (drasi_store_protocol::snapshot::IMPORT_PATH, _) => "import",
         (routes::OPENAPI, _) => "openapi",
         (routes::HEALTHZ, _) => "healthz",
         (routes::READYZ, _) => "readyz",
