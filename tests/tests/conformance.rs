@@ -1,7 +1,8 @@
 //! One conformance suite for every `StateStoreProvider`: drasi-lib's
 //! `MemoryStateStoreProvider` (the semantic reference), the embedded
 //! `RedbStateStoreProvider`, and `RemoteStateStoreProvider` over a real
-//! `drasi-store-server` process. Each test gets a fresh provider (and, for
+//! `drasi-store-server` process, once on a fresh data dir and once on a
+//! data dir restored from a backup. Each test gets a fresh provider (and, for
 //! remote, its own server), so cases cannot interfere.
 
 #[path = "conformance/cases.rs"]
@@ -35,6 +36,7 @@ macro_rules! suites {
         suite!(memory: $($case),*);
         suite!(redb: $($case),*);
         suite!(remote: $($case),*);
+        suite!(restored: $($case),*);
     };
 }
 
