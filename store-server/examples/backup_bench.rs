@@ -106,7 +106,7 @@ async fn fill(base: &str, gib: f64, value_bytes: usize) -> anyhow::Result<u64> {
                 if !r.status().is_success() {
                     bail!("set-many answered {}", r.status());
                 }
-                if b % 200 == 0 {
+                if b.is_multiple_of(200) {
                     eprintln!("  filled {b}/{batches} batches");
                 }
             }

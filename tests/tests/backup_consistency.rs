@@ -39,7 +39,7 @@ fn batch_value(w: usize, i: u64) -> Vec<u8> {
 /// [`BATCH`] keys sharing one value.
 async fn write_op(p: &RemoteStateStoreProvider, w: usize, i: u64) {
     let store = format!("writer-{w}");
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         p.set(&store, &format!("op{i:06}"), single_value(w, i))
             .await
             .unwrap();
@@ -151,7 +151,7 @@ async fn backup_under_32_writers_restores_a_consistent_cut() {
         );
         writes_during_backup += after[w] - floor[w];
         for i in 0..n {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 let got = p.get(&store, &format!("op{i:06}")).await.unwrap();
                 assert_eq!(got, Some(single_value(w, i)), "writer {w} op {i}");
             } else {
