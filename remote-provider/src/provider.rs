@@ -102,12 +102,13 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn delete(&self, store_id: &str, key: &str) -> StateStoreResult<bool> {
         let t = &self.transport;
-        let answer: DeleteResponse = t.call(
-            Op::Delete,
-            &endpoints::DELETE,
-            Some(store_id),
-            Some(key),
-            None,
+        let answer: DeleteResponse = t
+            .call(
+                Op::Delete,
+                &endpoints::DELETE,
+                Some(store_id),
+                Some(key),
+                None,
                 answer::json::<DeleteResponse>,
             )
             .await?;
@@ -171,12 +172,13 @@ impl StateStoreProvider for RemoteStateStoreProvider {
         }
         let t = &self.transport;
         let body = Bytes::from(encode_keys(keys));
-        let answer: CountResponse = t.call(
-            Op::DeleteMany,
-            &endpoints::DELETE_MANY,
-            Some(store_id),
-            None,
-            Some(body),
+        let answer: CountResponse = t
+            .call(
+                Op::DeleteMany,
+                &endpoints::DELETE_MANY,
+                Some(store_id),
+                None,
+                Some(body),
                 answer::json::<CountResponse>,
             )
             .await?;
@@ -185,12 +187,13 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn clear_store(&self, store_id: &str) -> StateStoreResult<usize> {
         let t = &self.transport;
-        let answer: CountResponse = t.call(
-            Op::ClearStore,
-            &endpoints::CLEAR_STORE,
-            Some(store_id),
-            None,
-            None,
+        let answer: CountResponse = t
+            .call(
+                Op::ClearStore,
+                &endpoints::CLEAR_STORE,
+                Some(store_id),
+                None,
+                None,
                 answer::json::<CountResponse>,
             )
             .await?;
@@ -199,12 +202,13 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn list_keys(&self, store_id: &str) -> StateStoreResult<Vec<String>> {
         let t = &self.transport;
-        let answer: KeyList = t.call(
-            Op::ListKeys,
-            &endpoints::LIST_KEYS,
-            Some(store_id),
-            None,
-            None,
+        let answer: KeyList = t
+            .call(
+                Op::ListKeys,
+                &endpoints::LIST_KEYS,
+                Some(store_id),
+                None,
+                None,
                 answer::json::<KeyList>,
             )
             .await?;
@@ -223,15 +227,8 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn sync(&self) -> StateStoreResult<()> {
         let t = &self.transport;
-        t.call(
-            Op::Sync,
-            &endpoints::SYNC,
-            None,
-            None,
-            None,
-            answer::unit,
-        )
-        .await
+        t.call(Op::Sync, &endpoints::SYNC, None, None, None, answer::unit)
+            .await
     }
 
     /// The server acknowledges a write only once it is committed (durably,

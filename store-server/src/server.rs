@@ -24,9 +24,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 use crate::engine::{Engine, EngineOptions};
 use crate::http::auth::TokenSet;
-use crate::reload;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
+use crate::reload;
 
 /// A running server. Dropping it without [`Server::shutdown`] leaves the
 /// listener task running until the runtime stops.

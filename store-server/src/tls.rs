@@ -123,8 +123,7 @@ fn certified_key(
             anyhow::bail!("{} holds no PEM private key", key_file.display())
         }
         Err(err) => {
-            return Err(err)
-                .with_context(|| format!("parsing TLS key {}", key_file.display()));
+            return Err(err).with_context(|| format!("parsing TLS key {}", key_file.display()));
         }
     };
     // `from_der` is what `with_single_cert` uses: it loads the key and

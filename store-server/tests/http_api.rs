@@ -206,7 +206,13 @@ async fn openapi_document_matches_the_endpoint_table() {
         let op = &doc["paths"][e.path][e.method.as_str().to_ascii_lowercase()];
         assert_eq!(op["operationId"], e.operation.as_str());
         let success = &op["responses"][e.status.to_string()];
-        assert!(success.is_object(), "{} {}: no {}", e.method.as_str(), e.path, e.status);
+        assert!(
+            success.is_object(),
+            "{} {}: no {}",
+            e.method.as_str(),
+            e.path,
+            e.status
+        );
         if let Body::Json(name) = e.response {
             assert_eq!(schema_ref(&success["content"]).as_deref(), Some(name));
             assert!(schemas.contains_key(name), "schema {name} missing");

@@ -28,13 +28,11 @@ pub(crate) enum Progress {
 
 /// Deletes up to `max` entries of the oldest garbage partition.
 pub(crate) fn collect_chunk(txn: &WriteTransaction, max: usize) -> EngineResult<Progress> {
-    let mut garbage = txn
-        .open_table(GARBAGE).ctx("gc open")?;
+    let mut garbage = txn.open_table(GARBAGE).ctx("gc open")?;
     let Some(pid) = garbage.first().ctx("gc")?.map(|(k, _)| k.value()) else {
         return Ok(Progress::Idle);
     };
-    let mut kv = txn
-        .open_table(KV).ctx("gc open")?;
+    let mut kv = txn.open_table(KV).ctx("gc open")?;
     let mut removed = 0usize;
     {
         // Only entries pulled from the iterator are removed, which is what

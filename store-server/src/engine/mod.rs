@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use drasi_store_protocol::{EntriesFrame, KeysFrame};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use thiserror::Error;
-use drasi_store_protocol::{EntriesFrame, KeysFrame};
 
 use crate::config::DurabilityMode;
 use crate::metrics::Metrics;
@@ -168,8 +168,7 @@ impl Engine {
     }
 
     fn read_txn(&self, op: &'static str) -> EngineResult<redb::ReadTransaction> {
-        self.db
-            .begin_read().ctx(op)
+        self.db.begin_read().ctx(op)
     }
 
     /// Partition id and key count of a live store.
@@ -178,8 +177,7 @@ impl Engine {
         op: &'static str,
         store: &str,
     ) -> EngineResult<Option<(u64, u64)>> {
-        let stores = txn
-            .open_table(STORES).ctx(op)?;
+        let stores = txn.open_table(STORES).ctx(op)?;
         let row = stores.get(store).ctx(op)?;
         Ok(row.map(|g| g.value()))
     }
@@ -198,10 +196,8 @@ impl Engine {
         let Some((pid, _)) = Self::store_row(&txn, op, store)? else {
             return Ok(None);
         };
-        let kv = txn
-            .open_table(KV).ctx(op)?;
-        let value = kv
-            .get((pid, key)).ctx(op)?;
+        let kv = txn.open_table(KV).ctx(op)?;
+        let value = kv.get((pid, key)).ctx(op)?;
         Ok(value.map(|g| read(g.value())))
     }
 
@@ -225,17 +221,14 @@ impl Engine {
         let Some((pid, _)) = Self::store_row(&txn, OP, store)? else {
             return Ok(Vec::new());
         };
-        let kv = txn
-            .open_table(KV).ctx(OP)?;
+        let kv = txn.open_table(KV).ctx(OP)?;
         let mut seen = HashSet::with_capacity(keys.len());
         let mut out = Vec::with_capacity(keys.len());
         for &key in keys {
             if !seen.insert(key) {
                 continue;
             }
-            if let Some(v) = kv
-                .get((pid, key)).ctx(OP)?
-            {
+            if let Some(v) = kv.get((pid, key)).ctx(OP)? {
                 out.push((key, v.value().to_vec()));
             }
         }
@@ -250,12 +243,9 @@ impl Engine {
         let Some((pid, count)) = Self::store_row(&txn, OP, store)? else {
             return Ok(Vec::new());
         };
-        let kv = txn
-            .open_table(KV).ctx(OP)?;
+        let kv = txn.open_table(KV).ctx(OP)?;
         let mut keys = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 20));
-        for item in kv
-            .range(schema::partition_range(pid)).ctx(OP)?
-        {
+        for item in kv.range(schema::partition_range(pid)).ctx(OP)? {
             let (k, _) = item.ctx(OP)?;
             keys.push(k.value().1.to_string());
         }
@@ -276,12 +266,9 @@ impl Engine {
     pub fn totals(&self) -> EngineResult<Totals> {
         const OP: &str = "totals";
         let txn = self.read_txn(OP)?;
-        let meta = txn
-            .open_table(META).ctx(OP)?;
+        let meta = txn.open_table(META).ctx(OP)?;
         let read = |name: &str| -> EngineResult<u64> {
-            Ok(meta
-                .get(name).ctx(OP)?
-                .map_or(0, |g| g.value()))
+            Ok(meta.get(name).ctx(OP)?.map_or(0, |g| g.value()))
         };
         Ok(Totals {
             keys: read(META_TOTAL_KEYS)?,
@@ -294,8 +281,7 @@ impl Engine {
         const OP: &str = "pending_garbage";
         use redb::ReadableTableMetadata as _;
         let txn = self.read_txn(OP)?;
-        let garbage = txn
-            .open_table(GARBAGE).ctx(OP)?;
+        let garbage = txn.open_table(GARBAGE).ctx(OP)?;
         garbage.len().ctx(OP)
     }
 

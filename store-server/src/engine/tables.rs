@@ -47,9 +47,13 @@ impl<'txn> Tables<'txn> {
 
     pub(crate) fn save_counters(&mut self) -> EngineResult<()> {
         const OP: &str = "write meta";
-        self.meta.insert(META_NEXT_PARTITION, self.next_pid).ctx(OP)?;
+        self.meta
+            .insert(META_NEXT_PARTITION, self.next_pid)
+            .ctx(OP)?;
         self.meta.insert(META_TOTAL_KEYS, self.total_keys).ctx(OP)?;
-        self.meta.insert(META_STORE_COUNT, self.store_count).ctx(OP)?;
+        self.meta
+            .insert(META_STORE_COUNT, self.store_count)
+            .ctx(OP)?;
         Ok(())
     }
 
@@ -92,7 +96,9 @@ impl<'txn> Tables<'txn> {
                 self.store_count = self.store_count.saturating_sub(1);
             }
         } else if new != old {
-            self.stores.insert(store, (pid, new)).ctx("write store row")?;
+            self.stores
+                .insert(store, (pid, new))
+                .ctx("write store row")?;
             if is_new {
                 self.store_count += 1;
             }
@@ -119,11 +125,7 @@ impl<'txn> Tables<'txn> {
                 let Some((pid, count)) = self.row(store)? else {
                     return reply(0);
                 };
-                let existed = self
-                    .kv
-                    .remove((pid, key.as_str()))
-                    .ctx("delete")?
-                    .is_some();
+                let existed = self.kv.remove((pid, key.as_str())).ctx("delete")?.is_some();
                 self.update_row(store, pid, count, false, 0, u64::from(existed))?;
                 reply(u64::from(existed))
             }

@@ -419,9 +419,13 @@ mod tests {
             assert_eq!(liveness(health).is_ok(), live, "{health:?}");
             assert_eq!(readiness(false, health).is_ok(), ready, "{health:?}");
             assert!(readiness(true, health).is_err());
-            for failure in [liveness(health), readiness(false, health), readiness(true, health)]
-                .into_iter()
-                .filter_map(Result::err)
+            for failure in [
+                liveness(health),
+                readiness(false, health),
+                readiness(true, health),
+            ]
+            .into_iter()
+            .filter_map(Result::err)
             {
                 assert!(PROBE_REASONS.contains(&failure.reason), "{failure:?}");
             }

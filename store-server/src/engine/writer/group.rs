@@ -199,11 +199,7 @@ impl Writer {
         }
     }
 
-    fn apply_group(
-        &self,
-        group: &[(WriteOp, ReplyTx)],
-        durable: bool,
-    ) -> EngineResult<Vec<Reply>> {
+    fn apply_group(&self, group: &[(WriteOp, ReplyTx)], durable: bool) -> EngineResult<Vec<Reply>> {
         let txn = self.begin(durable)?;
         let replies = {
             let mut tables = Tables::open(&txn)?;
@@ -224,9 +220,7 @@ impl Writer {
             return Ok(());
         }
         let started = Instant::now();
-        let result = self
-            .begin(true)
-            .and_then(|txn| txn.commit().ctx("flush"));
+        let result = self.begin(true).and_then(|txn| txn.commit().ctx("flush"));
         match result {
             Ok(()) => {
                 self.committed(true);
