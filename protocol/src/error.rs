@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// `GET /v1/kv` for an absent key (not an error for the trait: `Ok(None)`).
@@ -17,6 +18,8 @@ pub enum ErrorCode {
     InvalidUtf8,
     /// A batch frame that is truncated, has trailing bytes, or a bad body.
     MalformedBody,
+    /// A body whose `Content-Type` the route does not take (so far only
+    /// `POST /v1/admin/import`, which takes a snapshot).
     UnsupportedMediaType,
     KeyTooLarge,
     ValueTooLarge,
@@ -99,6 +102,7 @@ impl std::fmt::Display for ErrorCode {
 
 /// JSON body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,

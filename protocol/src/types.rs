@@ -5,18 +5,21 @@ use serde::{Deserialize, Serialize};
 
 /// Answer to `DELETE /v1/kv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteResponse {
     pub existed: bool,
 }
 
 /// Answer to `POST /v1/kv/delete-many` and `DELETE /v1/store`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CountResponse {
     pub count: u64,
 }
 
 /// Answer to `GET /v1/store`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StoreInfo {
     /// True only when the partition holds at least one key.
@@ -26,6 +29,22 @@ pub struct StoreInfo {
 
 /// Answer to `GET /v1/store/keys`, in no particular order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyList {
     pub keys: Vec<String>,
+}
+
+/// Answer to `POST /v1/admin/import`: what the imported snapshot held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImportResponse {
+    /// Records written.
+    pub records: u64,
+    /// The store_ids replaced, sorted: every store_id with records plus
+    /// those a selective snapshot lists (emptied when it holds none).
+    pub stores: Vec<String>,
+    /// Length of the snapshot stream.
+    pub bytes: u64,
+    /// The snapshot's SHA-256 (its trailer checksum), in hex.
+    pub sha256: String,
 }

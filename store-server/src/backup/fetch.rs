@@ -2,8 +2,9 @@
 //! [`Sink`], verifying it on the way.
 
 use anyhow::{Context as _, bail};
+use drasi_store_protocol::endpoints::SNAPSHOT;
 use drasi_store_protocol::snapshot::{
-    CONTENT_TYPE, SNAPSHOT_PATH, SnapshotHeader, SnapshotReader, SnapshotSummary, encode_selection,
+    CONTENT_TYPE, SnapshotHeader, SnapshotReader, SnapshotSummary, encode_selection,
 };
 use futures::StreamExt as _;
 
@@ -39,7 +40,7 @@ async fn request(args: &BackupArgs, stores: &[String]) -> anyhow::Result<reqwest
     let server = &args.server;
     let client = server.client()?;
     let token = server.token()?;
-    let mut url = format!("{}{SNAPSHOT_PATH}", server.url.trim_end_matches('/'));
+    let mut url = format!("{}{}", server.url.trim_end_matches('/'), SNAPSHOT.path);
     if !stores.is_empty() {
         url.push('?');
         url.push_str(&encode_selection(stores));

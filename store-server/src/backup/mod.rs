@@ -163,7 +163,7 @@ async fn run(command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Import { server, input } => {
             let answer = push::import(&server, &input).await?;
-            println!("{answer}");
+            println!("{}", serde_json::to_string(&answer)?);
         }
         AdminCommand::Restore {
             input,

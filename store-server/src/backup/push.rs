@@ -2,7 +2,9 @@
 //! replaces exactly the store_ids it holds.
 
 use anyhow::{Context as _, bail};
-use drasi_store_protocol::snapshot::{CONTENT_TYPE, IMPORT_PATH};
+use drasi_store_protocol::ImportResponse;
+use drasi_store_protocol::endpoints::IMPORT;
+use drasi_store_protocol::snapshot::CONTENT_TYPE;
 use std::io::Read as _;
 
 use super::location::Location;
@@ -10,8 +12,8 @@ use super::{ServerArgs, source};
 use crate::bridge::{self, CHUNK_BYTES};
 
 /// Streams `input` to `POST /v1/admin/import`; returns the server's JSON
-/// answer (records, stores, bytes, sha256).
-pub async fn import(server: &ServerArgs, input: &str) -> anyhow::Result<serde_json::Value> {
+/// answer.
+pub async fn import(server: &ServerArgs, input: &str) -> anyhow::Result<ImportResponse> {
     let location = Location::parse(input)?;
     let mut reader = source::open(&location).await?;
     let (tx, rx) = bridge::channel();
@@ -31,7 +33,7 @@ pub async fn import(server: &ServerArgs, input: &str) -> anyhow::Result<serde_js
         }
     });
     let client = server.client()?;
-    let url = format!("{}{IMPORT_PATH}", server.url.trim_end_matches('/'));
+    let url = format!("{}{}", server.url.trim_end_matches('/'), IMPORT.path);
     let mut req = client
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)

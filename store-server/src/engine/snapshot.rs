@@ -16,7 +16,7 @@ use drasi_store_protocol::snapshot::{
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use super::schema::{KV, META, META_NEXT_PARTITION, META_STORE_COUNT, META_TOTAL_KEYS, STORES};
-use super::{Engine, EngineError, EngineResult};
+use super::{Engine, EngineResult, StorageContext as _};
 
 /// A read transaction opened for a snapshot: everything committed before
 /// [`Engine::begin_snapshot`] returned is in it, nothing committed later.
@@ -56,19 +56,12 @@ impl SnapshotSource {
     /// plus whatever `out` buffers.
     pub fn write_to<W: Write>(self, out: W) -> anyhow::Result<(SnapshotSummary, W)> {
         const OP: &str = "snapshot";
-        let st = |e: redb::StorageError| EngineError::storage(OP, e);
-        let stores = self
-            .txn
-            .open_table(STORES)
-            .map_err(|e| EngineError::storage(OP, e))?;
-        let kv = self
-            .txn
-            .open_table(KV)
-            .map_err(|e| EngineError::storage(OP, e))?;
+        let stores = self.txn.open_table(STORES).ctx(OP)?;
+        let kv = self.txn.open_table(KV).ctx(OP)?;
         let mut writer = SnapshotWriter::new(out, &self.header)?;
         let mut copy = |store: &str, pid: u64| -> anyhow::Result<()> {
-            for item in kv.range(super::schema::partition_range(pid)).map_err(st)? {
-                let (k, v) = item.map_err(st)?;
+            for item in kv.range(super::schema::partition_range(pid)).ctx(OP)? {
+                let (k, v) = item.ctx(OP)?;
                 writer
                     .write_record(store, k.value().1, v.value())
                     .with_context(|| format!("writing store {store:?} to the snapshot"))?;
@@ -76,13 +69,13 @@ impl SnapshotSource {
             Ok(())
         };
         if self.header.selected_stores.is_empty() {
-            for row in stores.iter().map_err(st)? {
-                let (name, row) = row.map_err(st)?;
+            for row in stores.iter().ctx(OP)? {
+                let (name, row) = row.ctx(OP)?;
                 copy(name.value(), row.value().0)?;
             }
         } else {
             for name in &self.header.selected_stores {
-                if let Some(row) = stores.get(name.as_str()).map_err(st)? {
+                if let Some(row) = stores.get(name.as_str()).ctx(OP)? {
                     copy(name, row.value().0)?;
                 }
             }

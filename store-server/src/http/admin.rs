@@ -1,7 +1,7 @@
 //! Admin routes: `GET /v1/admin/snapshot` and `POST /v1/admin/import`
 //! (see docs/backup.md).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -9,16 +9,15 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
-use drasi_store_protocol::ErrorCode;
-use drasi_store_protocol::routes::JSON;
-use drasi_store_protocol::snapshot::{CONTENT_TYPE, parse_selection};
+use drasi_store_protocol::snapshot::{CONTENT_TYPE, SnapshotError, parse_selection};
+use drasi_store_protocol::{ErrorCode, ImportResponse};
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 
 use super::SharedState;
 use super::errors::ApiError;
 use crate::bridge;
-use crate::engine::import::ImportPlan;
+use crate::engine::import::{ImportError, ImportPlan};
 
 /// Streams a consistent snapshot. The read transaction is opened before the
 /// answer starts, so every write acknowledged before the request arrived is
@@ -94,13 +93,7 @@ pub async fn import(
             format!("an import body must be {CONTENT_TYPE}, not {content_type:?}"),
         ));
     }
-    let dir = state
-        .engine
-        .path()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let spool = dir.join(format!(
+    let spool = state.spool_dir.join(format!(
         "import-{}-{}.spool",
         std::process::id(),
         SPOOL_COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -113,7 +106,7 @@ pub async fn import(
     let plan = tokio::task::spawn_blocking(move || ImportPlan::prepare(spool, &limits))
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("import task failed: {e}")))?
-        .map_err(|e| ApiError::new(ErrorCode::MalformedBody, e.to_string()))?;
+        .map_err(import_error)?;
     let summary = plan.summary.clone();
     let stores = plan.stores.clone();
     let records = state.engine.import(plan).await?;
@@ -123,13 +116,23 @@ pub async fn import(
         sha256 = %summary.sha256_hex(),
         "snapshot imported"
     );
-    let body = serde_json::json!({
-        "records": records,
-        "stores": stores,
-        "bytes": summary.bytes,
-        "sha256": summary.sha256_hex(),
-    });
-    Ok(([(header::CONTENT_TYPE, JSON)], body.to_string()).into_response())
+    let body = ImportResponse {
+        records,
+        stores,
+        bytes: summary.bytes,
+        sha256: summary.sha256_hex(),
+    };
+    Ok(super::handlers::json(&body))
+}
+
+/// A snapshot that fails verification or the limits is the client's
+/// fault; failing to read back the spool file is the server's.
+fn import_error(err: ImportError) -> ApiError {
+    let code = match &err {
+        ImportError::Snapshot(SnapshotError::Io(_)) => ErrorCode::StorageError,
+        ImportError::Snapshot(_) | ImportError::TooLarge { .. } => ErrorCode::MalformedBody,
+    };
+    ApiError::new(code, err.to_string())
 }
 
 /// Copies the body to `path`, at most [`MAX_IMPORT_BYTES`], failing if
