@@ -2,6 +2,8 @@
 //! that did not opt in, images outside the allow-list, and resyncs that
 //! must not write. Against the SIMULATED API server (`support/fake_api/`).
 
+// The shared harness serves several test binaries; this one uses only part of it.
+#[allow(dead_code)]
 mod support;
 
 use drasi_store_operator::crd::Phase;
