@@ -64,6 +64,12 @@ pub struct RunArgs {
     #[arg(long, env = "DRASI_OPERATOR_SERVER_IMAGE", default_value = DEFAULT_SERVER_IMAGE)]
     pub server_image: String,
 
+    /// Images a store may run (`spec.image`), comma-separated: repositories
+    /// (any tag or digest of exactly that repository) or globs with `*`
+    /// [default: the repository of --server-image].
+    #[arg(long, env = "DRASI_OPERATOR_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
+
     /// Address of the `/metrics`, `/healthz` and `/readyz` endpoints.
     #[arg(
         long,
@@ -119,12 +125,29 @@ pub struct RenderArgs {
     /// Default drasi-store-server image for stores without `spec.image`.
     #[arg(long, env = "DRASI_OPERATOR_SERVER_IMAGE", default_value = DEFAULT_SERVER_IMAGE)]
     pub server_image: String,
+    /// Images a store may run (`spec.image`), comma-separated: repositories
+    /// (any tag or digest of exactly that repository) or globs with `*`
+    /// [default: the repository of --server-image].
+    #[arg(long, env = "DRASI_OPERATOR_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// The build settings of `server_image` and `allowed_images` flags.
+pub fn build_context(
+    server_image: &str,
+    allowed_images: &[String],
+) -> crate::builders::BuildContext {
+    crate::builders::BuildContext {
+        server_image: server_image.to_owned(),
+        allowed_images: crate::builders::ImagePolicy::new(allowed_images)
+            .or_repository_of(server_image),
+    }
 }
 
 fn non_empty(value: Option<&str>) -> Option<&str> {
@@ -179,6 +202,8 @@ mod tests {
                 "stores",
                 "--server-image",
                 "registry.local/server:dev",
+                "--allowed-images",
+                "registry.local/server, registry.local/team/*",
                 "--metrics-addr",
                 "127.0.0.1:9090",
                 "--leader-elect",
@@ -193,6 +218,9 @@ mod tests {
             let run = run_args(&args);
             assert_eq!(run.watch_namespace(), Some("stores"));
             assert_eq!(run.server_image, "registry.local/server:dev");
+            let build = build_context(&run.server_image, &run.allowed_images);
+            assert!(build.allowed_images.allows("registry.local/team/x:1"));
+            assert!(!build.allowed_images.allows("registry.local/other:1"));
             assert_eq!(run.metrics_addr, "127.0.0.1:9090".parse().unwrap());
             assert!(run.leader_elect);
             assert!(run.manage_crd);
@@ -200,6 +228,14 @@ mod tests {
             assert_eq!(run.leader_election_lease, "my-lease");
             assert_eq!(run.log_format, LogFormat::Json);
         }
+    }
+
+    #[test]
+    fn without_allowed_images_only_the_default_repository_is_allowed() {
+        let run = run_args(&["drasi-store-operator", "--server-image", "reg/server:2"]);
+        let build = build_context(&run.server_image, &run.allowed_images);
+        assert!(build.allowed_images.allows("reg/server:3"));
+        assert!(!build.allowed_images.allows("reg/other:3"));
     }
 
     #[test]
@@ -237,7 +273,7 @@ mod tests {
             assert_eq!(env.as_deref(), Some(expected.as_str()), "--{long}");
             checked += 1;
         }
-        assert_eq!(checked, 8, "every documented run flag is checked");
+        assert_eq!(checked, 9, "every documented run flag is checked");
     }
 
     #[test]

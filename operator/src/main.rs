@@ -10,8 +10,7 @@ use clap::Parser;
 use kube::Client;
 use tokio::sync::watch;
 
-use drasi_store_operator::builders::BuildContext;
-use drasi_store_operator::cli::{Cli, Command, LogFormat, RenderArgs, RunArgs};
+use drasi_store_operator::cli::{self, Cli, Command, LogFormat, RenderArgs, RunArgs};
 use drasi_store_operator::controller::{self, Context};
 use drasi_store_operator::leader::{self, LeaderElectionConfig, LeaderExit};
 use drasi_store_operator::metrics::{self, Health, Metrics};
@@ -62,9 +61,7 @@ fn render_command(args: &RenderArgs) -> anyhow::Result<()> {
         std::fs::read_to_string(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?
     };
-    let ctx = BuildContext {
-        server_image: args.server_image.clone(),
-    };
+    let ctx = cli::build_context(&args.server_image, &args.allowed_images);
     let output = render::render(&input, &ctx)
         .with_context(|| format!("rendering {}", args.file.display()))?;
     print_output(&output)
@@ -135,9 +132,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context::new(
         client.clone(),
-        BuildContext {
-            server_image: args.server_image.clone(),
-        },
+        cli::build_context(&args.server_image, &args.allowed_images),
         metrics,
         Some(identity.clone()),
     ));

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use drasi_store_operator::builders::{
-    BuildContext, DesiredObjects, ResolvedInputs, config_hash, desired_objects, endpoint,
+    BuildContext, DesiredObjects, ImagePolicy, ResolvedInputs, config_hash, desired_objects,
+    endpoint,
 };
 use drasi_store_operator::crd::{DrasiStateStore, Durability};
 use drasi_store_operator::labels::{self, CONFIG_HASH_ANNOTATION};
@@ -20,9 +21,11 @@ const UID: &str = "5d3c2a1b-0000-4000-8000-000000000001";
 const TOKEN: &str = "test-token-0123456789abcdef";
 const CA: &str = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n";
 
+/// Builders do not check images (`validate` does): any image is allowed here.
 fn ctx() -> BuildContext {
     BuildContext {
-        server_image: "ghcr.io/drasi-project/drasi-store-server:0.1.0".to_owned(),
+        allowed_images: ImagePolicy::new(["*"]),
+        ..BuildContext::new("ghcr.io/drasi-project/drasi-store-server:0.1.0")
     }
 }
 
@@ -522,7 +525,8 @@ fn hash_changes_with_inputs_that_shape_the_pod() {
     }
     // The operator-wide default image is an input too, when spec.image is unset.
     let other = BuildContext {
-        server_image: "example/server:2".into(),
+        allowed_images: ImagePolicy::new(["*"]),
+        ..BuildContext::new("example/server:2")
     };
     let t = desired_objects(&base, &other, &inputs(&base)).unwrap();
     assert_ne!(

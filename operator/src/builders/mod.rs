@@ -5,6 +5,7 @@
 //! reason.
 
 mod config_hash;
+mod image_policy;
 mod meta;
 mod names;
 mod secrets;
@@ -19,6 +20,7 @@ use crate::crd::DrasiStateStore;
 use crate::validated::{self, Invalid, Referenced, TokenSource, ValidatedStore};
 
 pub use config_hash::config_hash;
+pub use image_policy::ImagePolicy;
 pub use names::*;
 pub use statefulset::{
     RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, default_resources, server_args,
@@ -30,6 +32,19 @@ pub use token::generate_token;
 pub struct BuildContext {
     /// Server image used when `spec.image` is unset (`--server-image`).
     pub server_image: String,
+    /// Images a store may run (`--allowed-images`).
+    pub allowed_images: ImagePolicy,
+}
+
+impl BuildContext {
+    /// `server_image` as the default, and only its repository allowed.
+    pub fn new(server_image: impl Into<String>) -> Self {
+        let server_image = server_image.into();
+        Self {
+            allowed_images: ImagePolicy::new(Vec::<String>::new()).or_repository_of(&server_image),
+            server_image,
+        }
+    }
 }
 
 /// Secret values already resolved, for callers that have them at hand
@@ -54,6 +69,7 @@ impl ResolvedInputs {
         Referenced {
             token: TokenSource::Stored(Some(data(TOKEN_KEY, &self.token))),
             tls_secret: self.ca_cert_pem.as_deref().map(|ca| data(TLS_CA_KEY, ca)),
+            ..Referenced::default()
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod manage_crd;
 pub mod reconcile;
 pub mod secret_watch;
 pub mod status;
+pub mod unchanged;
 pub mod update_status;
 
 use std::future::Future;

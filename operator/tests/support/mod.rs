@@ -46,9 +46,7 @@ impl Harness {
         let metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(Context::new(
             client,
-            BuildContext {
-                server_image: SERVER_IMAGE.to_string(),
-            },
+            BuildContext::new(SERVER_IMAGE.to_string()),
             metrics.clone(),
             Some("operator-0".to_string()),
         ));
@@ -174,7 +172,12 @@ impl Harness {
         self.server.put("storageclasses", class);
     }
 
+    /// A user's Secret that every store in the namespace may mount.
     pub fn add_secret(&self, name: &str, data: &[(&str, &str)]) {
+        self.add_labelled_secret(name, data, json!({ "drasi.io/state-store-access": "true" }));
+    }
+
+    pub fn add_labelled_secret(&self, name: &str, data: &[(&str, &str)], labels: Value) {
         use std::collections::BTreeMap;
         let data: BTreeMap<&str, String> = data
             .iter()
@@ -185,7 +188,7 @@ impl Harness {
             json!({
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": { "name": name, "namespace": NS },
+                "metadata": { "name": name, "namespace": NS, "labels": labels },
                 "data": data,
             }),
         );
