@@ -6,29 +6,16 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{TOKEN, TestServer, start_server};
+use common::{TOKEN, TestServer, server_bin, start_server, stderr};
 use drasi_store_protocol::snapshot::{
     CONTENT_TYPE, SNAPSHOT_PATH, SnapshotReader, encode_selection,
 };
 use reqwest::Method;
 
-fn server_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_drasi-store-server"))
-}
-
-/// Runs the binary off the runtime thread: the server under test is served
-/// by this same runtime.
+/// Runs a subcommand with a clean environment for the data dir flag.
 async fn run(cmd: &mut Command) -> Output {
     cmd.env_remove("DRASI_STORE_DATA_DIR");
-    let mut cmd = std::mem::replace(cmd, server_bin());
-    tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .expect("run drasi-store-server")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    common::run_bin(std::mem::replace(cmd, server_bin())).await
 }
 
 async fn seeded() -> TestServer {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TOKEN, start_server};
+use common::{TOKEN, run_bin, server_bin, start_server, stderr};
 
 struct Moto {
     child: Child,
@@ -87,19 +87,10 @@ fn with_aws_env<'c>(cmd: &'c mut Command, moto: &Moto) -> &'c mut Command {
         .env_remove("AWS_SESSION_TOKEN")
 }
 
-/// Runs the binary off the runtime thread, which also serves the server
-/// under test.
 async fn run(moto: &Moto, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drasi-store-server"));
+    let mut cmd = server_bin();
     with_aws_env(&mut cmd, moto).args(args);
-    tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    run_bin(cmd).await
 }
 
 #[tokio::test]

@@ -5,25 +5,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{TestServer, start_server};
+use common::{TestServer, run_bin, server_bin, start_server, stderr};
 use drasi_store_protocol::snapshot::{CONTENT_TYPE, IMPORT_PATH, SnapshotHeader, SnapshotWriter};
 use reqwest::Method;
 
-/// Runs the binary off the runtime thread, which also serves the servers
-/// under test.
 async fn cli(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drasi-store-server"));
+    let mut cmd = server_bin();
     cmd.args(args);
-    tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .expect("run drasi-store-server")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    run_bin(cmd).await
 }
 
 async fn put_all(t: &TestServer, entries: &[(&str, &str, &str)]) {
@@ -123,15 +114,7 @@ async fn export_then_import_replaces_exactly_the_selected_stores() {
         target.get("other", "x").await.as_deref(),
         Some(&b"target"[..])
     );
-    let metrics = target
-        .client
-        .get(format!("{}/metrics", target.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = target.metrics().await;
     assert!(
         metrics
             .lines()
