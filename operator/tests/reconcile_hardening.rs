@@ -136,15 +136,7 @@ async fn an_image_outside_the_allow_list_is_not_run() {
     h.create_and_apply(NAME, json!({ "image": "docker.io/attacker/miner:latest" }))
         .await;
     let store = h.store(NAME);
-    let degraded = store
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap()
-        .clone();
+    let degraded = condition_of(&store, "Degraded");
     assert_eq!(degraded.reason, "ImageNotAllowed");
     assert!(degraded.message.contains("docker.io/attacker/miner:latest"));
     assert!(h.object_writes().is_empty(), "{:?}", h.object_writes());

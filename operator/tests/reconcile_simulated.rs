@@ -521,15 +521,7 @@ async fn growing_storage_on_a_non_expandable_class_degrades_and_touches_nothing(
         condition(&store, "Degraded"),
         ("True".into(), "VolumeExpansionNotSupported".into())
     );
-    let message = &store
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap()
-        .message;
+    let message = &condition_of(&store, "Degraded").message;
     assert!(message.contains("allowVolumeExpansion"), "{message}");
     let touched: Vec<_> = h
         .object_writes()

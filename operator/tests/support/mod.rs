@@ -10,6 +10,7 @@ use drasi_store_operator::controller::{Context, Error, reconcile};
 use drasi_store_operator::crd::DrasiStateStore;
 use drasi_store_operator::metrics::Metrics;
 use drasi_store_operator::rbac::cluster_role_rules;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
@@ -246,13 +247,18 @@ impl Harness {
     }
 }
 
-/// A condition of the store's status as (status, reason).
-pub fn condition(store: &DrasiStateStore, type_: &str) -> (String, String) {
-    let c = store
+/// A condition of the store's status; panics when it is missing.
+pub fn condition_of<'a>(store: &'a DrasiStateStore, type_: &str) -> &'a Condition {
+    store
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition"));
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+/// A condition of the store's status as (status, reason).
+pub fn condition(store: &DrasiStateStore, type_: &str) -> (String, String) {
+    let c = condition_of(store, type_);
     (c.status.clone(), c.reason.clone())
 }
 
