@@ -47,6 +47,8 @@ pub enum Operation {
     ClearStore,
     ListKeys,
     Sync,
+    /// The server's durability mode and version.
+    Info,
     OpenApi,
     Healthz,
     Readyz,
@@ -67,6 +69,7 @@ impl Operation {
             Operation::ClearStore => "clear_store",
             Operation::ListKeys => "list_keys",
             Operation::Sync => "sync",
+            Operation::Info => "info",
             Operation::OpenApi => "openapi",
             Operation::Healthz => "healthz",
             Operation::Readyz => "readyz",
@@ -281,6 +284,16 @@ pub const SYNC: Endpoint = data(
     Body::Empty,
     "Answers once everything acknowledged so far is durable",
 );
+pub const INFO: Endpoint = data(
+    Method::Get,
+    routes::INFO,
+    Operation::Info,
+    Query::None,
+    Body::Empty,
+    200,
+    Body::Json("ServerInfo"),
+    "The server's durability mode and version",
+);
 pub const OPENAPI: Endpoint = public(
     routes::OPENAPI,
     Operation::OpenApi,
@@ -307,7 +320,7 @@ pub const METRICS: Endpoint = public(
 );
 
 /// Every endpoint the server serves.
-pub const ALL: [&Endpoint; 15] = [
+pub const ALL: [&Endpoint; 16] = [
     &GET,
     &CONTAINS_KEY,
     &SET,
@@ -319,6 +332,7 @@ pub const ALL: [&Endpoint; 15] = [
     &CLEAR_STORE,
     &LIST_KEYS,
     &SYNC,
+    &INFO,
     &OPENAPI,
     &HEALTHZ,
     &READYZ,

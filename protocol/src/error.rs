@@ -22,6 +22,9 @@ pub enum ErrorCode {
     ValueTooLarge,
     BatchTooLarge,
     BodyTooLarge,
+    /// The answer would exceed the server's `--max-response-bytes`
+    /// (a `get_many` of many large values): ask for fewer keys at a time.
+    ResponseTooLarge,
     /// The body did not arrive within the server's read timeout.
     RequestTimeout,
     /// Shutting down or the database is not ready: nothing was applied, so
@@ -41,7 +44,8 @@ impl ErrorCode {
             ErrorCode::KeyTooLarge
             | ErrorCode::ValueTooLarge
             | ErrorCode::BatchTooLarge
-            | ErrorCode::BodyTooLarge => 413,
+            | ErrorCode::BodyTooLarge
+            | ErrorCode::ResponseTooLarge => 413,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::Unavailable => 503,
             ErrorCode::StorageError | ErrorCode::Internal => 500,
@@ -61,6 +65,7 @@ impl ErrorCode {
             ErrorCode::ValueTooLarge => "value_too_large",
             ErrorCode::BatchTooLarge => "batch_too_large",
             ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::ResponseTooLarge => "response_too_large",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::StorageError => "storage_error",
@@ -69,7 +74,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::KeyNotFound,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -81,6 +86,7 @@ impl ErrorCode {
         ErrorCode::ValueTooLarge,
         ErrorCode::BatchTooLarge,
         ErrorCode::BodyTooLarge,
+        ErrorCode::ResponseTooLarge,
         ErrorCode::RequestTimeout,
         ErrorCode::Unavailable,
         ErrorCode::StorageError,

@@ -23,4 +23,4 @@ pub use endpoints::{Endpoint, Operation};
 pub use error::{ErrorBody, ErrorCode};
 pub use limits::Limits;
 pub use query::{QueryError, RequestTarget, encode_query, parse_query};
-pub use types::{CountResponse, DeleteResponse, KeyList, StoreInfo};
+pub use types::{CountResponse, DeleteResponse, Durability, KeyList, ServerInfo, StoreInfo};

@@ -1,8 +1,9 @@
 //! What can go wrong on one call, and how it becomes a [`StateStoreError`].
 //!
-//! Every message names the operation, the store and the server so that a log
-//! line alone says where to look. Messages never contain the token, values or
-//! keys (keys may embed business identifiers; store ids are plugin ids).
+//! Every message names the operation and the server so that a log line alone
+//! says where to look. Messages never contain the token, values, keys or
+//! store ids: keys may embed business identifiers, and errors end up in
+//! logs and traces that are far less protected than the store itself.
 
 use std::fmt::{self, Write as _};
 
@@ -25,6 +26,8 @@ pub(crate) enum Op {
     StoreExists,
     KeyCount,
     Sync,
+    /// `GET /v1/info`, for [`drasi_lib::StateStoreProvider::is_durable`].
+    ServerInfo,
 }
 
 impl Op {
@@ -42,6 +45,7 @@ impl Op {
             Op::StoreExists => "store_exists",
             Op::KeyCount => "key_count",
             Op::Sync => "sync",
+            Op::ServerInfo => "server_info",
         }
     }
 
@@ -79,7 +83,10 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// reqwest appends `for url (...)` to its messages, and the query string
+    /// carries the store id and the key: strip it before the error is kept.
     pub(crate) fn from_reqwest(err: reqwest::Error) -> Self {
+        let err = err.without_url();
         if err.is_connect() {
             Failure::Connect(err)
         } else {
@@ -109,7 +116,8 @@ impl CallContext<'_> {
     fn prefix(&self) -> String {
         let mut out = format!("remote state store: {} ", self.op);
         if let Some(store) = self.store {
-            let _ = write!(out, "on store {} ", bounded_debug(store, 80));
+            // Its size tells "which call" apart without revealing it.
+            let _ = write!(out, "on a store id of {} bytes ", store.len());
         }
         let _ = write!(out, "at {} failed", self.server);
         if self.attempts > 1 {
@@ -188,16 +196,6 @@ fn error_chain(err: &reqwest::Error) -> String {
     out
 }
 
-/// Store ids can be up to the server's key limit (KiBs); keep messages short.
-fn bounded_debug(s: &str, max_chars: usize) -> String {
-    if s.chars().count() <= max_chars {
-        format!("{s:?}")
-    } else {
-        let head: String = s.chars().take(max_chars).collect();
-        format!("{head:?}… ({} bytes)", s.len())
-    }
-}
-
 fn bounded(s: &str, max_chars: usize) -> String {
     if s.chars().count() <= max_chars {
         s.to_string()
@@ -253,13 +251,14 @@ mod tests {
     }
 
     #[test]
-    fn messages_name_operation_store_and_server() {
+    fn messages_name_operation_and_server_but_not_the_store() {
         let err = ctx(Op::Set).into_error(status(ErrorCode::ValueTooLarge));
         let text = err.to_string();
         assert!(matches!(err, StateStoreError::Other(_)), "{text}");
+        assert!(!text.contains("plugin-1"), "{text}");
         for needle in [
             "set",
-            "\"plugin-1\"",
+            "store id of 8 bytes",
             "http://store:7070",
             "value_too_large",
             "too large",
@@ -308,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn long_store_ids_are_truncated() {
+    fn long_store_ids_are_not_quoted() {
         let store = "x".repeat(5000);
         let c = CallContext {
             op: Op::Get,
@@ -317,7 +316,10 @@ mod tests {
             attempts: 1,
         };
         let text = c.into_error(Failure::Decode("d".into())).to_string();
-        assert!(text.len() < 400, "{text}");
-        assert!(text.contains("5000 bytes"));
+        assert!(text.len() < 200, "{text}");
+        assert!(
+            text.contains("5000 bytes") && !text.contains("xxx"),
+            "{text}"
+        );
     }
 }

@@ -9,9 +9,11 @@
 //! docs/protocol.md describe the behaviour.
 
 pub mod config;
+mod connections;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+mod process;
 mod reload;
 pub mod server;
 mod telemetry;
@@ -29,6 +31,7 @@ pub use server::{Server, start};
 pub fn cli_main() -> ExitCode {
     let config = Config::parse();
     telemetry::init(config.log_format);
+    process::harden();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("drasi-store")

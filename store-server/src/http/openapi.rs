@@ -8,7 +8,7 @@
 use drasi_store_protocol::endpoints::{self, Body, Endpoint, Method, Query};
 use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM};
 use drasi_store_protocol::{
-    CountResponse, DeleteResponse, ErrorBody, ErrorCode, KeyList, StoreInfo,
+    CountResponse, DeleteResponse, Durability, ErrorBody, ErrorCode, KeyList, ServerInfo, StoreInfo,
 };
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
@@ -45,6 +45,8 @@ pub fn document() -> OpenApi {
         .schema_from::<CountResponse>()
         .schema_from::<StoreInfo>()
         .schema_from::<KeyList>()
+        .schema_from::<Durability>()
+        .schema_from::<ServerInfo>()
         .schema("ProbeBody", probe_body())
         .schema("KeysFrame", octets(KEYS_FRAME))
         .schema("EntriesFrame", octets(ENTRIES_FRAME))

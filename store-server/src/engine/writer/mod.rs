@@ -18,7 +18,7 @@ use drasi_store_protocol::{EntriesFrame, KeysFrame};
 use tokio::sync::oneshot;
 
 use super::EngineResult;
-pub(crate) use handle::{WriterHandle, WriterState, spawn};
+pub(crate) use handle::{QUEUE_CAPACITY, WriterHandle, WriterState, spawn};
 
 /// A write request, as the HTTP layer hands it over: already decoded and
 /// checked against the limits, so the writer only applies it.
@@ -77,4 +77,11 @@ enum Msg {
     /// writer looks like from the outside. Not compiled into the server.
     #[cfg(test)]
     Crash,
+    /// Keeps the writer busy until the sender is dropped, so tests can
+    /// fill its queue.
+    #[cfg(test)]
+    Hold {
+        held: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    },
 }
