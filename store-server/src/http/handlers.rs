@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM, TARGET_HEADER};
 use drasi_store_protocol::{
     CountResponse, DeleteResponse, EntriesFrame, ErrorCode, KeyList, KeysFrame, RequestTarget,
@@ -405,7 +404,7 @@ mod tests {
             body_timeout: Duration::from_secs(5),
             tokens: None,
             shutting_down: AtomicBool::new(false),
-            openapi: Bytes::new(),
+            openapi: bytes::Bytes::new(),
             durability: drasi_store_protocol::Durability::Immediate,
             max_response_bytes: 1 << 30,
             body_budget: crate::http::limits::BodyBudget::new(1 << 30),
