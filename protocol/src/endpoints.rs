@@ -51,6 +51,8 @@ pub enum Operation {
     Snapshot,
     /// `POST /v1/admin/import`: replace whole stores from a snapshot.
     Import,
+    /// The server's durability mode and version.
+    Info,
     OpenApi,
     Healthz,
     Readyz,
@@ -73,6 +75,7 @@ impl Operation {
             Operation::Sync => "sync",
             Operation::Snapshot => "snapshot",
             Operation::Import => "import",
+            Operation::Info => "info",
             Operation::OpenApi => "openapi",
             Operation::Healthz => "healthz",
             Operation::Readyz => "readyz",
@@ -312,6 +315,16 @@ pub const IMPORT: Endpoint = data(
     Body::Json("ImportResponse"),
     "Replace exactly the stores a snapshot holds (and those it selects), in one commit",
 );
+pub const INFO: Endpoint = data(
+    Method::Get,
+    routes::INFO,
+    Operation::Info,
+    Query::None,
+    Body::Empty,
+    200,
+    Body::Json("ServerInfo"),
+    "The server's durability mode and version",
+);
 pub const OPENAPI: Endpoint = public(
     routes::OPENAPI,
     Operation::OpenApi,
@@ -338,7 +351,7 @@ pub const METRICS: Endpoint = public(
 );
 
 /// Every endpoint the server serves.
-pub const ALL: [&Endpoint; 17] = [
+pub const ALL: [&Endpoint; 18] = [
     &GET,
     &CONTAINS_KEY,
     &SET,
@@ -352,6 +365,7 @@ pub const ALL: [&Endpoint; 17] = [
     &SYNC,
     &SNAPSHOT,
     &IMPORT,
+    &INFO,
     &OPENAPI,
     &HEALTHZ,
     &READYZ,

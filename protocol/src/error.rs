@@ -25,6 +25,9 @@ pub enum ErrorCode {
     ValueTooLarge,
     BatchTooLarge,
     BodyTooLarge,
+    /// The answer would exceed the server's `--max-response-bytes`
+    /// (a `get_many` of many large values): ask for fewer keys at a time.
+    ResponseTooLarge,
     /// The body did not arrive within the server's read timeout.
     RequestTimeout,
     /// Shutting down or the database is not ready: nothing was applied, so
@@ -45,7 +48,8 @@ impl ErrorCode {
             ErrorCode::KeyTooLarge
             | ErrorCode::ValueTooLarge
             | ErrorCode::BatchTooLarge
-            | ErrorCode::BodyTooLarge => 413,
+            | ErrorCode::BodyTooLarge
+            | ErrorCode::ResponseTooLarge => 413,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::Unavailable => 503,
             ErrorCode::StorageError | ErrorCode::Internal => 500,
@@ -66,6 +70,7 @@ impl ErrorCode {
             ErrorCode::ValueTooLarge => "value_too_large",
             ErrorCode::BatchTooLarge => "batch_too_large",
             ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::ResponseTooLarge => "response_too_large",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::StorageError => "storage_error",
@@ -74,7 +79,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::KeyNotFound,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -87,6 +92,7 @@ impl ErrorCode {
         ErrorCode::ValueTooLarge,
         ErrorCode::BatchTooLarge,
         ErrorCode::BodyTooLarge,
+        ErrorCode::ResponseTooLarge,
         ErrorCode::RequestTimeout,
         ErrorCode::Unavailable,
         ErrorCode::StorageError,

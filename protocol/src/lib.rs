@@ -24,4 +24,6 @@ pub use endpoints::{Endpoint, Operation};
 pub use error::{ErrorBody, ErrorCode};
 pub use limits::Limits;
 pub use query::{QueryError, RequestTarget, encode_query, parse_query};
-pub use types::{CountResponse, DeleteResponse, ImportResponse, KeyList, StoreInfo};
+pub use types::{
+    CountResponse, DeleteResponse, Durability, ImportResponse, KeyList, ServerInfo, StoreInfo,
+};

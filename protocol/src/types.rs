@@ -48,3 +48,43 @@ pub struct ImportResponse {
     /// The snapshot's SHA-256 (its trailer checksum), in hex.
     pub sha256: String,
 }
+
+/// How the server commits writes (`--durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A write is acknowledged after its commit reached the disk (fsync).
+    Immediate,
+    /// A write is acknowledged before its commit reaches the disk; a crash
+    /// loses about the last second of acknowledged writes.
+    Eventual,
+}
+
+impl Durability {
+    /// As on the wire, in [`ServerInfo`] and the durability header.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Durability::Immediate => "immediate",
+            Durability::Eventual => "eventual",
+        }
+    }
+
+    /// Parses the durability header's value.
+    pub fn from_header(value: &[u8]) -> Option<Self> {
+        match value {
+            b"immediate" => Some(Durability::Immediate),
+            b"eventual" => Some(Durability::Eventual),
+            _ => None,
+        }
+    }
+}
+
+/// Answer to `GET /v1/info`: what a client needs to know about the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerInfo {
+    pub durability: Durability,
+    /// The server's version (its crate version).
+    pub version: String,
+}

@@ -23,7 +23,7 @@ const UNBOUNDED: Limits = Limits {
 };
 
 async fn body(response: Response) -> Result<bytes::Bytes, Failure> {
-    response.bytes().await.map_err(Failure::Transport)
+    response.bytes().await.map_err(Failure::from_reqwest)
 }
 
 /// `GET /v1/kv`: the raw value, or `None` for the key-not-found 404.

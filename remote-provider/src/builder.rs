@@ -150,6 +150,7 @@ impl RemoteStateStoreProviderBuilder {
             max_retries: self.max_retries,
         })
         .map_err(config_error)?;
+        transport.prefetch_durability();
         Ok(RemoteStateStoreProvider::from_transport(transport))
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Every message names the operation, the store and the server so that a log
 //! line alone says where to look. Messages never contain the token, values or
-//! keys (keys may embed business identifiers; store ids are plugin ids).
+//! keys: keys may embed business identifiers, and errors end up in logs and
+//! traces that are far less protected than the store itself. Store ids are
+//! plugin ids, chosen by the app's author, so they stay.
 
 use std::fmt::{self, Write as _};
 
@@ -25,6 +27,8 @@ pub(crate) enum Op {
     StoreExists,
     KeyCount,
     Sync,
+    /// `GET /v1/info`, for [`drasi_lib::StateStoreProvider::is_durable`].
+    ServerInfo,
 }
 
 impl Op {
@@ -42,6 +46,7 @@ impl Op {
             Op::StoreExists => "store_exists",
             Op::KeyCount => "key_count",
             Op::Sync => "sync",
+            Op::ServerInfo => "server_info",
         }
     }
 
@@ -79,7 +84,10 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// reqwest appends `for url (...)` to its messages, and the query string
+    /// carries the store id and the key: strip it before the error is kept.
     pub(crate) fn from_reqwest(err: reqwest::Error) -> Self {
+        let err = err.without_url();
         if err.is_connect() {
             Failure::Connect(err)
         } else {

@@ -231,9 +231,15 @@ impl StateStoreProvider for RemoteStateStoreProvider {
             .await
     }
 
-    /// The server acknowledges a write only once it is committed (durably,
-    /// unless it runs with `--durability eventual`).
+    /// True only when the server says it runs `--durability immediate`
+    /// (every acknowledged write is fsynced). Learnt from the server: from
+    /// the durability header of any answer, or from `GET /v1/info`, which
+    /// [`RemoteStateStoreProviderBuilder::build`] starts asking in the
+    /// background. When nothing is known yet, this asks the server and
+    /// waits up to about the request timeout; when the server cannot be
+    /// reached it answers `false` (durability cannot be proven) and asks
+    /// again on the next call.
     fn is_durable(&self) -> bool {
-        true
+        self.transport.durability() == Some(drasi_store_protocol::Durability::Immediate)
     }
 }

@@ -11,9 +11,11 @@
 pub mod backup;
 mod bridge;
 pub mod config;
+mod connections;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+mod process;
 mod reload;
 pub mod server;
 mod telemetry;
@@ -37,6 +39,7 @@ pub fn cli_main() -> ExitCode {
     }
     let config = Config::parse_from(args);
     telemetry::init(config.log_format);
+    process::harden();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("drasi-store")

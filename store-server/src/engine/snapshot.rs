@@ -21,7 +21,7 @@ use super::{Engine, EngineResult, StorageContext as _};
 /// A read transaction opened for a snapshot: everything committed before
 /// [`Engine::begin_snapshot`] returned is in it, nothing committed later.
 pub struct SnapshotSource {
-    txn: redb::ReadTransaction,
+    txn: super::database::Reader,
     header: SnapshotHeader,
 }
 
@@ -105,7 +105,8 @@ pub fn build_database<R: Read>(
         .set_cache_size(cache_bytes)
         .create(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    super::init_schema(&db).with_context(|| format!("initialising {}", path.display()))?;
+    super::database::init_schema(&db)
+        .with_context(|| format!("initialising {}", path.display()))?;
     let mut state = BuildState::default();
     loop {
         let mut txn = db.begin_write()?;

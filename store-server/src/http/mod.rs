@@ -20,7 +20,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use drasi_store_protocol::endpoints::{self, Endpoint, Method, Operation};
-use drasi_store_protocol::{ErrorCode, Limits};
+use drasi_store_protocol::routes::DURABILITY_HEADER;
+use drasi_store_protocol::{Durability, ErrorCode, Limits};
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -41,6 +42,12 @@ pub struct AppState {
     /// Where `POST /v1/admin/import` spools an upload before verifying it:
     /// the data dir (`--data-dir`), which has room for the database.
     pub spool_dir: PathBuf,
+    /// `--durability`, advertised on every answer and by `/v1/info`.
+    pub durability: Durability,
+    /// `--max-response-bytes`: the largest `get_many` answer.
+    pub max_response_bytes: usize,
+    /// `--max-inflight-body-bytes`.
+    pub body_budget: limits::BodyBudget,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -90,6 +97,7 @@ fn method_router(e: &Endpoint) -> MethodRouter<SharedState> {
         Operation::Sync => on(filter, handlers::sync),
         Operation::Snapshot => on(filter, admin::snapshot),
         Operation::Import => on(filter, admin::import),
+        Operation::Info => on(filter, handlers::info),
         Operation::OpenApi => on(filter, handlers::openapi),
         Operation::Healthz => on(filter, handlers::healthz),
         Operation::Readyz => on(filter, handlers::readyz),
@@ -148,9 +156,15 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
     let operation = Endpoint::find(req.method().as_str(), req.uri().path())
         .map_or("other", |e| e.operation.as_str());
     let started = Instant::now();
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
     state
         .metrics
         .observe_request(operation, response.status().as_u16(), started.elapsed());
+    // Every answer says how durable an acknowledgement is, so a client
+    // learns it from whatever call it makes first.
+    response.headers_mut().insert(
+        DURABILITY_HEADER,
+        header::HeaderValue::from_static(state.durability.as_str()),
+    );
     response
 }

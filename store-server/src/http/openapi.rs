@@ -9,7 +9,8 @@ use drasi_store_protocol::endpoints::{self, Body, Endpoint, Method, Query};
 use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM};
 use drasi_store_protocol::snapshot::CONTENT_TYPE as SNAPSHOT;
 use drasi_store_protocol::{
-    CountResponse, DeleteResponse, ErrorBody, ErrorCode, ImportResponse, KeyList, StoreInfo,
+    CountResponse, DeleteResponse, Durability, ErrorBody, ErrorCode, ImportResponse, KeyList,
+    ServerInfo, StoreInfo,
 };
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
@@ -47,6 +48,8 @@ pub fn document() -> OpenApi {
         .schema_from::<StoreInfo>()
         .schema_from::<KeyList>()
         .schema_from::<ImportResponse>()
+        .schema_from::<Durability>()
+        .schema_from::<ServerInfo>()
         .schema("ProbeBody", probe_body())
         .schema("KeysFrame", octets(KEYS_FRAME))
         .schema("EntriesFrame", octets(ENTRIES_FRAME))

@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 
 use super::EngineResult;
 use super::import::ImportPlan;
+#[cfg(test)]
+pub(crate) use handle::QUEUE_CAPACITY;
 pub(crate) use handle::{WriterHandle, WriterState, spawn};
 
 /// A write request, as the HTTP layer hands it over: already decoded and
@@ -84,4 +86,11 @@ enum Msg {
     /// writer looks like from the outside. Not compiled into the server.
     #[cfg(test)]
     Crash,
+    /// Keeps the writer busy until the sender is dropped, so tests can
+    /// fill its queue.
+    #[cfg(test)]
+    Hold {
+        held: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    },
 }
