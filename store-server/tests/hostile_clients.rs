@@ -187,3 +187,78 @@ async fn a_huge_get_many_answer_is_refused_naming_the_limit() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_slow_reader_holds_count_against_the_inflight_budget() {
+    const MIB: usize = 1024 * 1024;
+    let t = start_server(&[
+        "--max-value-bytes",
+        &(8 * MIB).to_string(),
+        "--max-body-bytes",
+        &(8 * MIB).to_string(),
+        "--max-response-bytes",
+        &(17 * MIB).to_string(),
+        "--max-inflight-body-bytes",
+        &(24 * MIB).to_string(),
+    ])
+    .await;
+    for key in ["k0", "k1"] {
+        assert_eq!(t.put("s", key, &vec![1u8; 8 * MIB]).await.status(), 204);
+    }
+    assert_eq!(t.put("s", "tiny", b"t").await.status(), 204);
+    let get_k0 = || {
+        t.authed(reqwest::Method::GET, &t.url(routes::KV, "s", Some("k0")))
+            .send()
+    };
+    assert_eq!(get_k0().await.unwrap().status(), 200);
+
+    // Asks for a 16 MiB answer and never reads it: more than the socket
+    // buffers hold, so the rest waits in the server's write queue.
+    let mut slow = TcpStream::connect(t.server.local_addr()).unwrap();
+    let body = encode_keys(&["k0", "k1"]);
+    let path = format!("{}?{}", routes::GET_MANY, encode_query("s", None));
+    write!(
+        slow,
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    slow.write_all(&body).unwrap();
+
+    // Once that answer is built, another 8 MiB answer no longer fits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let r = get_k0().await.unwrap();
+        if r.status() == 503 {
+            break r;
+        }
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().len(), 8 * MIB);
+        assert!(
+            Instant::now() < deadline,
+            "an unread 16 MiB answer is not counted against the budget"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body = common::json(refused).await;
+    assert_eq!(body["code"], "unavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-inflight-body-bytes"),
+        "{body}"
+    );
+    // Small answers still fit in what is left.
+    assert_eq!(t.get("s", "tiny").await.as_deref(), Some(&b"t"[..]));
+
+    // The slow reader goes away: its answer's room is returned.
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_k0().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "answer room not returned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -245,7 +245,19 @@ impl Engine {
     }
 
     pub fn get(&self, store: &str, key: &str) -> EngineResult<Option<Vec<u8>>> {
-        self.lookup("get", store, key, <[u8]>::to_vec)
+        self.get_admitted(store, key, |_| Ok::<(), EngineError>(()))
+    }
+
+    /// `get`, asking `admit` for room for the value before copying it out
+    /// of redb's page: the HTTP layer charges answers to its memory budget.
+    pub fn get_admitted<E: From<EngineError>>(
+        &self,
+        store: &str,
+        key: &str,
+        admit: impl FnOnce(usize) -> Result<(), E>,
+    ) -> Result<Option<Vec<u8>>, E> {
+        self.lookup("get", store, key, |v| admit(v.len()).map(|()| v.to_vec()))?
+            .transpose()
     }
 
     pub fn contains_key(&self, store: &str, key: &str) -> EngineResult<bool> {
@@ -280,13 +292,15 @@ impl Engine {
 
     /// `get_many`, encoded as the entries frame of the answer. Values are
     /// copied once, straight from redb's pages into the frame, and only
-    /// after the answer is known to fit in `max_answer_bytes`.
-    pub fn get_many_frame(
+    /// after the answer is known to fit in `max_answer_bytes` and `admit`
+    /// granted room for every entry.
+    pub fn get_many_frame<E: From<EngineError>>(
         &self,
         store: &str,
         keys: &[&str],
         max_answer_bytes: usize,
-    ) -> EngineResult<Vec<u8>> {
+        mut admit: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<Vec<u8>, E> {
         const OP: &str = "get_many";
         let txn = self.read_txn(OP)?;
         let Some((pid, _)) = Self::store_row(&txn, OP, store)? else {
@@ -302,12 +316,17 @@ impl Engine {
             }
             if let Some(v) = kv.get((pid, key)).ctx(OP)? {
                 // Frame overhead: two u32 lengths per entry.
-                bytes += key.len() + v.value().len() + 8;
+                let entry = key.len() + v.value().len() + 8;
+                bytes += entry;
                 if bytes > max_answer_bytes {
                     return Err(EngineError::AnswerTooLarge {
                         max: max_answer_bytes,
-                    });
+                    }
+                    .into());
                 }
+                // Asked value by value: a refused answer stops before it
+                // has loaded more than one value beyond its room.
+                admit(entry)?;
                 found.push((key, v));
             }
         }
@@ -319,16 +338,38 @@ impl Engine {
     /// Every key of a store, in key order. Scans the partition: callers run
     /// it off the async executor.
     pub fn list_keys(&self, store: &str) -> EngineResult<Vec<String>> {
+        self.list_keys_admitted(store, usize::MAX, |_| Ok::<(), EngineError>(()))
+    }
+
+    /// `list_keys`, refused once the keys pass `max_answer_bytes` (counted
+    /// as JSON strings), asking `admit` for room before keeping each key.
+    pub fn list_keys_admitted<E: From<EngineError>>(
+        &self,
+        store: &str,
+        max_answer_bytes: usize,
+        mut admit: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<Vec<String>, E> {
         const OP: &str = "list_keys";
         let txn = self.read_txn(OP)?;
         let Some((pid, count)) = Self::store_row(&txn, OP, store)? else {
             return Ok(Vec::new());
         };
         let kv = txn.open_table(KV).ctx(OP)?;
-        let mut keys = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 20));
+        let mut keys = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1024));
+        let mut bytes = 0usize;
         for item in kv.range(schema::partition_range(pid)).ctx(OP)? {
             let (k, _) = item.ctx(OP)?;
-            keys.push(k.value().1.to_string());
+            let key = k.value().1;
+            // Quotes and a comma; escapes are rare enough to ignore.
+            bytes += key.len() + 3;
+            if bytes > max_answer_bytes {
+                return Err(EngineError::AnswerTooLarge {
+                    max: max_answer_bytes,
+                }
+                .into());
+            }
+            admit(key.len() + std::mem::size_of::<String>())?;
+            keys.push(key.to_string());
         }
         Ok(keys)
     }

@@ -307,6 +307,11 @@ fn a_write_whose_caller_gave_up_is_not_applied() {
     });
 }
 
+/// An `admit` that always grants room.
+fn free(_: usize) -> Result<(), EngineError> {
+    Ok(())
+}
+
 #[test]
 fn get_many_refuses_answers_over_the_limit_before_building_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,12 +323,12 @@ fn get_many_refuses_answers_over_the_limit_before_building_them() {
                 .unwrap();
         }
         let keys = ["k0", "k1", "k2", "k3"];
-        let frame = e.get_many_frame("s", &keys, 4 * 1010).unwrap();
+        let frame = e.get_many_frame("s", &keys, 4 * 1010, free).unwrap();
         let decoded =
             drasi_store_protocol::decode_entries(&frame, &drasi_store_protocol::Limits::default())
                 .unwrap();
         assert_eq!(decoded.len(), 4);
-        let err = e.get_many_frame("s", &keys, 3 * 1010).unwrap_err();
+        let err = e.get_many_frame("s", &keys, 3 * 1010, free).unwrap_err();
         assert!(
             matches!(err, EngineError::AnswerTooLarge { max: 3030 }),
             "{err}"
@@ -331,7 +336,7 @@ fn get_many_refuses_answers_over_the_limit_before_building_them() {
         assert!(err.to_string().contains("--max-response-bytes"), "{err}");
         // Duplicates and absent keys cost nothing.
         assert!(
-            e.get_many_frame("s", &["k0", "k0", "x", "k0"], 1010)
+            e.get_many_frame("s", &["k0", "k0", "x", "k0"], 1010, free)
                 .is_ok()
         );
     });

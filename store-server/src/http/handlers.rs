@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::SharedState;
 use super::errors::ApiError;
-use super::limits::{BodyLimit, ReadBody, check_target, read_body};
+use super::limits::{BodyLimit, Held, ReadBody, check_target, read_body};
 use crate::engine::EngineHealth;
 
 type ApiResult = Result<Response, ApiError>;
@@ -68,13 +68,24 @@ fn octets(body: impl Into<Body>) -> Response {
     ([(header::CONTENT_TYPE, OCTET_STREAM)], body.into()).into_response()
 }
 
+/// How many blocking reads run at once. A read loads each value from redb
+/// in full before it can ask the memory budget for room, so this bounds
+/// what reads hold outside the budget: one value (at most
+/// `--max-value-bytes`) per slot. Further reads wait their turn.
+const READ_SLOTS: usize = 4;
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READ_SLOTS);
+
 /// Runs a blocking read (a partition scan or a big batch) off the executor.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    let slot = READS
+        .acquire()
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("read task failed: {e}")))?
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("read slots closed: {e}")))?;
+    let result = tokio::task::spawn_blocking(f).await;
+    drop(slot);
+    result.map_err(|e| ApiError::new(ErrorCode::Internal, format!("read task failed: {e}")))?
 }
 
 /// Reads a batch request's frame under the batch size limit, the body
@@ -96,8 +107,12 @@ async fn read_batch(
 
 pub async fn kv_get(State(state): State<SharedState>, uri: Uri, headers: HeaderMap) -> ApiResult {
     let t = target(&uri, &headers, true, &state)?;
-    match state.engine.get(&t.store, key_of(&t))? {
-        Some(value) => Ok(octets(value)),
+    let mut held = Held::default();
+    let value = state.engine.get_admitted(&t.store, key_of(&t), |len| {
+        held.take(&state.body_budget, len)
+    })?;
+    match value {
+        Some(value) => Ok(octets(held.body(value))),
         None => Err(ApiError::key_not_found()),
     }
 }
@@ -154,12 +169,17 @@ pub async fn get_many(
     let limits = state.limits;
     let max_answer = state.max_response_bytes;
     let engine = state.engine.clone();
-    let answer = blocking(move || {
+    let state2 = state.clone();
+    let (answer, held) = blocking(move || {
         let keys = decode_keys(&frame.bytes, &limits)?;
-        Ok(engine.get_many_frame(&t.store, &keys, max_answer)?)
+        let mut held = Held::default();
+        let answer = engine.get_many_frame(&t.store, &keys, max_answer, |len| {
+            held.take(&state2.body_budget, len)
+        })?;
+        Ok((answer, held))
     })
     .await?;
-    Ok(octets(answer))
+    Ok(octets(held.body(answer)))
 }
 
 pub async fn set_many(
@@ -218,9 +238,24 @@ pub async fn list_keys(
     headers: HeaderMap,
 ) -> ApiResult {
     let t = target(&uri, &headers, false, &state)?;
-    let engine = state.engine.clone();
-    let keys = blocking(move || Ok(engine.list_keys(&t.store)?)).await?;
-    Ok(json(&KeyList { keys }))
+    let state2 = state.clone();
+    let (keys, mut held) = blocking(move || {
+        let mut held = Held::default();
+        let keys =
+            state2
+                .engine
+                .list_keys_admitted(&t.store, state2.max_response_bytes, |len| {
+                    held.take(&state2.body_budget, len)
+                })?;
+        Ok((keys, held))
+    })
+    .await?;
+    let body = serde_json::to_vec(&KeyList { keys })
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("encoding response: {e}")))?;
+    // On top of the list's room, which stays held until the answer is
+    // sent: the count errs high, never low.
+    held.take(&state.body_budget, body.len())?;
+    Ok(([(header::CONTENT_TYPE, JSON)], held.body(body)).into_response())
 }
 
 pub async fn sync(State(state): State<SharedState>) -> ApiResult {

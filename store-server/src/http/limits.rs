@@ -78,8 +78,11 @@ impl BodyLimit {
     }
 }
 
-/// The bytes of request bodies the server holds at once
-/// (`--max-inflight-body-bytes`): one permit per byte.
+/// The bytes of request and answer bodies the server holds at once
+/// (`--max-inflight-body-bytes`): one permit per byte. Requests reserve
+/// before they are read, answers before their values are copied, and both
+/// hold the room until the request is answered or the answer sent; so many
+/// small requests for large answers cannot add up past the budget.
 #[derive(Clone)]
 pub struct BodyBudget {
     permits: Arc<Semaphore>,
@@ -99,18 +102,57 @@ impl BodyBudget {
     /// Reserves room for a body of `len` bytes (the declared length, or
     /// the most it may be), or refuses at once: waiting would let slow
     /// clients queue without bound.
-    fn reserve(&self, len: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+    pub fn reserve(&self, len: usize) -> Result<OwnedSemaphorePermit, ApiError> {
         let n = len.clamp(1, self.total) as u32;
         self.permits.clone().try_acquire_many_owned(n).map_err(|_| {
             ApiError::new(
                 ErrorCode::Unavailable,
                 format!(
-                    "the server already holds its limit of {} bytes of request bodies \
-                     (--max-inflight-body-bytes); retry later",
+                    "the server already holds its limit of {} bytes of request and answer \
+                     bodies (--max-inflight-body-bytes); retry later",
                     self.total
                 ),
             )
         })
+    }
+}
+
+/// The room one answer holds in the [`BodyBudget`], grown as it is built.
+#[derive(Default)]
+pub struct Held(Option<OwnedSemaphorePermit>);
+
+impl Held {
+    /// Room for `len` more bytes, or `503 unavailable` when the budget is
+    /// spent.
+    pub fn take(&mut self, budget: &BodyBudget, len: usize) -> Result<(), ApiError> {
+        let permit = budget.reserve(len)?;
+        match &mut self.0 {
+            Some(held) => held.merge(permit),
+            None => self.0 = Some(permit),
+        }
+        Ok(())
+    }
+
+    /// The answer body. The room is tied to the bytes themselves, not to
+    /// the body: hyper drops a body once its last frame is queued, but a
+    /// slow reader keeps the bytes in the connection's write queue until
+    /// they are sent.
+    pub fn body(self, bytes: Vec<u8>) -> Body {
+        Body::from(Bytes::from_owner(Budgeted {
+            data: bytes,
+            _held: self,
+        }))
+    }
+}
+
+struct Budgeted {
+    data: Vec<u8>,
+    _held: Held,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
     }
 }
 
