@@ -10,6 +10,7 @@ pub mod batch;
 pub mod env;
 pub mod error;
 pub mod limits;
+pub mod mixed;
 pub mod query;
 pub mod routes;
 pub mod types;
@@ -17,5 +18,9 @@ pub mod types;
 pub use batch::{BatchError, decode_entries, decode_keys, encode_entries, encode_keys};
 pub use error::{ErrorBody, ErrorCode};
 pub use limits::Limits;
+pub use mixed::{
+    MixedError, MixedKind, MixedOp, MixedResult, decode_mixed_ops, decode_mixed_results,
+    encode_mixed_ops, encode_mixed_results,
+};
 pub use query::{QueryError, RequestTarget, encode_query, parse_query};
 pub use types::{CountResponse, DeleteResponse, KeyList, StoreInfo};

@@ -25,6 +25,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Response, StatusCode, Url};
 use tokio::runtime::Handle;
 
+use crate::batcher::{self, Batcher, Call, CallResult};
 use crate::error::{CallContext, Failure, Op};
 use crate::retry::RetryPolicy;
 use crate::token::TokenSource;
@@ -45,10 +46,11 @@ pub(crate) struct Shared {
     client: reqwest::Client,
     token: TokenSource,
     /// Scheme, authority and path prefix, without a trailing slash.
-    base: String,
+    pub(crate) base: String,
     /// `base` without credentials, for messages.
     pub(crate) server: String,
     retry: RetryPolicy,
+    pub(crate) batcher: Batcher,
 }
 
 pub(crate) struct TransportConfig {
@@ -59,6 +61,8 @@ pub(crate) struct TransportConfig {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_retries: u32,
+    pub(crate) batching: bool,
+    pub(crate) batch_always: bool,
 }
 
 pub(crate) struct Transport {
@@ -104,6 +108,7 @@ impl Transport {
                 retry: RetryPolicy {
                     max_retries: config.max_retries,
                 },
+                batcher: Batcher::new(config.batching, config.batch_always),
             }),
             handle,
             _runtime: runtime,
@@ -124,14 +129,13 @@ impl Transport {
 
     /// `<base><route>?store=..[&key=..]`.
     pub(crate) fn url(&self, route: &str, store: &str, key: Option<&str>) -> String {
-        let query = encode_query(store, key);
-        let base = &self.shared.base;
-        let mut url = String::with_capacity(base.len() + route.len() + 1 + query.len());
-        url.push_str(base);
-        url.push_str(route);
-        url.push('?');
-        url.push_str(&query);
-        url
+        self.shared.url(route, store, key)
+    }
+
+    /// A single-key call (get, set, delete, contains_key), batched with
+    /// concurrent ones when they pile up (see [`crate::batcher`]).
+    pub(crate) async fn single_key(&self, call: Call) -> CallResult {
+        batcher::call(&self.shared, &self.handle, call).await
     }
 
     pub(crate) fn sync_url(&self) -> String {
@@ -185,7 +189,19 @@ impl Transport {
 }
 
 impl Shared {
-    async fn execute<T, D, Fut>(
+    /// `<base><route>?store=..[&key=..]`.
+    pub(crate) fn url(&self, route: &str, store: &str, key: Option<&str>) -> String {
+        let query = encode_query(store, key);
+        let base = &self.base;
+        let mut url = String::with_capacity(base.len() + route.len() + 1 + query.len());
+        url.push_str(base);
+        url.push_str(route);
+        url.push('?');
+        url.push_str(&query);
+        url
+    }
+
+    pub(crate) async fn execute<T, D, Fut>(
         &self,
         op: Op,
         method: Method,

@@ -327,6 +327,25 @@ impl Engine {
         }
     }
 
+    /// Sends several independent writes to the writer together, so they
+    /// share one commit, and waits for each; every write gets its own
+    /// result, in order.
+    pub async fn write_many(&self, ops: Vec<WriteOp>) -> Vec<EngineResult<WriteOutcome>> {
+        let count = ops.len();
+        let receivers = match self.writer.submit_many(ops) {
+            Ok(receivers) => receivers,
+            Err(err) => return vec![Err(err); count],
+        };
+        let mut results = Vec::with_capacity(count);
+        for rx in receivers {
+            results.push(match rx.await {
+                Ok(result) => result.map(WriteOutcome::from),
+                Err(oneshot::error::RecvError { .. }) => Err(EngineError::Unavailable),
+            });
+        }
+        results
+    }
+
     pub async fn set(&self, store: &str, key: &str, value: Bytes) -> EngineResult<()> {
         self.write(WriteOp::Set {
             store: store.into(),

@@ -90,6 +90,10 @@ type ReplyTx = oneshot::Sender<EngineResult<Reply>>;
 
 enum Msg {
     Write(WriteOp, ReplyTx),
+    /// Writes from one mixed batch request, sent together so that they
+    /// join the same group (one commit) rather than racing the writer's
+    /// wake-up one by one.
+    WriteMany(Vec<(WriteOp, ReplyTx)>),
     Shutdown(oneshot::Sender<anyhow::Result<()>>),
     /// Makes the writer thread panic, so tests can check what a dead
     /// writer looks like from the outside. Not compiled into the server.
@@ -124,6 +128,28 @@ impl WriterHandle {
             .send(Msg::Write(op, reply))
             .map_err(|_| EngineError::Unavailable)?;
         Ok(rx)
+    }
+
+    /// Like [`Self::submit`] for several writes at once; they are applied in
+    /// order and share a commit unless a group limit splits them.
+    pub fn submit_many(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> EngineResult<Vec<oneshot::Receiver<EngineResult<Reply>>>> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(EngineError::Unavailable);
+        }
+        let mut receivers = Vec::with_capacity(ops.len());
+        let mut batch = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (reply, rx) = oneshot::channel();
+            batch.push((op, reply));
+            receivers.push(rx);
+        }
+        self.tx
+            .send(Msg::WriteMany(batch))
+            .map_err(|_| EngineError::Unavailable)?;
+        Ok(receivers)
     }
 
     pub fn state(&self) -> WriterState {
@@ -242,17 +268,22 @@ impl Writer {
             let mut shutdown = None;
             match first {
                 Msg::Write(op, reply) => group.push((op, reply)),
+                Msg::WriteMany(ops) => group.extend(ops),
                 Msg::Shutdown(done) => shutdown = Some(done),
                 #[cfg(test)]
                 Msg::Crash => panic!("writer crash requested by a test"),
             }
             if shutdown.is_none() {
-                let mut bytes = group[0].0.payload_bytes();
+                let mut bytes: usize = group.iter().map(|(op, _)| op.payload_bytes()).sum();
                 while group.len() < MAX_GROUP_OPS && bytes < MAX_GROUP_BYTES {
                     match rx.try_recv() {
                         Ok(Msg::Write(op, reply)) => {
                             bytes += op.payload_bytes();
                             group.push((op, reply));
+                        }
+                        Ok(Msg::WriteMany(ops)) => {
+                            bytes += ops.iter().map(|(op, _)| op.payload_bytes()).sum::<usize>();
+                            group.extend(ops);
                         }
                         Ok(Msg::Shutdown(done)) => {
                             shutdown = Some(done);
@@ -478,6 +509,9 @@ struct Tables<'txn> {
     next_pid: u64,
     total_keys: u64,
     store_count: u64,
+    /// The counters as read at the start of the group: a group that only
+    /// overwrites existing keys leaves them alone and writes no `meta` row.
+    loaded: (u64, u64, u64),
 }
 
 fn st(op: &'static str) -> impl Fn(redb::StorageError) -> EngineError {
@@ -505,20 +539,23 @@ impl<'txn> Tables<'txn> {
             next_pid,
             total_keys,
             store_count,
+            loaded: (next_pid, total_keys, store_count),
         })
     }
 
+    /// Writes back the counters that changed during the group.
     fn save_counters(&mut self) -> Result<(), Abort> {
         let w = st("write meta");
-        self.meta
-            .insert(META_NEXT_PARTITION, self.next_pid)
-            .map_err(&w)?;
-        self.meta
-            .insert(META_TOTAL_KEYS, self.total_keys)
-            .map_err(&w)?;
-        self.meta
-            .insert(META_STORE_COUNT, self.store_count)
-            .map_err(&w)?;
+        let (next_pid, total_keys, store_count) = self.loaded;
+        for (name, now, before) in [
+            (META_NEXT_PARTITION, self.next_pid, next_pid),
+            (META_TOTAL_KEYS, self.total_keys, total_keys),
+            (META_STORE_COUNT, self.store_count, store_count),
+        ] {
+            if now != before {
+                self.meta.insert(name, now).map_err(&w)?;
+            }
+        }
         Ok(())
     }
 

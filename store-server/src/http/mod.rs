@@ -1,6 +1,7 @@
 //! The HTTP API (see docs/protocol.md): routing, auth, metrics per request.
 
 pub mod auth;
+mod batch;
 pub mod errors;
 mod handlers;
 pub mod limits;
@@ -55,6 +56,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route(routes::STORE_KEYS, get(handlers::list_keys))
         .route(routes::SYNC, post(handlers::sync))
+        .route(routes::BATCH, post(batch::batch))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let public = Router::new()
         .route(routes::HEALTHZ, get(handlers::healthz))
@@ -137,6 +139,7 @@ fn operation_name(method: &Method, path: &str) -> &'static str {
         (routes::STORE, "DELETE") => "clear_store",
         (routes::STORE_KEYS, _) => "list_keys",
         (routes::SYNC, _) => "sync",
+        (routes::BATCH, _) => "batch",
         (routes::OPENAPI, _) => "openapi",
         (routes::HEALTHZ, _) => "healthz",
         (routes::READYZ, _) => "readyz",

@@ -33,6 +33,7 @@ mod tests {
             (routes::STORE, &["get", "delete"]),
             (routes::STORE_KEYS, &["get"]),
             (routes::SYNC, &["post"]),
+            (routes::BATCH, &["post"]),
             (routes::OPENAPI, &["get"]),
             (routes::HEALTHZ, &["get"]),
             (routes::READYZ, &["get"]),
