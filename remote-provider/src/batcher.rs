@@ -24,16 +24,17 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use drasi_lib::StateStoreError;
+use drasi_store_protocol::endpoints::{self, Endpoint};
 use drasi_store_protocol::{
-    DeleteResponse, ErrorCode, MixedKind, MixedOp, MixedResult, encode_mixed_ops, routes,
+    DeleteResponse, ErrorCode, MixedKind, MixedOp, MixedResult, encode_mixed_ops,
 };
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::answer;
 use crate::error::{CallContext, Failure, Op};
-use crate::transport::Shared;
+use crate::transport::{Shared, method_of};
 
 /// Requests in flight per lane. Two keep one batch on the wire while the
 /// previous one waits for its commit; more would only split the queue into
@@ -66,6 +67,15 @@ impl Call {
             MixedKind::Set => Op::Set,
             MixedKind::Delete => Op::Delete,
             MixedKind::ContainsKey => Op::ContainsKey,
+        }
+    }
+
+    fn endpoint(&self) -> &'static Endpoint {
+        match self.kind {
+            MixedKind::Get => &endpoints::GET,
+            MixedKind::Set => &endpoints::SET,
+            MixedKind::Delete => &endpoints::DELETE,
+            MixedKind::ContainsKey => &endpoints::CONTAINS_KEY,
         }
     }
 
@@ -240,11 +250,13 @@ fn hand_on(shared: Arc<Shared>, lane: usize) {
 impl Shared {
     /// One call on its own single-key route, as without batching.
     async fn single(&self, call: &Call) -> CallResult {
-        let url = self.url(routes::KV, &call.store, Some(&call.key));
+        let endpoint = call.endpoint();
+        let url = self.url(endpoint, Some(&call.store), Some(&call.key));
+        let method = method_of(endpoint);
         let op = call.op();
         let outcome = match call.kind {
             MixedKind::Get => {
-                self.execute(op, Method::GET, &url, None, &|r| async move {
+                self.execute(op, method, &url, None, &|r| async move {
                     Ok(match answer::value(r).await? {
                         Some(v) => MixedResult::Value(v),
                         None => MixedResult::Absent,
@@ -253,20 +265,20 @@ impl Shared {
                 .await
             }
             MixedKind::Set => {
-                self.execute(op, Method::PUT, &url, Some(&call.value), &|r| async move {
+                self.execute(op, method, &url, Some(&call.value), &|r| async move {
                     answer::unit(r).await.map(|()| MixedResult::Done)
                 })
                 .await
             }
             MixedKind::Delete => {
-                self.execute(op, Method::DELETE, &url, None, &|r| async move {
+                self.execute(op, method, &url, None, &|r| async move {
                     let answer: DeleteResponse = answer::json(r).await?;
                     Ok(present(answer.existed))
                 })
                 .await
             }
             MixedKind::ContainsKey => {
-                self.execute(op, Method::HEAD, &url, None, &|r| async move {
+                self.execute(op, method, &url, None, &|r| async move {
                     answer::exists(r).await.map(present)
                 })
                 .await
@@ -298,9 +310,15 @@ impl Shared {
         } else {
             Op::Get
         };
-        let url = format!("{}{}", self.base, routes::BATCH);
+        let url = self.url(&endpoints::BATCH, None, None);
         let outcome = self
-            .execute(op, Method::POST, &url, Some(&body), &answer::mixed)
+            .execute(
+                op,
+                method_of(&endpoints::BATCH),
+                &url,
+                Some(&body),
+                &answer::mixed,
+            )
             .await;
         match outcome {
             Ok(results) if results.len() == calls.len() => {

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use drasi_lib::{StateStoreError, StateStoreProvider, state_store::StateStoreResult};
 use drasi_store_protocol::{
-    CountResponse, KeyList, MixedKind, MixedResult, StoreInfo, encode_entries, encode_keys, routes,
+    CountResponse, KeyList, MixedKind, MixedResult, StoreInfo, encode_entries, encode_keys,
+    endpoints,
 };
-use reqwest::Method;
 
 use crate::answer;
 use crate::batcher::Call;
@@ -66,12 +66,11 @@ impl RemoteStateStoreProvider {
 
     async fn store_info(&self, op: Op, store_id: &str) -> StateStoreResult<StoreInfo> {
         let t = &self.transport;
-        let url = t.url(routes::STORE, store_id, None);
         t.call(
             op,
+            &endpoints::STORE_INFO,
             Some(store_id),
-            Method::GET,
-            url,
+            None,
             None,
             answer::json::<StoreInfo>,
         )
@@ -161,13 +160,12 @@ impl StateStoreProvider for RemoteStateStoreProvider {
             return Ok(HashMap::new());
         }
         let t = &self.transport;
-        let url = t.url(routes::GET_MANY, store_id, None);
         let body = Bytes::from(encode_keys(keys));
         t.call(
             Op::GetMany,
+            &endpoints::GET_MANY,
             Some(store_id),
-            Method::POST,
-            url,
+            None,
             Some(body),
             answer::entries,
         )
@@ -179,13 +177,12 @@ impl StateStoreProvider for RemoteStateStoreProvider {
             return Ok(());
         }
         let t = &self.transport;
-        let url = t.url(routes::SET_MANY, store_id, None);
         let body = Bytes::from(encode_entries(entries.iter().copied()));
         t.call(
             Op::SetMany,
+            &endpoints::SET_MANY,
             Some(store_id),
-            Method::POST,
-            url,
+            None,
             Some(body),
             answer::unit,
         )
@@ -197,14 +194,13 @@ impl StateStoreProvider for RemoteStateStoreProvider {
             return Ok(0);
         }
         let t = &self.transport;
-        let url = t.url(routes::DELETE_MANY, store_id, None);
         let body = Bytes::from(encode_keys(keys));
         let answer: CountResponse = t
             .call(
                 Op::DeleteMany,
+                &endpoints::DELETE_MANY,
                 Some(store_id),
-                Method::POST,
-                url,
+                None,
                 Some(body),
                 answer::json::<CountResponse>,
             )
@@ -214,13 +210,12 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn clear_store(&self, store_id: &str) -> StateStoreResult<usize> {
         let t = &self.transport;
-        let url = t.url(routes::STORE, store_id, None);
         let answer: CountResponse = t
             .call(
                 Op::ClearStore,
+                &endpoints::CLEAR_STORE,
                 Some(store_id),
-                Method::DELETE,
-                url,
+                None,
                 None,
                 answer::json::<CountResponse>,
             )
@@ -230,13 +225,12 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn list_keys(&self, store_id: &str) -> StateStoreResult<Vec<String>> {
         let t = &self.transport;
-        let url = t.url(routes::STORE_KEYS, store_id, None);
         let answer: KeyList = t
             .call(
                 Op::ListKeys,
+                &endpoints::LIST_KEYS,
                 Some(store_id),
-                Method::GET,
-                url,
+                None,
                 None,
                 answer::json::<KeyList>,
             )
@@ -256,15 +250,8 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn sync(&self) -> StateStoreResult<()> {
         let t = &self.transport;
-        t.call(
-            Op::Sync,
-            None,
-            Method::POST,
-            t.sync_url(),
-            None,
-            answer::unit,
-        )
-        .await
+        t.call(Op::Sync, &endpoints::SYNC, None, None, None, answer::unit)
+            .await
     }
 
     /// The server acknowledges a write only once it is committed (durably,

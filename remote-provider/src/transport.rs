@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drasi_lib::StateStoreError;
+use drasi_store_protocol::endpoints::{self, Endpoint, Query};
 use drasi_store_protocol::{ErrorBody, encode_query, routes};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Response, StatusCode, Url};
@@ -46,7 +47,7 @@ pub(crate) struct Shared {
     client: reqwest::Client,
     token: TokenSource,
     /// Scheme, authority and path prefix, without a trailing slash.
-    pub(crate) base: String,
+    base: String,
     /// `base` without credentials, for messages.
     pub(crate) server: String,
     retry: RetryPolicy,
@@ -127,31 +128,21 @@ impl Transport {
         self.shared.retry.max_retries
     }
 
-    /// `<base><route>?store=..[&key=..]`.
-    pub(crate) fn url(&self, route: &str, store: &str, key: Option<&str>) -> String {
-        self.shared.url(route, store, key)
-    }
-
     /// A single-key call (get, set, delete, contains_key), batched with
     /// concurrent ones when they pile up (see [`crate::batcher`]).
     pub(crate) async fn single_key(&self, call: Call) -> CallResult {
         batcher::call(&self.shared, &self.handle, call).await
     }
 
-    pub(crate) fn sync_url(&self) -> String {
-        format!("{}{}", self.shared.base, routes::SYNC)
-    }
-
-    /// Runs one operation (with its retries) on the owned runtime and maps
-    /// a final failure to a [`StateStoreError`] naming `op`, `store` and the
-    /// server. `decode` turns a successful answer (2xx, or 404 with the
-    /// key-not-found header) into the result.
+    /// Calls `endpoint` for trait method `op`; `store` and `key` are the
+    /// query parameters the endpoint takes.
+    #[allow(clippy::too_many_arguments)] // one argument per part of a request
     pub(crate) async fn call<T, D, Fut>(
         &self,
         op: Op,
+        endpoint: &'static Endpoint,
         store: Option<&str>,
-        method: Method,
-        url: String,
+        key: Option<&str>,
         body: Option<Bytes>,
         decode: D,
     ) -> Result<T, StateStoreError>
@@ -160,6 +151,18 @@ impl Transport {
         D: Fn(Response) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, Failure>> + Send + 'static,
     {
+        debug_assert_eq!(
+            (store.is_some(), key.is_some()),
+            match endpoint.query {
+                Query::None => (false, false),
+                Query::Store => (true, false),
+                Query::StoreAndKey => (true, true),
+            },
+            "{} takes other query parameters",
+            endpoint.operation.as_str()
+        );
+        let url = self.shared.url(endpoint, store, key);
+        let method = method_of(endpoint);
         let shared = Arc::clone(&self.shared);
         let task = self.handle.spawn(async move {
             shared
@@ -188,14 +191,33 @@ impl Transport {
     }
 }
 
+/// The reqwest method of an endpoint.
+pub(crate) fn method_of(endpoint: &Endpoint) -> Method {
+    match endpoint.method {
+        endpoints::Method::Get => Method::GET,
+        endpoints::Method::Head => Method::HEAD,
+        endpoints::Method::Put => Method::PUT,
+        endpoints::Method::Post => Method::POST,
+        endpoints::Method::Delete => Method::DELETE,
+    }
+}
+
 impl Shared {
-    /// `<base><route>?store=..[&key=..]`.
-    pub(crate) fn url(&self, route: &str, store: &str, key: Option<&str>) -> String {
-        let query = encode_query(store, key);
+    /// `<base><path>[?store=..[&key=..]]`.
+    pub(crate) fn url(
+        &self,
+        endpoint: &Endpoint,
+        store: Option<&str>,
+        key: Option<&str>,
+    ) -> String {
         let base = &self.base;
-        let mut url = String::with_capacity(base.len() + route.len() + 1 + query.len());
+        let Some(store) = store else {
+            return format!("{base}{}", endpoint.path);
+        };
+        let query = encode_query(store, key);
+        let mut url = String::with_capacity(base.len() + endpoint.path.len() + 1 + query.len());
         url.push_str(base);
-        url.push_str(route);
+        url.push_str(endpoint.path);
         url.push('?');
         url.push_str(&query);
         url

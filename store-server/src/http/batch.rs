@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use drasi_store_protocol::routes::OCTET_STREAM;
 use drasi_store_protocol::{
-    ErrorBody, MixedKind, MixedResult, decode_mixed_ops, encode_mixed_results,
+    ErrorBody, ErrorCode, MixedKind, MixedResult, decode_mixed_ops, encode_mixed_results,
 };
 
 use super::SharedState;

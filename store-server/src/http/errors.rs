@@ -64,7 +64,6 @@ impl From<EngineError> for ApiError {
         let code = match e {
             EngineError::Storage { .. } => ErrorCode::StorageError,
             EngineError::Unavailable => ErrorCode::Unavailable,
-            EngineError::Malformed(_) => ErrorCode::MalformedBody,
         };
         ApiError::new(code, e.to_string())
     }
