@@ -194,18 +194,20 @@ pub(crate) async fn call(shared: &Arc<Shared>, handle: &Handle, call: Call) -> C
             run_on(handle, async move { shared.single(&call).await }).await
         }
         Admission::Go(call) => {
-            let shared = Arc::clone(shared);
-            let lane = call.lane();
+            let slot = Slot {
+                shared: Arc::clone(shared),
+                lane: call.lane(),
+            };
             run_on(handle, async move {
-                let result = if shared.batcher.always {
+                let shared = &slot.shared;
+                if shared.batcher.always {
                     let (tx, rx) = oneshot::channel();
                     shared.send_batch(vec![(call, tx)]).await;
                     rx.await.unwrap_or_else(|_| Err(runtime_gone()))
                 } else {
                     shared.single(&call).await
-                };
-                hand_on(shared, lane);
-                result
+                }
+                // `slot` drops here and hands the lane on.
             })
             .await
         }
@@ -231,20 +233,35 @@ fn runtime_gone() -> StateStoreError {
     StateStoreError::Other("remote state store: the provider's I/O runtime has shut down".into())
 }
 
-/// After a request on `lane` finished: send what queued up meanwhile (in a
-/// task of its own, so the finished call's answer is not held up), or free
-/// the slot.
-fn hand_on(shared: Arc<Shared>, lane: usize) {
-    let Some(first) = shared.batcher.next_batch(lane) else {
-        return;
-    };
-    tokio::spawn(async move {
-        let mut batch = Some(first);
-        while let Some(calls) = batch {
-            shared.send_batch(calls).await;
-            batch = shared.batcher.next_batch(lane);
+/// A lane slot held by a call that went out alone. Dropping it, when the
+/// request finished (or its task panicked or was cancelled), sends what
+/// queued up meanwhile, in a task of its own so the finished call's answer
+/// is not held up, or frees the slot: queued calls are never stranded.
+struct Slot {
+    shared: Arc<Shared>,
+    lane: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(first) = self.shared.batcher.next_batch(self.lane) else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let lane = self.lane;
+        let drain = async move {
+            let mut batch = Some(first);
+            while let Some(calls) = batch {
+                shared.send_batch(calls).await;
+                batch = shared.batcher.next_batch(lane);
+            }
+        };
+        // Outside a runtime (the provider's is shutting down) the queued
+        // calls' replies drop and their callers get a clear error.
+        if let Ok(runtime) = Handle::try_current() {
+            runtime.spawn(drain);
         }
-    });
+    }
 }
 
 impl Shared {
@@ -398,5 +415,103 @@ fn present(yes: bool) -> MixedResult {
         MixedResult::Present
     } else {
         MixedResult::Absent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(kind: MixedKind, value_len: usize) -> Call {
+        Call {
+            kind,
+            store: "s".into(),
+            key: "k".into(),
+            value: Bytes::from(vec![0u8; value_len]),
+        }
+    }
+
+    fn in_flight(b: &Batcher, lane: usize) -> usize {
+        lock(&b.lanes[lane]).in_flight
+    }
+
+    #[test]
+    fn calls_go_alone_until_the_lane_is_full_then_queue() {
+        let b = Batcher::new(true, false);
+        for _ in 0..MAX_IN_FLIGHT {
+            assert!(matches!(b.admit(call(MixedKind::Set, 8)), Admission::Go(_)));
+        }
+        let _rx1 = match b.admit(call(MixedKind::Set, 8)) {
+            Admission::Queued(rx) => rx,
+            _ => panic!("a full lane must queue"),
+        };
+        let _rx2 = match b.admit(call(MixedKind::Delete, 0)) {
+            Admission::Queued(rx) => rx,
+            _ => panic!("a full lane must queue"),
+        };
+        // Reads have a lane of their own: a busy write lane does not hold
+        // them up.
+        assert!(matches!(b.admit(call(MixedKind::Get, 0)), Admission::Go(_)));
+        assert_eq!(in_flight(&b, 1), MAX_IN_FLIGHT);
+
+        // A finished request takes the whole queue and keeps its slot...
+        let batch = b.next_batch(1).expect("queued calls");
+        assert_eq!(batch.len(), 2);
+        assert_eq!(in_flight(&b, 1), MAX_IN_FLIGHT);
+        // ...and gives the slot back once nothing is queued.
+        assert!(b.next_batch(1).is_none());
+        assert_eq!(in_flight(&b, 1), MAX_IN_FLIGHT - 1);
+    }
+
+    #[test]
+    fn batches_are_bounded_by_calls_and_bytes() {
+        let b = Batcher::new(true, false);
+        for _ in 0..MAX_IN_FLIGHT {
+            assert!(matches!(b.admit(call(MixedKind::Set, 8)), Admission::Go(_)));
+        }
+        let mut receivers = Vec::new();
+        for _ in 0..MAX_BATCH_CALLS + 10 {
+            match b.admit(call(MixedKind::Set, 8)) {
+                Admission::Queued(rx) => receivers.push(rx),
+                _ => panic!("a full lane must queue"),
+            }
+        }
+        assert_eq!(b.next_batch(1).unwrap().len(), MAX_BATCH_CALLS);
+        assert_eq!(b.next_batch(1).unwrap().len(), 10);
+        assert!(b.next_batch(1).is_none());
+
+        // 32 KiB values: a 1 MiB batch holds fewer than 32 of them.
+        let big = 32 * 1024;
+        for _ in 0..40 {
+            match b.admit(call(MixedKind::Set, big)) {
+                Admission::Queued(rx) => receivers.push(rx),
+                Admission::Go(_) => {}
+                Admission::Alone(_) => panic!("32 KiB calls are batchable"),
+            }
+        }
+        let first = b.next_batch(1).unwrap();
+        let bytes: usize = first.iter().map(|(c, _)| c.encoded_bytes()).sum();
+        assert!(bytes <= MAX_BATCH_BYTES, "{bytes}");
+        assert!(first.len() < 40);
+        let rest = b.next_batch(1).unwrap();
+        assert_eq!(first.len() + rest.len(), 40 - 1);
+    }
+
+    #[test]
+    fn large_calls_and_disabled_batching_go_alone() {
+        let b = Batcher::new(true, false);
+        assert!(matches!(
+            b.admit(call(MixedKind::Set, MAX_BATCHED_CALL_BYTES)),
+            Admission::Alone(_)
+        ));
+        assert_eq!(in_flight(&b, 1), 0);
+        let off = Batcher::new(false, true);
+        for _ in 0..10 {
+            assert!(matches!(
+                off.admit(call(MixedKind::Set, 8)),
+                Admission::Alone(_)
+            ));
+        }
+        assert!(!off.always, "always needs batching on");
     }
 }

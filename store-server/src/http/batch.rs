@@ -90,10 +90,17 @@ pub async fn batch(
         }
     }
 
+    // Every slot is filled above: each call is an error, a read, or a write
+    // with an outcome.
     let results: Vec<MixedResult> = results
         .into_iter()
         .map(|r| {
-            r.unwrap_or_else(|| engine_error(EngineError::Malformed("call left unanswered".into())))
+            r.unwrap_or_else(|| {
+                MixedResult::Error(ErrorBody {
+                    code: ErrorCode::Internal,
+                    message: "the server left this call unanswered".into(),
+                })
+            })
         })
         .collect();
     Ok((
