@@ -53,6 +53,9 @@ pub enum Operation {
     Import,
     /// The server's durability mode and version.
     Info,
+    /// Many independent get/set/delete/contains_key calls in one request
+    /// (see [`crate::mixed`]).
+    Batch,
     OpenApi,
     Healthz,
     Readyz,
@@ -76,6 +79,7 @@ impl Operation {
             Operation::Snapshot => "snapshot",
             Operation::Import => "import",
             Operation::Info => "info",
+            Operation::Batch => "batch",
             Operation::OpenApi => "openapi",
             Operation::Healthz => "healthz",
             Operation::Readyz => "readyz",
@@ -105,6 +109,10 @@ pub enum Body {
     KeysFrame,
     /// An entries frame ([`crate::batch`]).
     EntriesFrame,
+    /// A mixed batch request frame ([`crate::mixed`]).
+    MixedBatchFrame,
+    /// A mixed batch answer frame: one result per call ([`crate::mixed`]).
+    MixedResultsFrame,
     /// JSON described by the named schema: one of this crate's types, or
     /// `ProbeBody` for the health probes.
     Json(&'static str),
@@ -325,6 +333,17 @@ pub const INFO: Endpoint = data(
     Body::Json("ServerInfo"),
     "The server's durability mode and version",
 );
+pub const BATCH: Endpoint = data(
+    Method::Post,
+    routes::BATCH,
+    Operation::Batch,
+    Query::None,
+    Body::MixedBatchFrame,
+    200,
+    Body::MixedResultsFrame,
+    "Many independent get/set/delete/contains_key calls, each with its own result; \
+     writes answered after the commit that holds them; a call with bad input fails alone",
+);
 pub const OPENAPI: Endpoint = public(
     routes::OPENAPI,
     Operation::OpenApi,
@@ -351,7 +370,7 @@ pub const METRICS: Endpoint = public(
 );
 
 /// Every endpoint the server serves.
-pub const ALL: [&Endpoint; 18] = [
+pub const ALL: [&Endpoint; 19] = [
     &GET,
     &CONTAINS_KEY,
     &SET,
@@ -366,6 +385,7 @@ pub const ALL: [&Endpoint; 18] = [
     &SNAPSHOT,
     &IMPORT,
     &INFO,
+    &BATCH,
     &OPENAPI,
     &HEALTHZ,
     &READYZ,

@@ -25,6 +25,9 @@ pub const DELETE_MANY: &str = "/v1/kv/delete-many";
 pub const STORE: &str = "/v1/store";
 /// `GET` -> [`crate::KeyList`]. Query: `store`.
 pub const STORE_KEYS: &str = "/v1/store/keys";
+/// `POST`, body: mixed batch of independent single-key calls (see
+/// [`crate::mixed`]); response: one result per call.
+pub const BATCH: &str = "/v1/batch";
 /// `POST` -> 204 once everything acknowledged so far is durable.
 pub const SYNC: &str = "/v1/sync";
 /// `GET` -> [`crate::ServerInfo`] (durability mode, version).

@@ -127,31 +127,37 @@ impl CallContext<'_> {
     }
 
     pub(crate) fn into_error(self, failure: Failure) -> StateStoreError {
+        self.error_for(&failure)
+    }
+
+    /// Like [`Self::into_error`] for a failure shared by several calls (a
+    /// batch request that failed as a whole).
+    pub(crate) fn error_for(&self, failure: &Failure) -> StateStoreError {
         let prefix = self.prefix();
         match failure {
             Failure::Connect(err) => StateStoreError::StorageError(format!(
                 "{prefix}: cannot connect: {}",
-                error_chain(&err)
+                error_chain(err)
             )),
             Failure::Transport(err) if err.is_timeout() => StateStoreError::StorageError(format!(
                 "{prefix}: timed out waiting for the server: {}",
-                error_chain(&err)
+                error_chain(err)
             )),
             Failure::Transport(err) => StateStoreError::StorageError(format!(
                 "{prefix}: request failed: {}",
-                error_chain(&err)
+                error_chain(err)
             )),
             Failure::Decode(detail) => {
                 StateStoreError::SerializationError(format!("{prefix}: bad answer: {detail}"))
             }
             Failure::Local(detail) => StateStoreError::Other(format!("{prefix}: {detail}")),
-            Failure::Status { status, body } => status_error(&prefix, status, body),
+            Failure::Status { status, body } => status_error(&prefix, *status, body.as_ref()),
         }
     }
 }
 
-fn status_error(prefix: &str, status: StatusCode, body: Option<ErrorBody>) -> StateStoreError {
-    let detail = match &body {
+fn status_error(prefix: &str, status: StatusCode, body: Option<&ErrorBody>) -> StateStoreError {
+    let detail = match body {
         Some(body) => format!(
             "HTTP {} {}: {}",
             status.as_u16(),
@@ -160,7 +166,7 @@ fn status_error(prefix: &str, status: StatusCode, body: Option<ErrorBody>) -> St
         ),
         None => format!("HTTP {status}"),
     };
-    let code = body.as_ref().map(|b| b.code);
+    let code = body.map(|b| b.code);
     match (status.as_u16(), code) {
         (413, _) => StateStoreError::Other(format!(
             "{prefix}: rejected as too large by the server's limits ({detail})"

@@ -28,6 +28,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 use tokio::runtime::Handle;
 
 use crate::answer;
+use crate::batcher::{self, Batcher, Call, CallResult};
 use crate::error::{CallContext, Failure, Op};
 use crate::retry::RetryPolicy;
 use crate::token::TokenSource;
@@ -56,6 +57,7 @@ pub(crate) struct Shared {
     durability: DurabilityCache,
     /// Bounds a blocking `/v1/info` lookup.
     timeout: Duration,
+    pub(crate) batcher: Batcher,
 }
 
 /// What the server said about its durability: from the `x-drasi-durability`
@@ -93,6 +95,8 @@ pub(crate) struct TransportConfig {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_retries: u32,
+    pub(crate) batching: bool,
+    pub(crate) batch_always: bool,
 }
 
 pub(crate) struct Transport {
@@ -140,6 +144,7 @@ impl Transport {
                 },
                 durability: DurabilityCache::default(),
                 timeout: config.timeout,
+                batcher: Batcher::new(config.batching, config.batch_always),
             }),
             handle,
             _runtime: runtime,
@@ -184,30 +189,10 @@ impl Transport {
         rx.recv_timeout(wait).ok().flatten()
     }
 
-    /// `<base><path>[?store=..[&key=..]]`, or, when that query would be
-    /// longer than [`routes::MAX_TARGET_IN_URI`], `<base><path>` and the
-    /// query for the target header: every key within the server's limit
-    /// stays reachable, however long it is once percent-encoded.
-    fn url(
-        &self,
-        endpoint: &Endpoint,
-        store: Option<&str>,
-        key: Option<&str>,
-    ) -> (String, Option<String>) {
-        let base = &self.shared.base;
-        let Some(store) = store else {
-            return (format!("{base}{}", endpoint.path), None);
-        };
-        let query = encode_query(store, key);
-        if query.len() > routes::MAX_TARGET_IN_URI {
-            return (format!("{base}{}", endpoint.path), Some(query));
-        }
-        let mut url = String::with_capacity(base.len() + endpoint.path.len() + 1 + query.len());
-        url.push_str(base);
-        url.push_str(endpoint.path);
-        url.push('?');
-        url.push_str(&query);
-        (url, None)
+    /// A single-key call (get, set, delete, contains_key), batched with
+    /// concurrent ones when they pile up (see [`crate::batcher`]).
+    pub(crate) async fn single_key(&self, call: Call) -> CallResult {
+        batcher::call(&self.shared, &self.handle, call).await
     }
 
     /// Calls `endpoint` for trait method `op`; `store` and `key` are the
@@ -239,14 +224,8 @@ impl Transport {
             "{} takes other query parameters",
             endpoint.operation.as_str()
         );
-        let (url, target) = self.url(endpoint, store, key);
-        let method = match endpoint.method {
-            endpoints::Method::Get => Method::GET,
-            endpoints::Method::Head => Method::HEAD,
-            endpoints::Method::Put => Method::PUT,
-            endpoints::Method::Post => Method::POST,
-            endpoints::Method::Delete => Method::DELETE,
-        };
+        let (url, target) = self.shared.url(endpoint, store, key);
+        let method = method_of(endpoint);
         let shared = Arc::clone(&self.shared);
         let task = self.handle.spawn(async move {
             shared
@@ -272,6 +251,17 @@ impl Transport {
             }
             .into_error(failure)
         })
+    }
+}
+
+/// The reqwest method of an endpoint.
+pub(crate) fn method_of(endpoint: &Endpoint) -> Method {
+    match endpoint.method {
+        endpoints::Method::Get => Method::GET,
+        endpoints::Method::Head => Method::HEAD,
+        endpoints::Method::Put => Method::PUT,
+        endpoints::Method::Post => Method::POST,
+        endpoints::Method::Delete => Method::DELETE,
     }
 }
 
@@ -307,7 +297,33 @@ impl Shared {
         }
     }
 
-    async fn execute<T, D, Fut>(
+    /// `<base><path>[?store=..[&key=..]]`, or, when that query would be
+    /// longer than [`routes::MAX_TARGET_IN_URI`], `<base><path>` and the
+    /// query for the target header: every key within the server's limit
+    /// stays reachable, however long it is once percent-encoded.
+    pub(crate) fn url(
+        &self,
+        endpoint: &Endpoint,
+        store: Option<&str>,
+        key: Option<&str>,
+    ) -> (String, Option<String>) {
+        let base = &self.base;
+        let Some(store) = store else {
+            return (format!("{base}{}", endpoint.path), None);
+        };
+        let query = encode_query(store, key);
+        if query.len() > routes::MAX_TARGET_IN_URI {
+            return (format!("{base}{}", endpoint.path), Some(query));
+        }
+        let mut url = String::with_capacity(base.len() + endpoint.path.len() + 1 + query.len());
+        url.push_str(base);
+        url.push_str(endpoint.path);
+        url.push('?');
+        url.push_str(&query);
+        (url, None)
+    }
+
+    pub(crate) async fn execute<T, D, Fut>(
         &self,
         op: Op,
         method: Method,

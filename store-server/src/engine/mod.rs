@@ -27,7 +27,8 @@ use crate::config::DurabilityMode;
 use crate::metrics::Metrics;
 use database::{DbSlot, Reader};
 use schema::{GARBAGE, KV, META, META_STORE_COUNT, META_TOTAL_KEYS, STORES};
-use writer::{Reply, WriteOp, WriterHandle, WriterState};
+pub(crate) use writer::{Reply, WriteOp};
+use writer::{WriterHandle, WriterState};
 
 #[derive(Debug, Clone, Error)]
 pub enum EngineError {
@@ -410,6 +411,13 @@ impl Engine {
     /// Sends one write to the group-commit writer and waits for the commit.
     async fn write(&self, op: WriteOp) -> EngineResult<Reply> {
         self.writer.write(op).await
+    }
+
+    /// Sends several independent writes to the writer together, so they
+    /// share one commit, and waits for each; every write gets its own
+    /// result, in order.
+    pub(crate) async fn write_many(&self, ops: Vec<WriteOp>) -> Vec<EngineResult<Reply>> {
+        self.writer.write_many(ops).await
     }
 
     pub async fn set(&self, store: &str, key: &str, value: Bytes) -> EngineResult<()> {

@@ -23,6 +23,9 @@ pub(crate) struct Tables<'txn> {
     next_pid: u64,
     total_keys: u64,
     store_count: u64,
+    /// The counters as read at the start of the group: a group that only
+    /// overwrites existing keys leaves them alone and writes no `meta` row.
+    loaded: (u64, u64, u64),
 }
 
 impl<'txn> Tables<'txn> {
@@ -43,18 +46,23 @@ impl<'txn> Tables<'txn> {
             next_pid,
             total_keys,
             store_count,
+            loaded: (next_pid, total_keys, store_count),
         })
     }
 
+    /// Writes back the counters the group changed.
     pub(crate) fn save_counters(&mut self) -> EngineResult<()> {
         const OP: &str = "write meta";
-        self.meta
-            .insert(META_NEXT_PARTITION, self.next_pid)
-            .ctx(OP)?;
-        self.meta.insert(META_TOTAL_KEYS, self.total_keys).ctx(OP)?;
-        self.meta
-            .insert(META_STORE_COUNT, self.store_count)
-            .ctx(OP)?;
+        let (next_pid, total_keys, store_count) = self.loaded;
+        for (name, now, before) in [
+            (META_NEXT_PARTITION, self.next_pid, next_pid),
+            (META_TOTAL_KEYS, self.total_keys, total_keys),
+            (META_STORE_COUNT, self.store_count, store_count),
+        ] {
+            if now != before {
+                self.meta.insert(name, now).ctx(OP)?;
+            }
+        }
         Ok(())
     }
 

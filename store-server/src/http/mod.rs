@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod auth;
+mod batch;
 pub mod errors;
 mod handlers;
 pub mod limits;
@@ -98,6 +99,7 @@ fn method_router(e: &Endpoint) -> MethodRouter<SharedState> {
         Operation::Snapshot => on(filter, admin::snapshot),
         Operation::Import => on(filter, admin::import),
         Operation::Info => on(filter, handlers::info),
+        Operation::Batch => on(filter, batch::batch),
         Operation::OpenApi => on(filter, handlers::openapi),
         Operation::Healthz => on(filter, handlers::healthz),
         Operation::Readyz => on(filter, handlers::readyz),

@@ -54,6 +54,8 @@ pub fn document() -> OpenApi {
         .schema("KeysFrame", octets(KEYS_FRAME))
         .schema("EntriesFrame", octets(ENTRIES_FRAME))
         .schema("Snapshot", snapshot_stream())
+        .schema("MixedBatchFrame", octets(MIXED_BATCH_FRAME))
+        .schema("MixedResultsFrame", octets(MIXED_RESULTS_FRAME))
         .security_scheme(
             BEARER,
             SecurityScheme::Http(
@@ -95,6 +97,17 @@ bytes. At most --max-batch-entries keys; no trailing bytes.";
 const ENTRIES_FRAME: &str = "Big-endian u32 count, then per entry: u32 key length, the key's \
 UTF-8 bytes, u32 value length, the value bytes. At most --max-batch-entries entries; no \
 trailing bytes.";
+
+const MIXED_BATCH_FRAME: &str = "Big-endian u32 count, then per call: u8 operation (1 get, \
+2 set, 3 delete, 4 contains_key), u32 store_id length, the store_id's UTF-8 bytes, u32 key \
+length, the key's UTF-8 bytes, and for set only u32 value length and the value bytes. At most \
+--max-batch-entries calls; no trailing bytes.";
+
+const MIXED_RESULTS_FRAME: &str = "Big-endian u32 count (the request's), then per call in \
+request order: u8 result: 0 done (set applied), 1 value (u32 length, bytes: get found the \
+key), 2 absent (get: no key; contains_key: false; delete: did not exist), 3 present \
+(contains_key: true; delete: existed), 4 error (u32 length, an ErrorCode name, u32 length, a \
+UTF-8 message; that call was not applied).";
 
 fn http_method(m: Method) -> HttpMethod {
     match m {
@@ -211,6 +224,14 @@ fn content(body: Body) -> Option<(&'static str, RefOr<Schema>)> {
         Body::Value => Some((OCTET_STREAM, octets("The value, as raw bytes.").into())),
         Body::KeysFrame => Some((OCTET_STREAM, Ref::from_schema_name("KeysFrame").into())),
         Body::EntriesFrame => Some((OCTET_STREAM, Ref::from_schema_name("EntriesFrame").into())),
+        Body::MixedBatchFrame => Some((
+            OCTET_STREAM,
+            Ref::from_schema_name("MixedBatchFrame").into(),
+        )),
+        Body::MixedResultsFrame => Some((
+            OCTET_STREAM,
+            Ref::from_schema_name("MixedResultsFrame").into(),
+        )),
         Body::Json(name) => Some((JSON, Ref::from_schema_name(name).into())),
         Body::Snapshot => Some((SNAPSHOT, Ref::from_schema_name("Snapshot").into())),
         Body::OpenApiDocument => Some((JSON, ObjectBuilder::new().into())),

@@ -56,6 +56,21 @@ pub fn remote() -> Subject {
     }
 }
 
+/// The remote provider with every single-key call sent through the batch
+/// route (`POST /v1/batch`), so the whole suite holds that path to the same
+/// contract; under concurrency (`concurrent_writers`) calls also share
+/// batches.
+pub fn remote_batched() -> Subject {
+    let (server, dir) = start_server(&["--max-key-bytes", &REMOTE_MAX_KEY_BYTES.to_string()]);
+    let provider = batched_provider(&server);
+    Subject {
+        provider: Arc::new(provider),
+        key_limit: Some(REMOTE_MAX_KEY_BYTES),
+        _dir: Some(dir),
+        _server: Some(server),
+    }
+}
+
 /// A real server process with a token on a temp data dir.
 pub fn start_server(args: &[&str]) -> (ServerProcess, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -176,4 +191,13 @@ fn on_own_runtime<F: std::future::Future<Output = ()> + Send + 'static>(work: F)
     })
     .join()
     .expect("setup thread panicked");
+}
+
+pub fn batched_provider(server: &ServerProcess) -> RemoteStateStoreProvider {
+    RemoteStateStoreProvider::builder(server.url())
+        .token(server.token().expect("server has a token"))
+        .timeout(Duration::from_secs(30))
+        .batch_every_call(true)
+        .build()
+        .expect("build remote provider")
 }

@@ -110,6 +110,7 @@ impl Writer {
             let mut shutdown = None;
             match first {
                 Msg::Write(op, reply) => group.push((op, reply)),
+                Msg::WriteMany(ops) => group.extend(ops),
                 Msg::Shutdown(done) => shutdown = Some(done),
                 #[cfg(test)]
                 Msg::Crash => panic!("writer crash requested by a test"),
@@ -121,12 +122,16 @@ impl Writer {
                 }
             }
             if shutdown.is_none() {
-                let mut bytes = group[0].0.payload_bytes();
+                let mut bytes: usize = group.iter().map(|(op, _)| op.payload_bytes()).sum();
                 while group.len() < MAX_GROUP_OPS && bytes < MAX_GROUP_BYTES {
                     match rx.try_recv() {
                         Ok(Msg::Write(op, reply)) => {
                             bytes += op.payload_bytes();
                             group.push((op, reply));
+                        }
+                        Ok(Msg::WriteMany(ops)) => {
+                            bytes += ops.iter().map(|(op, _)| op.payload_bytes()).sum::<usize>();
+                            group.extend(ops);
                         }
                         Ok(Msg::Shutdown(done)) => {
                             shutdown = Some(done);

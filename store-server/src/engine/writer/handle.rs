@@ -85,6 +85,35 @@ impl WriterHandle {
         }
     }
 
+    /// Queues several writes as one message, so they are applied in order
+    /// and share a commit (unless a group limit splits them), and waits for
+    /// each; every write gets its own result.
+    pub async fn write_many(&self, ops: Vec<WriteOp>) -> Vec<EngineResult<Reply>> {
+        let count = ops.len();
+        if self.stopping.load(Ordering::Acquire) {
+            return vec![Err(EngineError::Unavailable); count];
+        }
+        let mut receivers = Vec::with_capacity(count);
+        let mut batch = Vec::with_capacity(count);
+        for op in ops {
+            let (reply, rx) = oneshot::channel();
+            batch.push((op, reply));
+            receivers.push(rx);
+        }
+        if self.tx.send(Msg::WriteMany(batch)).is_err() {
+            return vec![Err(EngineError::Unavailable); count];
+        }
+        let mut results = Vec::with_capacity(count);
+        for rx in receivers {
+            results.push(match rx.await {
+                Ok(result) => result,
+                // The writer dropped the reply: it died mid-group.
+                Err(oneshot::error::RecvError { .. }) => Err(EngineError::Unavailable),
+            });
+        }
+        results
+    }
+
     pub fn state(&self) -> WriterState {
         let guard = self.thread.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {

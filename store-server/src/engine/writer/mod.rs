@@ -81,6 +81,10 @@ type ReplyTx = oneshot::Sender<EngineResult<Reply>>;
 
 enum Msg {
     Write(WriteOp, ReplyTx),
+    /// Writes from one mixed batch request, sent together so that they
+    /// join the same group (one commit) rather than racing the writer's
+    /// wake-up one by one.
+    WriteMany(Vec<(WriteOp, ReplyTx)>),
     Shutdown(oneshot::Sender<anyhow::Result<()>>),
     /// Makes the writer thread panic, so tests can check what a dead
     /// writer looks like from the outside. Not compiled into the server.
