@@ -116,9 +116,17 @@ pub fn resolved_image(store: &DrasiStateStore, ctx: &BuildContext) -> String {
         .unwrap_or_else(|| ctx.server_image.clone())
 }
 
-/// The token handed to clients: the first non-empty line of the token file.
+/// The tokens of a token file, in order: its lines, trimmed, without blank
+/// lines and `#` comment lines (which the server ignores as well).
+pub fn token_lines(file: &str) -> impl Iterator<Item = &str> {
+    file.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// The token handed to clients: the first token of the token file.
 pub fn client_token(token: &str) -> Option<&str> {
-    token.lines().map(str::trim).find(|l| !l.is_empty())
+    token_lines(token).next()
 }
 
 /// Every object `store` owns.

@@ -8,11 +8,13 @@
 //! errors, retried with backoff.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
 
@@ -23,6 +25,7 @@ use crate::builders::{
 };
 use crate::crd::DrasiStateStore;
 use crate::labels;
+use crate::rotation::{self, RotationState, Transition};
 use crate::validated::{Referenced, SecretData, TokenSecret, TokenSource};
 
 /// Reading what a store references failed.
@@ -58,6 +61,10 @@ pub struct Dereferenced {
     /// The StorageClasses of `pvcs`, read only when the volume must grow;
     /// `None`: the class does not exist.
     pub storage_classes: BTreeMap<String, Option<StorageClass>>,
+    /// When the token rotation in flight takes its next step.
+    pub rotation_due: Option<Duration>,
+    /// The step this pass takes, if any (for an event once applied).
+    pub rotation_transition: Option<Transition>,
 }
 
 pub async fn dereference(
@@ -80,10 +87,14 @@ async fn read(
 ) -> Result<Dereferenced, ApiError> {
     let name = store.name_any();
     let mut ownership = Ownership::new(store, namespace);
-    // Created once and then always read back: a token is never rotated
-    // behind the users' back. Names the CRD would reject are looked up as
+    // Created once and then always read back: a token is rotated only when
+    // `spec.auth.rotation.trigger` asks for it, never behind the users'
+    // back. Names the CRD would reject are looked up as
     // well; they do not exist, and `validate` reports the spec first.
     let mut auth_secret = None;
+    let mut rotation = RotationState::default();
+    let mut rotation_due = None;
+    let mut rotation_transition = None;
     let token = match TokenSecret::of(store) {
         TokenSecret::Existing(secret) => {
             let found = api::get_opt::<Secret>(client, namespace, &secret).await?;
@@ -93,11 +104,16 @@ async fn read(
         TokenSecret::Generated(secret) => {
             let found = api::get_opt::<Secret>(client, namespace, &secret).await?;
             ownership.owned(found.as_ref());
-            auth_secret = found.clone();
-            match found {
-                Some(found) => TokenSource::Stored(Some(data_of(found))),
-                None => TokenSource::New(generate_token()),
-            }
+            // The rotation advances here, where the clock is read; what it
+            // decides is applied by this very pass (`<name>-auth` records
+            // it, so a failed apply is simply decided again).
+            let generated =
+                rotation::generated_token(store, found.as_ref(), Timestamp::now(), generate_token);
+            auth_secret = found;
+            rotation = generated.rotation;
+            rotation_due = generated.due_in;
+            rotation_transition = generated.transition;
+            generated.source
         }
     };
     let tls_secret = match &store.spec.tls {
@@ -152,7 +168,10 @@ async fn read(
             tls_secret,
             not_owned: ownership.not_owned,
             not_opted_in: ownership.not_opted_in,
+            rotation,
         },
+        rotation_due,
+        rotation_transition,
         existing: Existing {
             auth_secret,
             connection_secret,

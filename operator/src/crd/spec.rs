@@ -226,7 +226,10 @@ pub struct LimitsSpec {
     pub max_value_bytes: Option<i64>,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+/// Client authentication. The CEL rule keeps `rotation` to the generated
+/// token: a user's `existingSecret` is the user's to rotate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.existingSecret) || !has(self.rotation)").message("spec.auth.rotation rotates the generated <name>-auth token; with spec.auth.existingSecret rotate by editing that Secret (see docs/token-rotation.md)"))]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
     /// Name of a Secret in the store's namespace whose key `token` holds the
@@ -235,6 +238,41 @@ pub struct AuthSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
     pub existing_secret: Option<String>,
+
+    /// Zero-downtime rotation of the generated token (not with
+    /// `existingSecret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<TokenRotationSpec>,
+}
+
+/// Smallest `gracePeriodSeconds`: a consumer that mounts the connection
+/// Secret sees the new token only after the kubelet refreshed the volume.
+pub const MIN_GRACE_PERIOD_SECONDS: i64 = 120;
+/// Largest `gracePeriodSeconds` (30 days).
+pub const MAX_GRACE_PERIOD_SECONDS: i64 = 30 * 24 * 3600;
+/// `gracePeriodSeconds` when unset: one hour, time for a rolling restart of
+/// the consumers that read the token from their environment.
+pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 3600;
+
+/// Rotation of the generated `<name>-auth` token. A new token is first
+/// added next to the current one, then handed to clients, and the previous
+/// one is removed `gracePeriodSeconds` later (docs/token-rotation.md).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRotationSpec {
+    /// Any value (e.g. a date). Setting it to a value other than the last
+    /// one the operator acted upon starts one rotation; a change during a
+    /// rotation starts the next one when the current one has finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub trigger: Option<String>,
+
+    /// How long the previous token stays accepted after clients are handed
+    /// the new one (default 3600). Consumers that read the token from their
+    /// environment must be restarted within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MIN_GRACE_PERIOD_SECONDS, max = MAX_GRACE_PERIOD_SECONDS))]
+    pub grace_period_seconds: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
