@@ -1192,3 +1192,73 @@ async fn a_rotation_trigger_overlaps_old_and_new_token_and_requeues_each_step_on
 async fn pass(h: &Harness) -> Action {
     Box::pin(h.reconcile(NAME)).await.expect("reconcile")
 }
+
+fn network_policy_path(name: &str) -> String {
+    format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{name}")
+}
+
+#[tokio::test]
+async fn network_policy_follows_spec_and_never_touches_someone_elses() {
+    let h = Harness::new();
+    // Someone's own NetworkPolicy named like the store, while the store's
+    // is off: none of the store's business, left alone, nothing blocked.
+    h.server.put(
+        "networkpolicies",
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": { "name": NAME, "namespace": NS },
+            "spec": { "podSelector": {}, "policyTypes": ["Ingress"] },
+        }),
+    );
+    h.create_and_apply(NAME, json!({})).await;
+    let foreign = h.server.get(&network_policy_path(NAME)).unwrap();
+    assert!(foreign["metadata"].get("ownerReferences").is_none());
+    assert!(
+        h.server.get(&sts_path(NAME)).is_some(),
+        "the store was applied"
+    );
+
+    // Turned on while that policy is in the way: Degraded, never adopted.
+    h.edit_spec(NAME, |spec| {
+        spec["networkPolicy"] = json!({ "enabled": true })
+    });
+    pass(&h).await;
+    assert_eq!(
+        condition(&h.store(NAME), "Degraded"),
+        ("True".into(), "ObjectNotOwned".into())
+    );
+    assert_eq!(
+        h.server.get(&network_policy_path(NAME)).unwrap()["spec"],
+        foreign["spec"]
+    );
+
+    // Once its owner deletes it, the store's own policy is applied.
+    let policies: kube::Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        kube::Api::namespaced(h.ctx.client.clone(), NS);
+    policies.delete(NAME, &Default::default()).await.unwrap();
+    assert!(h.server.get(&network_policy_path(NAME)).is_none());
+    pass(&h).await;
+    let policy = h.server.get(&network_policy_path(NAME)).expect("applied");
+    assert_eq!(
+        policy["metadata"]["ownerReferences"][0]["kind"],
+        "DrasiStateStore"
+    );
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["drasi.io/state-store-client"],
+        NAME
+    );
+    assert_eq!(condition(&h.store(NAME), "Degraded").0, "False");
+
+    // Turned off: the store's policy is deleted.
+    h.edit_spec(NAME, |spec| spec["networkPolicy"]["enabled"] = json!(false));
+    pass(&h).await;
+    assert!(h.server.get(&network_policy_path(NAME)).is_none());
+    let deletes = h
+        .writes()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path == network_policy_path(NAME))
+        .count();
+    assert_eq!(deletes, 2, "the owner's delete above, then the operator's");
+    h.assert_rbac_covers_every_request();
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
@@ -44,6 +45,9 @@ pub struct Existing {
     /// The generated `<name>-auth`; `None` with `auth.existingSecret`.
     pub auth_secret: Option<Secret>,
     pub connection_secret: Option<Secret>,
+    /// `<name>`: with `networkPolicy.enabled` whatever exists, else only
+    /// one this store controls (to delete).
+    pub network_policy: Option<NetworkPolicy>,
     pub service: Option<Service>,
     pub headless_service: Option<Service>,
 }
@@ -127,6 +131,23 @@ async fn read(
     let connection_secret =
         api::get_opt::<Secret>(client, namespace, &connection_secret_name(&name)).await?;
     ownership.owned(connection_secret.as_ref());
+    // The NetworkPolicy `<name>` counts as the store's only while
+    // `networkPolicy.enabled`: someone else's policy of that name then
+    // blocks the store (it is never taken over), but with the field off it
+    // is none of the store's business. One the store owns is kept to be
+    // deleted when the field is turned off.
+    let network_policy = api::get_opt::<NetworkPolicy>(client, namespace, &name).await?;
+    let network_policy = if store
+        .spec
+        .network_policy
+        .as_ref()
+        .is_some_and(|p| p.enabled)
+    {
+        ownership.owned(network_policy.as_ref());
+        network_policy
+    } else {
+        network_policy.filter(|p| controlled_by(&p.metadata, store))
+    };
     let service = api::get_opt::<Service>(client, namespace, &name).await?;
     ownership.owned(service.as_ref());
     let headless_service =
@@ -175,6 +196,7 @@ async fn read(
         existing: Existing {
             auth_secret,
             connection_secret,
+            network_policy,
             service,
             headless_service,
         },

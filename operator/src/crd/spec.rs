@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, ResourceRequirements, Toleration,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -110,6 +111,11 @@ pub struct DrasiStateStoreSpec {
     /// Scheduling and metadata of the server pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodSettings>,
+
+    /// An optional NetworkPolicy `<name>` that admits only the listed
+    /// clients, the metrics scrapers and the store's own pods (peer port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
 
     /// What happens to the data volume when the store is deleted.
     #[serde(default)]
@@ -350,6 +356,35 @@ pub struct PodSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("!['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by', 'app.kubernetes.io/component', 'app.kubernetes.io/part-of'].exists(k, k in self)").message("pod.labels must not set the app.kubernetes.io/ name, instance, managed-by, component or part-of labels: the operator owns them and the StatefulSet selects pods by them"))]
     pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// Most peers `networkPolicy.clients` or `metricsScrapers` may list.
+pub const MAX_NETWORK_POLICY_PEERS: usize = 32;
+
+/// The NetworkPolicy `<name>`: ingress to the store's pods only from
+/// `clients` (port `http`, 7070), `metricsScrapers` (port 7070, where
+/// `/metrics` is served) and the store's own pods (port `peer`, 7071).
+/// Everything else is refused once any NetworkPolicy selects the pods; the
+/// kubelet's probes come from the node and are always allowed.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy (setting it back to false deletes it).
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Who may call the store (NetworkPolicy peers: `podSelector`,
+    /// `namespaceSelector`, `ipBlock`). Default: pods in the store's
+    /// namespace labelled `drasi.io/state-store-client: <name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_NETWORK_POLICY_PEERS))]
+    pub clients: Option<Vec<NetworkPolicyPeer>>,
+
+    /// Who may scrape `/metrics` on port 7070 (e.g. Prometheus). Default:
+    /// nobody beyond `clients`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NETWORK_POLICY_PEERS))]
+    pub metrics_scrapers: Option<Vec<NetworkPolicyPeer>>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]

@@ -10,7 +10,7 @@ use std::fmt;
 use super::quantity::quantity_value;
 use super::spec::{
     DrasiStateStore, MAX_GRACE_PERIOD_SECONDS, MAX_KEY_BYTES_LIMIT, MAX_NAME_LENGTH,
-    MAX_VALUE_BYTES_LIMIT, MIN_GRACE_PERIOD_SECONDS,
+    MAX_NETWORK_POLICY_PEERS, MAX_VALUE_BYTES_LIMIT, MIN_GRACE_PERIOD_SECONDS,
 };
 use crate::labels::{CONFIG_HASH_ANNOTATION, RESERVED_LABEL_KEYS};
 
@@ -150,6 +150,46 @@ pub fn validate(store: &DrasiStateStore) -> Vec<FieldError> {
                 format!(
                     "must be between {MIN_GRACE_PERIOD_SECONDS} and {MAX_GRACE_PERIOD_SECONDS}, got {v}"
                 ),
+            );
+        }
+    }
+    if let Some(policy) = &spec.network_policy {
+        let lists = [
+            ("spec.networkPolicy.clients", &policy.clients),
+            (
+                "spec.networkPolicy.metricsScrapers",
+                &policy.metrics_scrapers,
+            ),
+        ];
+        for (field, peers) in lists {
+            let Some(peers) = peers else { continue };
+            if peers.len() > MAX_NETWORK_POLICY_PEERS {
+                fail(
+                    field,
+                    format!(
+                        "must list at most {MAX_NETWORK_POLICY_PEERS} peers, got {}",
+                        peers.len()
+                    ),
+                );
+            }
+            // An empty peer is rejected by the apiserver when the
+            // NetworkPolicy is applied; say so before that.
+            for (i, peer) in peers.iter().enumerate() {
+                if peer.pod_selector.is_none()
+                    && peer.namespace_selector.is_none()
+                    && peer.ip_block.is_none()
+                {
+                    fail(
+                        &format!("{field}[{i}]"),
+                        "must set podSelector, namespaceSelector or ipBlock".into(),
+                    );
+                }
+            }
+        }
+        if policy.clients.as_ref().is_some_and(Vec::is_empty) {
+            fail(
+                "spec.networkPolicy.clients",
+                "must not be empty (omit it for the default client label)".into(),
             );
         }
     }
