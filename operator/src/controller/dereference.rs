@@ -3,6 +3,10 @@
 //! StatefulSet, that StatefulSet's PVCs, and, only when the volume must
 //! grow, their StorageClasses.
 //!
+//! The one decision taken here is where a token rotation of the generated
+//! `<name>-auth` stands, because it needs the clock (`crate::rotation`,
+//! pure, is handed `now`).
+//!
 //! A referenced object that does not exist is data (`None`), not an
 //! error: `validate` turns it into a reason. Only failed API calls are
 //! errors, retried with backoff.
