@@ -10,7 +10,9 @@
 #      (Kubernetes 1.25 and 1.37 schemas) and equals crds/drasistatestores.drasi.io.yaml
 #   2. for every DrasiStateStore sample (examples/*.yaml and the chart's
 #      examples/*.yaml): `drasi-store-operator render -f` succeeds and every
-#      object it prints validates with `kubernetes-validate --strict`
+#      object it prints validates with `kubernetes-validate --strict`; every
+#      kind the operator creates (Secret, Service, StatefulSet and the
+#      optional NetworkPolicy) is rendered by at least one sample
 #   3. every sample DrasiStateStore validates against the CRD's own
 #      openAPIV3Schema with check-jsonschema (schema extracted by
 #      scripts/lib/crd_schema.py); other objects in the sample files and the
@@ -135,6 +137,15 @@ done
 if [ "$n_dss" -eq 0 ]; then
   fail "no DrasiStateStore samples found in examples/*.yaml"
 fi
+# Every kind the operator can create must have been rendered (and so
+# validated above) from at least one sample.
+for kind in Secret Service StatefulSet NetworkPolicy; do
+  if grep -qx "kind: $kind" "$WORK"/sample-*/*.rendered.yaml 2>/dev/null; then
+    pass "some sample renders a $kind"
+  else
+    fail "no sample renders a $kind: add one to examples/ so it is validated"
+  fi
+done
 
 section "consumer examples"
 if [ ${#consumer[@]} -gt 0 ]; then

@@ -43,6 +43,10 @@ pub fn opted_in(labels: Option<&BTreeMap<String, String>>, store: &str) -> bool 
         .is_some_and(|v| v == store || v == ACCESS_ANY_STORE)
 }
 
+/// Label of the pods the store's NetworkPolicy admits by default
+/// (`spec.networkPolicy` without `clients`): its value is the store's name.
+pub const CLIENT_LABEL: &str = "drasi.io/state-store-client";
+
 /// Pod template annotation holding the hash of the inputs that shape the pod.
 pub const CONFIG_HASH_ANNOTATION: &str = "drasi.io/config-hash";
 

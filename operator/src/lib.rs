@@ -6,6 +6,7 @@
 //! - [`validated`]: a store plus what it references -> [`validated::ValidatedStore`];
 //! - [`labels`], [`builders`]: pure "desired state" functions, validated store -> objects;
 //! - [`render`]: the `render` command, validation and builders without a cluster;
+//! - [`rotation`]: the token rotation state machine (pure, clock as a parameter);
 //! - [`controller`]: the reconcile loop (reads, applies, status, finalizer);
 //! - [`cli`], [`metrics`], [`leader`], [`rbac`]: process wiring.
 
@@ -18,4 +19,5 @@ pub mod leader;
 pub mod metrics;
 pub mod rbac;
 pub mod render;
+pub mod rotation;
 pub mod validated;

@@ -54,6 +54,15 @@ const RULES: &[Rule] = &[
         verbs: &["get", "list", "watch", "create", "patch"],
         resource_names: &[],
     },
+    // The optional NetworkPolicy `N`: read every pass (ownership), applied
+    // with `networkPolicy.enabled`, deleted when it is turned off. Not
+    // watched (no list/watch): drift is taken back at the periodic resync.
+    Rule {
+        group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["get", "create", "patch", "delete"],
+        resource_names: &[],
+    },
     // PVCs come from the StatefulSet's volumeClaimTemplate: read for capacity,
     // patched to grow, deleted on `pvcRetention.whenDeleted: Delete`.
     Rule {

@@ -19,6 +19,7 @@ use crate::builders::{
 use crate::controller::status::DegradedReason;
 use crate::crd::{self, DrasiStateStore, DrasiStateStoreSpec, FieldError, join_field_errors};
 use crate::labels::ACCESS_LABEL;
+use crate::rotation::{Requested, RotationState};
 
 /// The `data` of a Secret as read from the cluster.
 pub type SecretData = BTreeMap<String, ByteString>;
@@ -49,6 +50,10 @@ pub struct Referenced {
     /// `tls.secretName`) that exist but do not carry the opt-in label
     /// [`ACCESS_LABEL`](crate::labels::ACCESS_LABEL) for this store.
     pub not_opted_in: Vec<String>,
+    /// The token rotation recorded on the generated `<name>-auth`, already
+    /// advanced to this pass (see [`crate::rotation`]); ignored with
+    /// `existingSecret`.
+    pub rotation: RotationState,
 }
 
 impl Default for TokenSource {
@@ -156,6 +161,9 @@ pub struct Token {
     pub secret: TokenSecret,
     /// Generated in this pass: `<name>-auth` does not exist yet.
     pub generated: bool,
+    /// The rotation state `<name>-auth` records; always the default with
+    /// `existingSecret`.
+    pub rotation: RotationState,
 }
 
 /// TLS with the CA clients trust.
@@ -261,6 +269,16 @@ pub fn validate<'a>(
             })
         }
     };
+    let rotation = match (&secret, &referenced.token) {
+        (TokenSecret::Existing(_), _) => RotationState::default(),
+        // A new `<name>-auth` records the trigger it was created under, so
+        // that creating a store never starts a rotation.
+        (TokenSecret::Generated(_), TokenSource::New(_)) => RotationState {
+            trigger: Requested::of(store).trigger,
+            stage: None,
+        },
+        (TokenSecret::Generated(_), TokenSource::Stored(_)) => referenced.rotation.clone(),
+    };
     Ok(ValidatedStore {
         store,
         name: store.name_any(),
@@ -271,6 +289,7 @@ pub fn validate<'a>(
             client,
             secret,
             generated,
+            rotation,
         },
         tls,
     })
@@ -346,6 +365,12 @@ mod tests {
         assert_eq!(valid.token.secret, TokenSecret::Existing("mine".into()));
         assert!(!valid.token.generated);
         assert_eq!(valid.token.client, "b");
+        // `#` lines are comments to the server, so never a client token.
+        let commented = referenced(
+            TokenSource::Stored(data(&[("token", "# rotated 2026-11\nc\n")])),
+            None,
+        );
+        assert_eq!(validate(&s, &ctx(), &commented).unwrap().token.client, "c");
     }
 
     #[test]

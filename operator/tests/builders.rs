@@ -82,7 +82,7 @@ fn secret_text(secret: &Secret) -> BTreeMap<String, String> {
 
 #[test]
 fn snapshots_of_every_object() {
-    for sample in ["minimal", "full", "tls", "existing-secret"] {
+    for sample in ["minimal", "full", "tls", "existing-secret", "hardened"] {
         let store = example(&format!("{sample}.yaml"));
         insta::assert_yaml_snapshot!(sample, build(&store).all());
     }
@@ -95,6 +95,7 @@ fn every_object_has_labels_namespace_and_controller_owner() {
         "full.yaml",
         "tls.yaml",
         "existing-secret.yaml",
+        "hardened.yaml",
     ] {
         let store = example(sample);
         let name = store.metadata.name.clone().unwrap();
@@ -270,7 +271,7 @@ fn validation_problems_name_the_secret_and_never_echo_it() {
 /// rules behind them, checked on every sample.
 #[test]
 fn server_args_follow_the_spec() {
-    for sample in ["minimal", "full", "tls", "existing-secret"] {
+    for sample in ["minimal", "full", "tls", "existing-secret", "hardened"] {
         let store = example(&format!("{sample}.yaml"));
         let args = container(&build(&store)).args.unwrap();
         let value = |flag: &str| {
@@ -310,7 +311,7 @@ fn server_args_follow_the_spec() {
 /// exact lists).
 #[test]
 fn probes_ports_and_mounts() {
-    for sample in ["minimal", "full", "tls", "existing-secret"] {
+    for sample in ["minimal", "full", "tls", "existing-secret", "hardened"] {
         let store = example(&format!("{sample}.yaml"));
         let objects = build(&store);
         let pod = objects.statefulset.spec.template.spec.clone().unwrap();
@@ -606,5 +607,110 @@ fn hash_is_stable_across_operator_versions() {
     assert_eq!(
         value,
         "5c77509edc6bf619c4c9d5a8a63fb4abeb8b787c5d37e6b95b57ddefea3b3ff1"
+    );
+}
+
+fn network_policy(store: &DrasiStateStore) -> serde_json::Value {
+    serde_json::to_value(build(store).network_policy.expect("a NetworkPolicy")).unwrap()
+}
+
+#[test]
+fn network_policy_only_when_enabled() {
+    assert!(build(&example("minimal.yaml")).network_policy.is_none());
+    let mut disabled = example("full.yaml");
+    disabled.spec.network_policy.as_mut().unwrap().enabled = false;
+    assert!(build(&disabled).network_policy.is_none());
+    // Nor does it touch the pod: enabling it rolls nothing.
+    assert_eq!(template(&disabled), template(&example("full.yaml")));
+}
+
+#[test]
+fn network_policy_admits_clients_scrapers_and_peers_only() {
+    let store = example("full.yaml");
+    let policy = network_policy(&store);
+    let spec = &policy["spec"];
+    let selector = serde_json::to_value(labels::selector_labels("orders-state")).unwrap();
+    assert_eq!(spec["podSelector"]["matchLabels"], selector);
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    assert!(spec.get("egress").is_none());
+    let rules = spec["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 3);
+    let port = |i: usize| {
+        let ports = rules[i]["ports"].as_array().unwrap();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0]["protocol"], "TCP");
+        ports[0]["port"].as_i64().unwrap()
+    };
+    // Clients as listed, on the API port.
+    let np = store.spec.network_policy.as_ref().unwrap();
+    assert_eq!(
+        rules[0]["from"],
+        serde_json::to_value(np.clients.as_ref().unwrap()).unwrap()
+    );
+    assert_eq!(port(0), 7070);
+    // Only the store's own pods on the peer port.
+    assert_eq!(
+        rules[1]["from"],
+        serde_json::json!([{ "podSelector": { "matchLabels": selector } }])
+    );
+    assert_eq!(port(1), 7071);
+    // The scrapers on the port that serves /metrics.
+    assert_eq!(
+        rules[2]["from"],
+        serde_json::to_value(np.metrics_scrapers.as_ref().unwrap()).unwrap()
+    );
+    assert_eq!(port(2), 7070);
+}
+
+#[test]
+fn network_policy_defaults_to_the_client_label_and_no_scrapers() {
+    let mut store = example("hardened.yaml");
+    store.spec.network_policy.as_mut().unwrap().metrics_scrapers = None;
+    let policy = network_policy(&store);
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "no scraper rule without metricsScrapers");
+    assert_eq!(
+        rules[0]["from"],
+        serde_json::json!([{ "podSelector": { "matchLabels": {
+            labels::CLIENT_LABEL: "orders-state"
+        } } }])
+    );
+}
+
+#[test]
+fn network_policy_is_applied_before_the_services_and_the_statefulset() {
+    let kinds: Vec<String> = build(&example("hardened.yaml"))
+        .all()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Secret",
+            "Secret",
+            "NetworkPolicy",
+            "Service",
+            "Service",
+            "StatefulSet"
+        ]
+    );
+}
+
+#[test]
+fn empty_network_policy_peers_are_invalid() {
+    let mut store = example("full.yaml");
+    let np = store.spec.network_policy.as_mut().unwrap();
+    np.metrics_scrapers = Some(vec![Default::default()]);
+    np.clients = Some(vec![]);
+    let err = desired_objects(&store, &ctx(), &inputs(&store)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("spec.networkPolicy.metricsScrapers[0]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("spec.networkPolicy.clients: must not be empty"),
+        "{text}"
     );
 }

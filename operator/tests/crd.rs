@@ -137,6 +137,7 @@ fn spec_fields_enums_and_defaults() {
             "imagePullPolicy",
             "imagePullSecrets",
             "limits",
+            "networkPolicy",
             "paused",
             "pod",
             "pvcRetention",
@@ -169,6 +170,17 @@ fn spec_fields_enums_and_defaults() {
         values(&spec["service"]["properties"]["type"]),
         serde_json::json!(["ClusterIP", "NodePort", "LoadBalancer"])
     );
+    let rotation = &spec["auth"]["properties"]["rotation"]["properties"];
+    assert_eq!(
+        rotation["gracePeriodSeconds"]["minimum"].as_f64(),
+        Some(120.0)
+    );
+    assert_eq!(rotation["trigger"]["maxLength"].as_u64(), Some(63));
+    let policy = &spec["networkPolicy"]["properties"];
+    assert_eq!(policy["enabled"]["type"], "boolean");
+    assert_eq!(policy["clients"]["minItems"].as_u64(), Some(1));
+    assert_eq!(policy["clients"]["maxItems"].as_u64(), Some(32));
+    assert_eq!(policy["metricsScrapers"]["maxItems"].as_u64(), Some(32));
     let limits = &spec["limits"]["properties"];
     assert_eq!(limits["maxKeyBytes"]["minimum"].as_f64(), Some(1.0));
     assert_eq!(limits["maxKeyBytes"]["maximum"].as_f64(), Some(65536.0));

@@ -156,10 +156,11 @@ fn every_rule_compiles() {
     let mut rules = Vec::new();
     rules_in(&schema, "", &mut rules);
     // name length, name format, size positive, size grow-only, class
-    // immutable, pod.annotations, pod.labels.
+    // immutable, pod.annotations, pod.labels, auth rotation only for the
+    // generated token.
     assert_eq!(
         rules.len(),
-        7,
+        8,
         "the CRD's CEL rules changed; extend this test to execute the new ones: {rules:#?}"
     );
 
@@ -214,6 +215,10 @@ fn expected_cel_rejection(fixture: &str) -> (&'static str, &'static str) {
             "pod.labels must not set the app.kubernetes.io/",
         ),
         "storage-size-zero.yaml" => ("spec.storage", "storage.size must be a positive quantity"),
+        "rotation-with-existing-secret.yaml" => (
+            "spec.auth",
+            "spec.auth.rotation rotates the generated <name>-auth token",
+        ),
         other => panic!(
             "tests/fixtures/invalid-crs/{other} is marked `# rejected-by: cel`: add the rule \
              that must reject it to expected_cel_rejection() in {}",

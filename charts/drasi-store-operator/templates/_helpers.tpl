@@ -104,6 +104,11 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
 - apiGroups: [""]
   resources: ["services", "secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# The optional per-store NetworkPolicy (spec.networkPolicy): read for
+# ownership, applied, deleted when turned off; not watched.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
 # PVCs of the volumeClaimTemplate: capacity, expansion, pvcRetention Delete.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

@@ -1,5 +1,7 @@
-//! The `apply` step: server-side applies the desired objects in order and
-//! runs the volume-expansion state machine around the StatefulSet.
+//! The `apply` step: server-side applies the desired objects in order
+//! (deleting the store's NetworkPolicy when `networkPolicy.enabled` is
+//! turned off) and runs the volume-expansion state machine around the
+//! StatefulSet.
 //!
 //! StatefulSet states, per pass:
 //! - none: create it (event `Created`, unless it is being re-created at the
@@ -12,6 +14,7 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
@@ -101,6 +104,23 @@ impl Applier<'_> {
             &desired.connection_secret,
         )
         .await?;
+        match (&desired.network_policy, &existing.network_policy) {
+            (Some(policy), found) => {
+                self.apply_changed(found.as_ref(), policy).await?;
+            }
+            // `networkPolicy.enabled` was turned off: remove ours.
+            (None, Some(_)) => {
+                api::delete::<NetworkPolicy>(
+                    self.client,
+                    &self.store.namespace,
+                    &self.store.name,
+                    &DeleteParams::default(),
+                )
+                .await?;
+                tracing::info!(store = %self.key(), "deleted the store's NetworkPolicy");
+            }
+            (None, None) => {}
+        }
         self.apply_changed(
             existing.headless_service.as_ref(),
             &desired.headless_service,

@@ -3,16 +3,23 @@
 //! StatefulSet, that StatefulSet's PVCs, and, only when the volume must
 //! grow, their StorageClasses.
 //!
+//! The one decision taken here is where a token rotation of the generated
+//! `<name>-auth` stands, because it needs the clock (`crate::rotation`,
+//! pure, is handed `now`).
+//!
 //! A referenced object that does not exist is data (`None`), not an
 //! error: `validate` turns it into a reason. Only failed API calls are
 //! errors, retried with backoff.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
 
@@ -23,6 +30,7 @@ use crate::builders::{
 };
 use crate::crd::DrasiStateStore;
 use crate::labels;
+use crate::rotation::{self, RotationState, Transition};
 use crate::validated::{Referenced, SecretData, TokenSecret, TokenSource};
 
 /// Reading what a store references failed.
@@ -41,6 +49,9 @@ pub struct Existing {
     /// The generated `<name>-auth`; `None` with `auth.existingSecret`.
     pub auth_secret: Option<Secret>,
     pub connection_secret: Option<Secret>,
+    /// `<name>`: with `networkPolicy.enabled` whatever exists, else only
+    /// one this store controls (to delete).
+    pub network_policy: Option<NetworkPolicy>,
     pub service: Option<Service>,
     pub headless_service: Option<Service>,
 }
@@ -58,6 +69,10 @@ pub struct Dereferenced {
     /// The StorageClasses of `pvcs`, read only when the volume must grow;
     /// `None`: the class does not exist.
     pub storage_classes: BTreeMap<String, Option<StorageClass>>,
+    /// When the token rotation in flight takes its next step.
+    pub rotation_due: Option<Duration>,
+    /// The step this pass takes, if any (for an event once applied).
+    pub rotation_transition: Option<Transition>,
 }
 
 pub async fn dereference(
@@ -80,10 +95,14 @@ async fn read(
 ) -> Result<Dereferenced, ApiError> {
     let name = store.name_any();
     let mut ownership = Ownership::new(store, namespace);
-    // Created once and then always read back: a token is never rotated
-    // behind the users' back. Names the CRD would reject are looked up as
+    // Created once and then always read back: a token is rotated only when
+    // `spec.auth.rotation.trigger` asks for it, never behind the users'
+    // back. Names the CRD would reject are looked up as
     // well; they do not exist, and `validate` reports the spec first.
     let mut auth_secret = None;
+    let mut rotation = RotationState::default();
+    let mut rotation_due = None;
+    let mut rotation_transition = None;
     let token = match TokenSecret::of(store) {
         TokenSecret::Existing(secret) => {
             let found = api::get_opt::<Secret>(client, namespace, &secret).await?;
@@ -93,11 +112,16 @@ async fn read(
         TokenSecret::Generated(secret) => {
             let found = api::get_opt::<Secret>(client, namespace, &secret).await?;
             ownership.owned(found.as_ref());
-            auth_secret = found.clone();
-            match found {
-                Some(found) => TokenSource::Stored(Some(data_of(found))),
-                None => TokenSource::New(generate_token()),
-            }
+            // The rotation advances here, where the clock is read; what it
+            // decides is applied by this very pass (`<name>-auth` records
+            // it, so a failed apply is simply decided again).
+            let generated =
+                rotation::generated_token(store, found.as_ref(), Timestamp::now(), generate_token);
+            auth_secret = found;
+            rotation = generated.rotation;
+            rotation_due = generated.due_in;
+            rotation_transition = generated.transition;
+            generated.source
         }
     };
     let tls_secret = match &store.spec.tls {
@@ -111,6 +135,23 @@ async fn read(
     let connection_secret =
         api::get_opt::<Secret>(client, namespace, &connection_secret_name(&name)).await?;
     ownership.owned(connection_secret.as_ref());
+    // The NetworkPolicy `<name>` counts as the store's only while
+    // `networkPolicy.enabled`: someone else's policy of that name then
+    // blocks the store (it is never taken over), but with the field off it
+    // is none of the store's business. One the store owns is kept to be
+    // deleted when the field is turned off.
+    let network_policy = api::get_opt::<NetworkPolicy>(client, namespace, &name).await?;
+    let network_policy = if store
+        .spec
+        .network_policy
+        .as_ref()
+        .is_some_and(|p| p.enabled)
+    {
+        ownership.owned(network_policy.as_ref());
+        network_policy
+    } else {
+        network_policy.filter(|p| controlled_by(&p.metadata, store))
+    };
     let service = api::get_opt::<Service>(client, namespace, &name).await?;
     ownership.owned(service.as_ref());
     let headless_service =
@@ -152,10 +193,14 @@ async fn read(
             tls_secret,
             not_owned: ownership.not_owned,
             not_opted_in: ownership.not_opted_in,
+            rotation,
         },
+        rotation_due,
+        rotation_transition,
         existing: Existing {
             auth_secret,
             connection_secret,
+            network_policy,
             service,
             headless_service,
         },
