@@ -3,6 +3,8 @@
 //! used; what a real API server adds (admission, garbage collection, the
 //! StatefulSet controller) is played by the tests where it matters.
 
+// The shared harness serves several test binaries; this one uses only part of it.
+#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;
