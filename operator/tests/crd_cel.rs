@@ -156,10 +156,11 @@ fn every_rule_compiles() {
     let mut rules = Vec::new();
     rules_in(&schema, "", &mut rules);
     // name length, name format, size positive, size grow-only, class
-    // immutable, pod.annotations, pod.labels.
+    // immutable, pod.annotations, pod.labels, and the backup destinations'
+    // unique names, one-of objectStore/volume, endpoint scheme, relative path.
     assert_eq!(
         rules.len(),
-        7,
+        11,
         "the CRD's CEL rules changed; extend this test to execute the new ones: {rules:#?}"
     );
 
