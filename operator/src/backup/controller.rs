@@ -365,8 +365,9 @@ pub async fn run(
         ),
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
     };
+    // Only backup Jobs (a label-exists selector), so the cache stays small.
     let owned = watcher::Config::default()
-        .labels(&format!("{BACKUP_LABEL}"))
+        .labels(BACKUP_LABEL)
         .any_semantic();
     Controller::new(backups, watcher::Config::default().any_semantic())
         .owns(jobs, owned)
