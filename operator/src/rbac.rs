@@ -45,12 +45,13 @@ const RULES: &[Rule] = &[
         verbs: &["get", "patch"],
         resource_names: &[],
     },
-    // Backup Jobs: server-side applied and watched. Never deleted by the
-    // operator: a Job goes with its backup through its owner reference.
+    // Backup Jobs: created once (never applied over, so never patched) and
+    // watched. Never deleted by the operator: a Job goes with its backup
+    // through its owner reference.
     Rule {
         group: "batch",
         resources: &["jobs"],
-        verbs: &["get", "list", "watch", "create", "patch"],
+        verbs: &["get", "list", "watch", "create"],
         resource_names: &[],
     },
     // A finished backup Job's pod, read only: its log's last line is the
@@ -327,6 +328,7 @@ mod tests {
         assert!(attrs("POST", "/apis/batch/v1/namespaces/ns/jobs", "").is_allowed_by(&rules));
         assert!(!attrs("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
         assert!(!attrs("PUT", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
+        assert!(!attrs("PATCH", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
         // Backups: only their status is written.
         let backups = "/apis/drasi.io/v1alpha1/namespaces/ns/drasistatestorebackups";
         assert!(attrs("GET", backups, "watch=true").is_allowed_by(&rules));

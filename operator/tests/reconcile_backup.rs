@@ -232,6 +232,18 @@ async fn a_backup_creates_exactly_one_job_with_the_expected_spec() {
 
     let jobs = b.jobs().await;
     assert_eq!(jobs.len(), 1, "exactly one Job: {jobs:#?}");
+    // Created with one POST, never applied (a PATCH could take over a Job
+    // someone else created under that name).
+    let job_writes: Vec<String> =
+        b.h.writes()
+            .iter()
+            .filter(|r| r.path.contains("/jobs"))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+    assert_eq!(
+        job_writes,
+        [format!("POST /apis/batch/v1/namespaces/{NS}/jobs")]
+    );
     let job = b.job("orders-manual-1");
     let backup = b.backup("orders-manual-1");
     assert_eq!(
@@ -661,6 +673,29 @@ async fn a_job_the_backup_does_not_own_is_never_taken_over() {
         b.job("orders-2")["metadata"]["ownerReferences"][0]["uid"],
         json!(uid)
     );
+}
+
+#[tokio::test]
+async fn a_job_created_under_the_name_meanwhile_is_not_taken_over() {
+    let b = Backups::with_store();
+    b.create("orders-1", NAME, None);
+    // Someone creates the Job between the operator's read and its create:
+    // the API server answers 409 and nothing is overwritten.
+    let collection = format!("/apis/batch/v1/namespaces/{NS}/jobs");
+    b.h.server.fail("POST", &collection, 409, 1);
+    assert_eq!(
+        b.reconcile("orders-1").await,
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert!(
+        b.h.writes()
+            .iter()
+            .all(|r| r.method != "PATCH" || !r.path.contains("/jobs"))
+    );
+    // The next pass looks again (here the Job was never really created).
+    b.reconcile("orders-1").await;
+    assert!(b.h.server.get(&job_path("orders-1")).is_some());
+    assert_eq!(b.status("orders-1").phase, Some(BackupPhase::Running));
 }
 
 #[tokio::test]

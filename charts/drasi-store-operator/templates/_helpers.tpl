@@ -102,11 +102,11 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
 - apiGroups: ["drasi.io"]
   resources: ["drasistatestorebackups/status"]
   verbs: ["get", "patch"]
-# Backup Jobs: server-side applied and watched; they go with their backup
-# through the owner reference, so never deleted by the operator.
+# Backup Jobs: created once (never patched) and watched; they go with their
+# backup through the owner reference, so never deleted by the operator.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create"]
 # A finished backup pod, read only: its log's last line is the summary,
 # a failed one's termination message the error.
 - apiGroups: [""]

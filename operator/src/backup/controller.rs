@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, LogParams, Patch};
+use kube::api::{Api, ListParams, LogParams, Patch, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -20,7 +20,7 @@ use super::job::{BACKUP_CONTAINER, BACKUP_LABEL, backup_job, job_name};
 use super::plan::{BackupInvalid, BackupPlan, BackupReason, JobOwner, job_owner, plan};
 use super::summary::{BackupSummary, error_message, parse_summary};
 use crate::builders::BuildContext;
-use crate::controller::api::{ApiError, apply, apply_params, describe, get_opt};
+use crate::controller::api::{ApiError, apply_params, describe, get_opt};
 use crate::crd::{
     BackupPhase, DrasiStateStore, DrasiStateStoreBackup, DrasiStateStoreBackupStatus,
 };
@@ -248,8 +248,25 @@ pub async fn reconcile(
                 &running_status(&plan, now(), previous),
             )
             .await?;
-            apply(client, &namespace, &backup_job(&plan)).await?;
-            Ok(Action::requeue(POLL))
+            // Created, never applied: a Job that appeared under this name
+            // in the meantime makes the create fail (409) instead of being
+            // taken over, and the next pass checks who controls it.
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+            match jobs
+                .create(&PostParams::default(), &backup_job(&plan))
+                .await
+            {
+                Ok(_) => Ok(Action::requeue(POLL)),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+                Err(e) => {
+                    Err(
+                        ApiError::new("creating", describe::<Job>(&namespace, &job_name(&plan)), e)
+                            .into(),
+                    )
+                }
+            }
         }
         JobOutcome::Running => {
             let status = running_status(&plan, now(), previous);
