@@ -46,8 +46,8 @@ impl Cli {
 pub enum Command {
     /// Run the controller (the default).
     Run(RunArgs),
-    /// Print the DrasiStateStore CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML (DrasiStateStore's by default).
+    Crd(CrdArgs),
     /// Print every object the operator would apply for a DrasiStateStore, without a cluster.
     Render(RenderArgs),
     /// Print the ClusterRole rules the operator needs, as YAML.
@@ -114,6 +114,13 @@ impl RunArgs {
             .unwrap_or("default")
             .to_string()
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CrdArgs {
+    /// `metadata.name` of the CRD to print, e.g. `drasistatestorebackups.drasi.io`.
+    #[arg(long, default_value = "drasistatestores.drasi.io")]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -280,7 +287,7 @@ mod tests {
     fn other_subcommands_parse() {
         assert!(matches!(
             parse(&["drasi-store-operator", "crd"]),
-            Command::Crd
+            Command::Crd(CrdArgs { name }) if name == "drasistatestores.drasi.io"
         ));
         assert!(matches!(
             parse(&["drasi-store-operator", "rbac"]),

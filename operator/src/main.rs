@@ -21,7 +21,9 @@ const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let result = match Cli::parse().into_command() {
-        Command::Crd => print_output(&crd::crd_yaml()),
+        Command::Crd(args) => crd::crd_yaml_named(&args.name)
+            .with_context(|| format!("no CustomResourceDefinition named {}", args.name))
+            .and_then(|yaml| print_output(&yaml)),
         Command::Rbac => print_output(&rbac::cluster_role_rules_yaml()),
         Command::Render(args) => render_command(&args),
         // `run` logs its own errors through tracing.

@@ -714,3 +714,38 @@ fn empty_network_policy_peers_are_invalid() {
         "{text}"
     );
 }
+
+#[test]
+fn network_policy_admits_the_stores_backup_jobs_when_it_has_destinations() {
+    let mut store = example("full.yaml");
+    assert!(store.spec.backup.is_none());
+    let without = network_policy(&store);
+    store.spec.backup = Some(
+        serde_json::from_value(serde_json::json!({ "destinations": [
+            { "name": "s3", "objectStore": { "bucket": "b", "credentialsSecret": "creds" } }] }))
+        .unwrap(),
+    );
+    let policy = network_policy(&store);
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    let before = without["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), before.len() + 1);
+    let backup_rule = rules
+        .iter()
+        .find(|r| r["from"][0]["podSelector"]["matchLabels"][labels::COMPONENT_LABEL] == "backup")
+        .expect("an ingress rule for backup pods");
+    assert_eq!(backup_rule["ports"][0]["port"], 7070);
+    // The rule selects exactly what the backup Job's pods carry.
+    let selected: BTreeMap<String, String> =
+        serde_json::from_value(backup_rule["from"][0]["podSelector"]["matchLabels"].clone())
+            .unwrap();
+    let job_labels = drasi_store_operator::backup::job::job_labels("orders-state", "any-backup");
+    for (k, v) in &selected {
+        assert_eq!(job_labels.get(k), Some(v), "backup pods lack {k}={v}");
+    }
+    assert_eq!(selected["app.kubernetes.io/instance"], "orders-state");
+    // Declaring destinations neither changes nor rolls the store's pod, and
+    // the pod never sees the bucket credentials.
+    assert_eq!(template(&store), template(&example("full.yaml")));
+    let sts = serde_json::to_string(&build(&store).statefulset).unwrap();
+    assert!(!sts.contains("creds") && !sts.contains("AWS_"));
+}

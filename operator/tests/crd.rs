@@ -132,6 +132,7 @@ fn spec_fields_enums_and_defaults() {
         fields,
         [
             "auth",
+            "backup",
             "durability",
             "image",
             "imagePullPolicy",
@@ -306,4 +307,52 @@ fn status_conditions_are_a_map_list_keyed_by_type() {
             "Terminating"
         ])
     );
+}
+
+/// Fails when `crds/drasistatestorebackups.drasi.io.yaml` drifts from the
+/// types. `DRASI_UPDATE_CRD=1` rewrites it.
+#[test]
+fn committed_backup_crd_matches_generated() {
+    let path = repo_root().join(crd::BACKUP_CRD_FILE);
+    let generated = crd::crd_yaml_named("drasistatestorebackups.drasi.io").expect("backup CRD");
+    if std::env::var_os("DRASI_UPDATE_CRD").is_some() {
+        std::fs::write(&path, &generated).expect("write CRD file");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date; regenerate it with\n  cargo run -p drasi-store-operator -- crd \
+         --name drasistatestorebackups.drasi.io > {}",
+        crd::BACKUP_CRD_FILE,
+        crd::BACKUP_CRD_FILE
+    );
+}
+
+#[test]
+fn backup_crd_names() {
+    let crd = serde_json::to_value(
+        crd::all_crds()
+            .into_iter()
+            .find(|(file, _)| *file == crd::BACKUP_CRD_FILE)
+            .expect("backup CRD listed")
+            .1,
+    )
+    .unwrap();
+    assert_eq!(crd["metadata"]["name"], "drasistatestorebackups.drasi.io");
+    let names = &crd["spec"]["names"];
+    assert_eq!(names["kind"], "DrasiStateStoreBackup");
+    assert_eq!(names["plural"], "drasistatestorebackups");
+    assert_eq!(names["shortNames"], serde_json::json!(["dssbackup"]));
+    assert_eq!(names["categories"], serde_json::json!(["drasi"]));
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    let v = version(&crd);
+    assert_eq!(v["name"], "v1alpha1");
+    assert!(v["subresources"]["status"].is_object());
+    let phases = &schema(&crd)["properties"]["status"]["properties"]["phase"]["enum"];
+    for phase in ["Pending", "Running", "Completed", "Failed"] {
+        assert!(
+            phases.as_array().unwrap().iter().any(|p| p == phase),
+            "{phase} in {phases}"
+        );
+    }
 }

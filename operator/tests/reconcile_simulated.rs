@@ -958,11 +958,16 @@ async fn manage_crd_applies_the_crd_and_waits_until_it_is_established() {
     let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/drasistatestores.drasi.io";
     // Plays the API server's CRD controller: establish the CRD once it exists.
     let server = h.server.clone();
+    let backup_path =
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/drasistatestorebackups.drasi.io";
     let establish = tokio::spawn(async move {
-        wait_for("CRD applied", || server.get(path).is_some()).await;
-        server.update(path, |crd| {
-            crd["status"] = json!({ "conditions": [{ "type": "Established", "status": "True" }] });
-        });
+        for crd_path in [path, backup_path] {
+            wait_for("CRD applied", || server.get(crd_path).is_some()).await;
+            server.update(crd_path, |crd| {
+                crd["status"] =
+                    json!({ "conditions": [{ "type": "Established", "status": "True" }] });
+            });
+        }
     });
     drasi_store_operator::controller::manage_crd::apply_crd(&h.ctx.client, Duration::from_secs(10))
         .await

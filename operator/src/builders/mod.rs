@@ -24,7 +24,7 @@ use crate::validated::{self, Invalid, Referenced, TokenSource, ValidatedStore};
 pub use config_hash::config_hash;
 pub use image_policy::ImagePolicy;
 pub use names::*;
-pub use network_policy::default_clients;
+pub use network_policy::{backup_pod_labels, default_clients};
 pub use statefulset::{
     RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, default_resources, server_args,
 };

@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 
 use super::meta::object_meta;
 use super::names::PEER_PORT;
-use crate::labels::{CLIENT_LABEL, selector_labels};
+use crate::backup::job::BACKUP_COMPONENT;
+use crate::labels::{
+    CLIENT_LABEL, COMPONENT_LABEL, INSTANCE_LABEL, NAME_LABEL, NAME_VALUE, selector_labels,
+};
 use crate::validated::ValidatedStore;
 use drasi_store_protocol::routes::DEFAULT_PORT;
 use k8s_openapi::api::networking::v1::{
@@ -45,6 +48,16 @@ pub fn default_clients(name: &str) -> Vec<NetworkPolicyPeer> {
     )]))]
 }
 
+/// The labels every backup Job pod of the store named `name` carries
+/// (a subset of `backup::job::job_labels`).
+pub fn backup_pod_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_owned(), NAME_VALUE.to_owned()),
+        (INSTANCE_LABEL.to_owned(), name.to_owned()),
+        (COMPONENT_LABEL.to_owned(), BACKUP_COMPONENT.to_owned()),
+    ])
+}
+
 /// `None` unless `spec.networkPolicy.enabled`.
 pub fn network_policy(store: &ValidatedStore<'_>) -> Option<NetworkPolicy> {
     let spec = store.spec().network_policy.as_ref().filter(|p| p.enabled)?;
@@ -66,6 +79,19 @@ pub fn network_policy(store: &ValidatedStore<'_>) -> Option<NetworkPolicy> {
             ports: port(PEER_PORT),
         },
     ];
+    if store
+        .spec()
+        .backup
+        .as_ref()
+        .is_some_and(|b| !b.destinations.is_empty())
+    {
+        // The store's own backup Jobs (`DrasiStateStoreBackup`), whatever
+        // `clients` says: they take the snapshot over the API port.
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![pods(backup_pod_labels(name))]),
+            ports: port(http),
+        });
+    }
     if let Some(scrapers) = spec.metrics_scrapers.clone().filter(|s| !s.is_empty()) {
         // `/metrics` shares port 7070 with the API (which still needs the
         // token); a NetworkPolicy cannot tell paths apart.

@@ -12,6 +12,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::data_protection::BackupSpec;
 use super::status::DrasiStateStoreStatus;
 
 /// Default volume size of a new store.
@@ -125,6 +126,10 @@ pub struct DrasiStateStoreSpec {
     /// until it is set back to false. Running pods keep running.
     #[serde(default)]
     pub paused: bool,
+
+    /// Where backups of this store (`DrasiStateStoreBackup`) are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
 }
 
 // The string form (`Display`, `AsRef<str>`) is the Kubernetes value.

@@ -130,6 +130,13 @@ fn encode(reply: Reply) -> Response<FakeBody> {
             let bytes = Bytes::from(serde_json::to_vec(&value).expect("JSON"));
             (code, Full::new(bytes).boxed_unsync())
         }
+        Reply::Text(code, text) => {
+            return Response::builder()
+                .status(StatusCode::from_u16(code).expect("valid status"))
+                .header(http::header::CONTENT_TYPE, "text/plain")
+                .body(Full::new(Bytes::from(text)).boxed_unsync())
+                .expect("response");
+        }
         Reply::Watch(events) => {
             let stream = futures::stream::unfold(events, |mut events| async move {
                 let line = events.recv().await?;

@@ -117,6 +117,15 @@ impl FakeApiServer {
         self.lock().store.watches.open_count()
     }
 
+    /// Sets the log the kubelet serves for the pod at `pod_path`.
+    #[allow(dead_code)] // not every test binary reads logs
+    pub fn set_log(&self, pod_path: &str, log: &str) {
+        self.lock()
+            .store
+            .logs
+            .insert(pod_path.to_string(), log.to_string());
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
     }
