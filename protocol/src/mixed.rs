@@ -25,7 +25,7 @@
 //! more than `max_batch_entries` calls) is rejected whole with `400`/`413`
 //! and nothing in it is applied.
 
-use crate::batch::BatchError;
+use crate::batch::{BatchError, Reader, put_bytes, put_u32};
 use crate::{ErrorBody, ErrorCode, Limits};
 
 const OP_GET: u8 = 1;
@@ -295,41 +295,6 @@ pub fn decode_mixed_results(buf: &[u8]) -> Result<Vec<MixedResult>, MixedError> 
     match r.buf.len() {
         0 => Ok(results),
         n => Err(BatchError::TrailingBytes(n).into()),
-    }
-}
-
-fn put_u32(out: &mut Vec<u8>, n: usize) {
-    let n = u32::try_from(n).expect("mixed batch lengths fit in u32");
-    out.extend_from_slice(&n.to_be_bytes());
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_u32(out, bytes.len());
-    out.extend_from_slice(bytes);
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
-        if self.buf.len() < n {
-            return Err(BatchError::Truncated);
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
-
-    fn u32(&mut self) -> Result<usize, BatchError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], BatchError> {
-        let len = self.u32()?;
-        self.take(len)
     }
 }
 
