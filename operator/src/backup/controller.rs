@@ -11,16 +11,16 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, LogParams, Patch, PostParams};
+use kube::api::{Api, ListParams, LogParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use super::job::{BACKUP_CONTAINER, BACKUP_LABEL, backup_job, job_name};
 use super::plan::{BackupInvalid, BackupPlan, BackupReason, JobOwner, job_owner, plan};
 use super::summary::{BackupSummary, error_message, parse_summary};
 use crate::builders::BuildContext;
-use crate::controller::api::{ApiError, apply_params, describe, get_opt};
+use crate::controller::api::{ApiError, apply_status, describe, get_opt};
 use crate::crd::{
     BackupPhase, DrasiStateStore, DrasiStateStoreBackup, DrasiStateStoreBackupStatus,
 };
@@ -401,22 +401,7 @@ async fn write_status(
     name: &str,
     status: &DrasiStateStoreBackupStatus,
 ) -> Result<(), ApiError> {
-    let api: Api<DrasiStateStoreBackup> = Api::namespaced(client.clone(), namespace);
-    let body = serde_json::json!({
-        "apiVersion": DrasiStateStoreBackup::api_version(&()),
-        "kind": DrasiStateStoreBackup::kind(&()),
-        "status": status,
-    });
-    api.patch_status(name, &apply_params(), &Patch::Apply(&body))
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            ApiError::new(
-                "updating status of",
-                describe::<DrasiStateStoreBackup>(namespace, name),
-                e,
-            )
-        })
+    apply_status::<DrasiStateStoreBackup>(client, namespace, name, status).await
 }
 
 pub fn error_policy(
