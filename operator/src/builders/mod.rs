@@ -26,7 +26,8 @@ pub use image_policy::ImagePolicy;
 pub use names::*;
 pub use network_policy::{backup_pod_labels, default_clients};
 pub use statefulset::{
-    RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, default_resources, server_args,
+    RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, container_security_context, default_resources,
+    pod_security_context, server_args,
 };
 pub use token::generate_token;
 
