@@ -7,6 +7,7 @@
 
 #[path = "../../../operator/tests/support/fake_api/mod.rs"]
 pub mod fake_api;
+pub mod portforward;
 
 use clap::Parser as _;
 use drasi_store_cli::cluster::{Cluster, Reach};
@@ -186,10 +187,28 @@ pub fn put_pvc(fake: &FakeApiServer, name: &str, store: &str) {
     );
 }
 
+fn b64(s: &str) -> Value {
+    serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec())).unwrap()
+}
+
+/// `<store>-connection` of a store with `spec.tls` whose CA is `ca_pem`.
+pub fn put_tls_connection_secret(fake: &FakeApiServer, store: &str, token: &str, ca_pem: &str) {
+    fake.put(
+        "secrets",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": format!("{store}-connection"), "namespace": NS },
+            "data": {
+                "DRASI_STATE_STORE_URL": b64(&format!("https://{store}.{NS}.svc:7070")),
+                "DRASI_STATE_STORE_TOKEN": b64(token),
+                "DRASI_STATE_STORE_CA_CERT": b64(ca_pem),
+            },
+        }),
+    );
+}
+
 /// `<store>-connection` and `<store>-auth` as the operator writes them.
 pub fn put_secrets(fake: &FakeApiServer, store: &str, token: &str) {
-    let b64 =
-        |s: &str| serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec())).unwrap();
     fake.put(
         "secrets",
         json!({
@@ -240,10 +259,15 @@ pub struct TestServer {
 }
 
 pub async fn start_server() -> TestServer {
+    start_server_with(None).await
+}
+
+/// With `tls`: serves HTTPS with this certificate and key (PEM).
+pub async fn start_server_with(tls: Option<(&str, &str)>) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("tokens");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let config = drasi_store_server::Config::parse_from([
+    let mut args = vec![
         "drasi-store-server".to_string(),
         "--listen".into(),
         "127.0.0.1:0".into(),
@@ -253,9 +277,23 @@ pub async fn start_server() -> TestServer {
         token_file.display().to_string(),
         "--cache-bytes".into(),
         "4194304".into(),
-    ]);
-    let server = drasi_store_server::start(config).await.unwrap();
-    let url = format!("http://{}", server.local_addr());
+    ];
+    if let Some((cert, key)) = tls {
+        let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert_file, cert).unwrap();
+        std::fs::write(&key_file, key).unwrap();
+        args.extend([
+            "--tls-cert-file".to_string(),
+            cert_file.display().to_string(),
+            "--tls-key-file".to_string(),
+            key_file.display().to_string(),
+        ]);
+    }
+    let server = drasi_store_server::start(drasi_store_server::Config::parse_from(args))
+        .await
+        .unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", server.local_addr());
     TestServer {
         server,
         url,
