@@ -58,7 +58,7 @@ impl Cluster {
                 .context("loading the kubeconfig context")?,
             None => Config::infer()
                 .await
-                .context("no kubeconfig found and not running in a cluster")?,
+                .context("loading the kubeconfig, or else the in-cluster configuration")?,
         };
         let namespace = args
             .namespace

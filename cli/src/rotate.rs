@@ -19,6 +19,8 @@ pub struct RotationRequest {
     /// The stage of a rotation already in flight (it finishes first; the
     /// new trigger starts the next one), when `<store>-auth` was readable.
     pub in_flight: Option<String>,
+    /// `spec.paused`: the operator starts the rotation only once resumed.
+    pub paused: bool,
 }
 
 /// A trigger value: the UTC time, made unique against `previous`.
@@ -68,7 +70,11 @@ pub async fn request(cluster: &Cluster, store: &str) -> anyhow::Result<RotationR
         .with_context(|| {
             format!("setting spec.auth.rotation.trigger on DrasiStateStore {store}")
         })?;
-    Ok(RotationRequest { trigger, in_flight })
+    Ok(RotationRequest {
+        trigger,
+        in_flight,
+        paused: current.spec.paused,
+    })
 }
 
 #[cfg(test)]

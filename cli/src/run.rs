@@ -119,6 +119,12 @@ pub async fn execute(
                 "token rotation of {store} requested (trigger {})",
                 request.trigger
             )?;
+            if request.paused {
+                writeln!(
+                    out,
+                    "the store is paused (spec.paused): the rotation starts once it is resumed"
+                )?;
+            }
             if let Some(stage) = request.in_flight {
                 writeln!(
                     out,

@@ -469,10 +469,33 @@ async fn rotate_token_sets_a_new_trigger_and_keeps_the_grace_period() {
     assert_eq!(rotation["trigger"], request.trigger.as_str());
     assert_ne!(request.trigger, "first");
 
-    let second = rotate::request(&cluster, "orders").await.unwrap();
+    assert!(!request.paused);
+
+    pause::set_paused(&cluster, "orders", true).await.unwrap();
+    let mut out = Vec::new();
+    let command = Command::RotateToken {
+        store: "orders".into(),
+    };
+    run::execute(&cluster, command, &mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let second = fake.get(&store_path("orders")).unwrap()["spec"]["auth"]["rotation"]["trigger"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(
-        second.trigger, request.trigger,
+        second, request.trigger,
         "a second request is a new rotation"
+    );
+    assert!(
+        out.starts_with(&format!(
+            "token rotation of orders requested (trigger {second})\n"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("the store is paused (spec.paused)"), "{out}");
+    assert!(
+        out.contains("a rotation is in flight (stage Switched)"),
+        "{out}"
     );
 }
 
