@@ -88,7 +88,14 @@ pub async fn collect(
     match cluster.api::<Secret>().get_opt(&token_secret).await {
         Ok(Some(secret)) => {
             if let Some(v) = secret.data.unwrap_or_default().get(TOKEN_KEY) {
-                secrets.extend(String::from_utf8_lossy(&v.0).lines().map(str::to_string));
+                // The server's token file: one token a line, `#` comments.
+                secrets.extend(
+                    String::from_utf8_lossy(&v.0)
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(str::to_string),
+                );
             }
         }
         Ok(None) => {}
@@ -194,7 +201,7 @@ pub async fn collect(
         Err(err) => out.error(format!("metrics: {err:#}")),
     }
 
-    let errors = out.errors.clone();
+    let errors: Vec<String> = out.errors.iter().map(|e| redactor.redact(e)).collect();
     if !errors.is_empty() {
         let text = errors.join("\n") + "\n";
         out.file("errors.txt", text.into_bytes());

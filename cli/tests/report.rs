@@ -25,6 +25,9 @@ fn read_archive(path: &std::path::Path) -> BTreeMap<String, String> {
     files
 }
 
+/// A second accepted token, as during a rotation.
+const OLD_TOKEN: &str = "old-token-fedcba9876543210";
+
 fn base64(s: &str) -> String {
     serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec()))
         .unwrap()
@@ -53,11 +56,18 @@ async fn the_archive_holds_the_store_its_objects_logs_events_and_metrics_with_to
     fake.update(&store_path("orders"), |s| {
         s["metadata"]["annotations"] = json!({ "note": format!("debug with {TOKEN}") })
     });
+    // A rotation in flight: the server accepts a second token, which is
+    // known only from `<store>-auth` (a comment line is not a token).
+    fake.update(
+        &format!("/api/v1/namespaces/{NS}/secrets/orders-auth"),
+        |s| s["data"]["token"] = json!(base64(&format!("# staged\n{TOKEN}\n{OLD_TOKEN}\n"))),
+    );
     fake.set_log(
         &pod_path("orders-0"),
         &format!(
             "INFO listening addr=0.0.0.0:7070\nDEBUG request Authorization: Bearer {TOKEN}\n\
-             WARN env DRASI_STATE_STORE_TOKEN={TOKEN}\nWARN b64 {}\n",
+             WARN env DRASI_STATE_STORE_TOKEN={TOKEN}\nWARN b64 {}\n\
+             WARN client sent {OLD_TOKEN} # staged\n",
             base64(TOKEN)
         ),
     );
@@ -120,6 +130,10 @@ async fn the_archive_holds_the_store_its_objects_logs_events_and_metrics_with_to
     for (name, text) in &files {
         assert!(!text.contains(TOKEN), "{name} holds the token:\n{text}");
         assert!(
+            !text.contains(OLD_TOKEN),
+            "{name} holds the second token:\n{text}"
+        );
+        assert!(
             !text.contains(&base64(TOKEN)),
             "{name} holds the token in base64"
         );
@@ -133,7 +147,8 @@ async fn the_archive_holds_the_store_its_objects_logs_events_and_metrics_with_to
     assert_eq!(
         log,
         "INFO listening addr=0.0.0.0:7070\nDEBUG request Authorization: [REDACTED]\n\
-         WARN env DRASI_STATE_STORE_TOKEN=[REDACTED]\nWARN b64 [REDACTED]\n"
+         WARN env DRASI_STATE_STORE_TOKEN=[REDACTED]\nWARN b64 [REDACTED]\n\
+         WARN client sent [REDACTED] # staged\n"
     );
     let events = &files["orders-report/events.yaml"];
     assert!(
