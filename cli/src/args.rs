@@ -100,7 +100,7 @@ pub enum Command {
         #[arg(short = 'o', long)]
         output: PathBuf,
         /// Log lines per server container.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(i64).range(1..))]
         tail_lines: i64,
     },
 }
@@ -246,6 +246,7 @@ mod tests {
                 ..
             }
         ));
+        assert!(parse(&["report", "orders", "-o", "r.tgz", "--tail-lines", "0"]).is_err());
         let cli = parse(&["rotate-token", "orders"]).unwrap();
         assert!(matches!(cli.command, Command::RotateToken { ref store } if store == "orders"));
     }

@@ -83,8 +83,9 @@ pub struct BackupRow {
     pub message: Option<String>,
 }
 
-/// Reads everything `status` shows. Only a missing store is an error: a
-/// part that cannot be read (metrics of a stopped pod) is shown as such.
+/// Reads everything `status` shows. A missing store or an object list the
+/// user may not read is an error; the server's metrics, which need a ready
+/// pod and a port-forward, are shown as unavailable with the reason.
 pub async fn collect(cluster: &Cluster, name: &str) -> anyhow::Result<StatusReport> {
     let store = cluster.store(name).await?;
     let status = store.status.clone().unwrap_or_default();
