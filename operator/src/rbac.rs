@@ -32,11 +32,12 @@ const RULES: &[Rule] = &[
         resource_names: &[],
     },
     // Backups: watched by their own controller, which only ever writes
-    // their status (no finalizer, no spec change).
+    // their status. Schedules create them (never applied over), retention
+    // deletes them, and the data deletion patches away their finalizer.
     Rule {
         group: "drasi.io",
         resources: &["drasistatestorebackups"],
-        verbs: &["get", "list", "watch"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         resource_names: &[],
     },
     Rule {
@@ -45,13 +46,27 @@ const RULES: &[Rule] = &[
         verbs: &["get", "patch"],
         resource_names: &[],
     },
-    // Backup Jobs: created once (never applied over, so never patched) and
-    // watched. Never deleted by the operator: a Job goes with its backup
-    // through its owner reference.
+    // Scheduled backups: watched; only their status is written.
+    Rule {
+        group: "drasi.io",
+        resources: &["drasistatestorescheduledbackups"],
+        verbs: &["get", "list", "watch"],
+        resource_names: &[],
+    },
+    Rule {
+        group: "drasi.io",
+        resources: &["drasistatestorescheduledbackups/status"],
+        verbs: &["get", "patch"],
+        resource_names: &[],
+    },
+    // Backup and snapshot deletion Jobs: created once (never applied over,
+    // so never patched) and watched. A Job goes with its backup through its
+    // owner reference; only a failed deletion Job is deleted, so that the
+    // retry can create a new one under the same name.
     Rule {
         group: "batch",
         resources: &["jobs"],
-        verbs: &["get", "list", "watch", "create"],
+        verbs: &["get", "list", "watch", "create", "delete"],
         resource_names: &[],
     },
     // A finished backup Job's pod, read only: its log's last line is the
@@ -146,6 +161,7 @@ const RULES: &[Rule] = &[
         resource_names: &[
             "drasistatestores.drasi.io",
             "drasistatestorebackups.drasi.io",
+            "drasistatestorescheduledbackups.drasi.io",
         ],
     },
     Rule {
