@@ -340,18 +340,30 @@ mod tests {
         assert!(attrs("GET", "/api/v1/namespaces/ns/pods/p/log", "").is_allowed_by(&rules));
         assert!(!attrs("GET", "/api/v1/namespaces/ns/pods/p", "").is_allowed_by(&rules));
         assert!(!attrs("DELETE", "/api/v1/namespaces/ns/pods/p", "").is_allowed_by(&rules));
-        // Backup Jobs go with their backup; the operator never deletes one.
+        // Jobs are created, never changed; only a failed snapshot deletion
+        // Job is deleted (one at a time, never a collection).
         assert!(attrs("POST", "/apis/batch/v1/namespaces/ns/jobs", "").is_allowed_by(&rules));
-        assert!(!attrs("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
+        assert!(attrs("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
+        assert!(!attrs("DELETE", "/apis/batch/v1/namespaces/ns/jobs", "").is_allowed_by(&rules));
         assert!(!attrs("PUT", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
         assert!(!attrs("PATCH", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
-        // Backups: only their status is written.
+        // Backups: status written; created by schedules, deleted by
+        // retention, their finalizer patched away; never replaced.
         let backups = "/apis/drasi.io/v1alpha1/namespaces/ns/drasistatestorebackups";
         assert!(attrs("GET", backups, "watch=true").is_allowed_by(&rules));
         assert!(attrs("PATCH", &format!("{backups}/b/status"), "").is_allowed_by(&rules));
-        assert!(!attrs("PATCH", &format!("{backups}/b"), "").is_allowed_by(&rules));
-        assert!(!attrs("DELETE", &format!("{backups}/b"), "").is_allowed_by(&rules));
-        assert!(!attrs("POST", backups, "").is_allowed_by(&rules));
+        assert!(attrs("POST", backups, "").is_allowed_by(&rules));
+        assert!(attrs("DELETE", &format!("{backups}/b"), "").is_allowed_by(&rules));
+        assert!(attrs("PATCH", &format!("{backups}/b"), "").is_allowed_by(&rules));
+        assert!(!attrs("PUT", &format!("{backups}/b"), "").is_allowed_by(&rules));
+        assert!(!attrs("DELETE", backups, "").is_allowed_by(&rules));
+        // Schedules: read, and only their status is written.
+        let schedules = "/apis/drasi.io/v1alpha1/namespaces/ns/drasistatestorescheduledbackups";
+        assert!(attrs("GET", schedules, "watch=true").is_allowed_by(&rules));
+        assert!(attrs("PATCH", &format!("{schedules}/s/status"), "").is_allowed_by(&rules));
+        assert!(!attrs("PATCH", &format!("{schedules}/s"), "").is_allowed_by(&rules));
+        assert!(!attrs("DELETE", &format!("{schedules}/s"), "").is_allowed_by(&rules));
+        assert!(!attrs("POST", schedules, "").is_allowed_by(&rules));
         assert!(
             attrs(
                 "PATCH",
