@@ -395,10 +395,10 @@ pub async fn reconcile_at(
             // someone else does not stop every later slot.
             status.last_schedule_time = Some(Time(slot));
             status.last_backup = Some(backup_name);
-            if let Some(created) = created {
-                if !owned.iter().any(|b| b.name_any() == created.name_any()) {
-                    owned.push(created);
-                }
+            if let Some(created) = created
+                && !owned.iter().any(|b| b.name_any() == created.name_any())
+            {
+                owned.push(created);
             }
         }
     }

@@ -10,6 +10,10 @@ use k8s_openapi::jiff::tz::TimeZone;
 /// Characters a slot adds to the schedule's name: `-yyyymmddhhmm`.
 pub const SLOT_SUFFIX_LEN: usize = 13;
 
+// The longest schedule name the CRD admits still gives backup names within
+// 63 characters (a backup's name is its Job's).
+const _: () = assert!(crate::crd::MAX_SCHEDULE_NAME + SLOT_SUFFIX_LEN <= 63);
+
 /// A parsed, valid schedule.
 #[derive(Debug, Clone)]
 pub struct Schedule {
