@@ -694,3 +694,45 @@ async fn retention_and_deletion_together_remove_expired_backups_and_their_data()
     assert_eq!(s.backups().await, ["new"]);
     s.h.assert_rbac_covers_every_request();
 }
+
+#[tokio::test]
+async fn a_terminating_namespace_releases_the_finalizer_and_keeps_the_snapshot() {
+    let s = Schedules::new();
+    s.create("0 0 1 1 *", json!({}));
+    s.add_credentials(json!({ "drasi.io/state-store-access": STORE }));
+    let name = "nightly-202401010000";
+    s.add_owned_backup(name, "2024-01-01T00:00:00Z", completed_s3(name));
+    s.delete_backup(name).await;
+    s.h.server
+        .update(&format!("/api/v1/namespaces/{NS}"), |ns| {
+            ns["metadata"]["deletionTimestamp"] = json!("2024-01-02T00:00:00Z");
+            ns["status"]["phase"] = json!("Terminating");
+        });
+    assert_eq!(s.reconcile_deletion(name).await, Action::await_change());
+    assert!(s.h.server.get(&backup_path(name)).is_none());
+    assert!(
+        s.h.server
+            .get(&job_path(&format!("{name}-delete")))
+            .is_none()
+    );
+    assert!(s.event_reasons().contains(&"SnapshotKept".to_owned()));
+    s.h.assert_rbac_covers_every_request();
+}
+
+/// docs/backup-operator.md lists every reason of the schedule's conditions,
+/// events and scheduled backups' deletion status.
+#[test]
+fn every_schedule_reason_is_documented() {
+    use drasi_store_operator::schedule::ScheduleReason;
+    use strum::IntoEnumIterator;
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/backup-operator.md"),
+    )
+    .unwrap();
+    for reason in ScheduleReason::iter() {
+        assert!(
+            docs.contains(&format!("`{reason}`")),
+            "docs/backup-operator.md does not mention the reason `{reason}`"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -537,6 +537,22 @@ pub async fn reconcile_deletion(
             return Ok(Action::requeue(RETRY));
         }
     };
+    if namespace_terminating(client, &namespace).await {
+        // No Job can start in a terminating namespace, and the finalizer
+        // must not keep the namespace from going: the snapshot is kept.
+        ctx.event(
+            &backup.object_ref(&()),
+            EventType::Warning,
+            ScheduleReason::SnapshotKept,
+            format!(
+                "namespace {namespace} is being deleted: the snapshot at {} is kept; delete it by hand",
+                plan.location
+            ),
+        )
+        .await;
+        remove_finalizer(client, backup, &namespace).await?;
+        return Ok(Action::await_change());
+    }
     if let Err(message) = check_credentials(client, &plan).await? {
         deletion_failed(&ctx, backup, &namespace, message).await?;
         return Ok(Action::requeue(RETRY));
@@ -616,6 +632,24 @@ pub async fn reconcile_deletion(
             // The next attempt is a new Job of the same name.
             delete::<Job>(client, &namespace, &job_name, &DeleteParams::background()).await?;
             Ok(Action::requeue(RETRY))
+        }
+    }
+}
+
+/// Whether `namespace` is being deleted (or already gone). An unreadable
+/// namespace counts as live: the deletion then proceeds (and fails, and is
+/// retried) as usual.
+async fn namespace_terminating(client: &Client, namespace: &str) -> bool {
+    let api: Api<Namespace> = Api::all(client.clone());
+    match api.get_opt(namespace).await {
+        Ok(Some(ns)) => {
+            ns.metadata.deletion_timestamp.is_some()
+                || ns.status.and_then(|s| s.phase).as_deref() == Some("Terminating")
+        }
+        Ok(None) => true,
+        Err(error) => {
+            tracing::debug!(namespace, %error, "could not read namespace");
+            false
         }
     }
 }

@@ -40,4 +40,7 @@ pub enum ScheduleReason {
     DeletingSnapshot,
     /// Backup status and event: the snapshot could not be deleted; retried.
     SnapshotDeletionFailed,
+    /// Event: the backup's namespace is being deleted, so no deletion Job
+    /// can run; the finalizer is removed and the snapshot kept.
+    SnapshotKept,
 }
