@@ -561,7 +561,28 @@ async fn a_failed_deletion_is_reported_and_retried_with_a_new_job() {
     s.reconcile_deletion(name).await;
     s.job_finished(&job, false, "error: deleting s3://...: AccessDenied");
 
-    assert_eq!(s.reconcile_deletion(name).await, Action::requeue(RETRY));
+    // Just failed: reported at once, the Job kept until the pause is over.
+    s.h.server.update(&job_path(&job), |j| {
+        j["status"]["conditions"][0]["lastTransitionTime"] = json!(Timestamp::now().to_string());
+    });
+    let action = s.reconcile_deletion(name).await;
+    assert_ne!(action, Action::await_change());
+    assert_ne!(action, Action::requeue(Duration::from_secs(5)));
+    assert!(s.h.server.get(&job_path(&job)).is_some());
+    let events = s.event_reasons().len();
+    // The pause is over.
+    s.h.server.update(&job_path(&job), |j| {
+        j["status"]["conditions"][0]["lastTransitionTime"] = json!("2024-01-01T00:00:00Z");
+    });
+    assert_eq!(
+        s.reconcile_deletion(name).await,
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        s.event_reasons().len(),
+        events,
+        "the same failure is reported once"
+    );
     let status = s.backup(name)["status"].clone();
     assert_eq!(status["reason"], "SnapshotDeletionFailed");
     let message = status["message"].as_str().unwrap();

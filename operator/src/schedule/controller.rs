@@ -624,16 +624,39 @@ pub async fn reconcile_deletion(
                 .map(|m| error_message(&m))
                 .unwrap_or_else(|| "see the Job's pod log".to_owned());
             let message = format!(
-                "deleting the snapshot at {} failed (Job {job_name}): {detail}; retried in {} s",
+                "deleting the snapshot at {} failed (Job {job_name}): {detail}; retried {} s \
+                 after the failure",
                 plan.location,
                 RETRY.as_secs()
             );
             deletion_failed(&ctx, backup, &namespace, message).await?;
-            // The next attempt is a new Job of the same name.
+            // Wait out the pause first: deleting the Job wakes this loop at
+            // once (the Job watch), and the next pass creates the next Job.
+            if let Some(wait) = retry_wait(job, Timestamp::now()) {
+                return Ok(Action::requeue(wait));
+            }
             delete::<Job>(client, &namespace, &job_name, &DeleteParams::background()).await?;
-            Ok(Action::requeue(RETRY))
+            Ok(Action::requeue(Duration::from_secs(5)))
         }
     }
+}
+
+/// How long a failed deletion Job still stays before the retry: [`RETRY`]
+/// after its `Failed` condition turned true. `None`: retry now (also when
+/// the time is unknown).
+pub fn retry_wait(job: &Job, now: Timestamp) -> Option<Duration> {
+    let failed_at = job
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed" && c.status == "True")?
+        .last_transition_time
+        .as_ref()?
+        .0;
+    let elapsed = Duration::try_from(now.duration_since(failed_at)).unwrap_or(Duration::ZERO);
+    RETRY.checked_sub(elapsed).filter(|w| !w.is_zero())
 }
 
 /// Whether `namespace` is being deleted (or already gone). An unreadable
@@ -892,6 +915,29 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_failed_deletion_job_is_retried_a_minute_after_its_failure() {
+        let job = |condition: serde_json::Value| -> Job {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "b-delete" },
+                "status": { "conditions": [condition] },
+            }))
+            .unwrap()
+        };
+        let failed = job(serde_json::json!({ "type": "Failed", "status": "True",
+            "lastTransitionTime": "2024-01-01T00:00:00Z" }));
+        assert_eq!(
+            retry_wait(&failed, ts("2024-01-01T00:00:20Z")),
+            Some(Duration::from_secs(40))
+        );
+        assert_eq!(retry_wait(&failed, ts("2024-01-01T00:01:00Z")), None);
+        assert_eq!(retry_wait(&failed, ts("2024-01-01T03:00:00Z")), None);
+        // A failure time in the future (skew) waits at most RETRY.
+        assert_eq!(retry_wait(&failed, ts("2023-12-31T23:00:00Z")), Some(RETRY));
+        let unknown = job(serde_json::json!({ "type": "Failed", "status": "True" }));
+        assert_eq!(retry_wait(&unknown, ts("2024-01-01T00:00:20Z")), None);
     }
 
     #[test]
