@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
-use drasi_store_operator::crd::{self, MAX_AGE_PATTERN, MAX_SCHEDULE_NAME, SCHEDULE_PATTERN};
+use drasi_store_operator::crd::{
+    self, MAX_AGE_PATTERN, MAX_SCHEDULE_NAME, SCHEDULE_PATTERN, TIME_ZONE_PATTERN,
+};
 use drasi_store_operator::schedule::cron::Schedule;
 use drasi_store_operator::schedule::retention::parse_max_age;
 use kube::core::cel::{ErrorKind, ValidationError, Validator, compile_schema};
@@ -170,14 +172,20 @@ fn the_schedule_pattern_admits_every_schedule_the_controller_accepts() {
         "@annually",
     ];
     for expression in accepted {
-        assert!(Schedule::parse(expression, now).is_ok(), "{expression}");
+        assert!(
+            Schedule::parse(expression, None, now).is_ok(),
+            "{expression}"
+        );
         assert!(pattern.is_match(expression), "{expression}");
     }
     // The pattern refuses the wrong field counts early; the controller
     // refuses those and everything else.
     for expression in ["", "* * * *", "0 0 * * * *", "0 0 0 * * * 2024", "@"] {
         assert!(!pattern.is_match(expression), "{expression}");
-        assert!(Schedule::parse(expression, now).is_err(), "{expression}");
+        assert!(
+            Schedule::parse(expression, None, now).is_err(),
+            "{expression}"
+        );
     }
 }
 
@@ -194,4 +202,33 @@ fn the_max_age_pattern_admits_every_max_age_the_controller_accepts() {
     }
     // Matches the pattern, refused by the controller with a clear status.
     assert!(pattern.is_match("0d") && parse_max_age("0d").is_err());
+}
+
+#[test]
+fn the_time_zone_pattern_admits_every_zone_the_controller_knows() {
+    let pattern = full_match(TIME_ZONE_PATTERN);
+    let now = "2024-01-01T00:00:00Z".parse().unwrap();
+    for zone in [
+        "UTC",
+        "Europe/Berlin",
+        "America/Argentina/Buenos_Aires",
+        "Etc/GMT+5",
+        "America/Port-au-Prince",
+    ] {
+        assert!(pattern.is_match(zone), "{zone}");
+        assert!(
+            Schedule::parse("0 2 * * *", Some(zone), now).is_ok(),
+            "{zone}"
+        );
+    }
+    for bad in [
+        "",
+        "/etc/passwd",
+        "../x",
+        "Europe//Berlin",
+        "Europe/Berlin ",
+        "Europe/",
+    ] {
+        assert!(!pattern.is_match(bad), "{bad}");
+    }
 }

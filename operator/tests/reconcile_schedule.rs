@@ -361,6 +361,19 @@ async fn immediate_takes_one_backup_at_creation_then_follows_the_schedule() {
 }
 
 #[tokio::test]
+async fn a_time_zone_moves_the_slots_and_names_stay_utc() {
+    let s = Schedules::new();
+    s.create("0 2 * * *", json!({ "timeZone": "Europe/Berlin" }));
+    // 02:00 in Berlin is 01:00 UTC in January.
+    s.reconcile("2024-01-01T00:59:00Z").await;
+    assert!(s.backups().await.is_empty());
+    assert_eq!(s.status()["nextScheduleTime"], "2024-01-01T01:00:00Z");
+    s.reconcile("2024-01-01T01:00:30Z").await;
+    assert_eq!(s.backups().await, ["nightly-202401010100"]);
+    assert!(s.condition("Scheduled").2.contains("Europe/Berlin"));
+}
+
+#[tokio::test]
 async fn without_immediate_the_first_backup_waits_for_the_first_slot() {
     let s = Schedules::new();
     s.create("0 2 * * *", json!({}));
@@ -381,6 +394,11 @@ async fn an_invalid_schedule_or_max_age_creates_and_deletes_nothing() {
             "0 * * * *",
             json!({ "maxAge": "0d" }),
             "spec.maxAge \"0d\" is zero",
+        ),
+        (
+            "0 * * * *",
+            json!({ "timeZone": "Mars/Olympus_Mons" }),
+            "spec.timeZone \"Mars/Olympus_Mons\" is not a time zone",
         ),
     ] {
         let s = Schedules::new();

@@ -18,6 +18,9 @@ pub const MAX_SCHEDULE_NAME: usize = 50;
 /// operator parses it fully and reports anything else in the status.
 pub const SCHEDULE_PATTERN: &str = r"^\s*(@[a-zA-Z]+|\S+(\s+\S+){4})\s*$";
 
+/// An IANA time zone name such as `Europe/Berlin` or `UTC`.
+pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$";
+
 /// One or more `<number><unit>` with unit `m`, `h`, `d` or `w`, e.g.
 /// `30d`, `12h`, `1d12h`.
 pub const MAX_AGE_PATTERN: &str = r"^([0-9]+[mhdw])+$";
@@ -37,7 +40,7 @@ pub const MAX_AGE_PATTERN: &str = r"^([0-9]+[mhdw])+$";
     derive = "PartialEq",
     doc = "Backups of one DrasiStateStore on a cron schedule, with retention; each backup is a DrasiStateStoreBackup owned by this object.",
     printcolumn(name = "Store", type_ = "string", json_path = ".spec.store", description = "The store backed up"),
-    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule", description = "Cron schedule (UTC)"),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule", description = "Cron schedule (in spec.timeZone, UTC by default)"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend", description = "No new backups while true"),
     printcolumn(name = "Last Backup", type_ = "string", json_path = ".status.lastSuccessfulBackup", description = "The newest Completed backup"),
     printcolumn(name = "Next", type_ = "date", json_path = ".status.nextScheduleTime", description = "When the next backup is due"),
@@ -58,10 +61,16 @@ pub struct DrasiStateStoreScheduledBackupSpec {
     pub destination: Option<String>,
 
     /// Standard 5-field cron expression (minute hour day-of-month month
-    /// day-of-week), evaluated in UTC, e.g. `0 2 * * *`; the macros
+    /// day-of-week), evaluated in `timeZone`, e.g. `0 2 * * *`; the macros
     /// `@hourly`, `@daily`, `@weekly`, `@monthly` and `@yearly` too.
     #[schemars(length(min = 1, max = 128), pattern(SCHEDULE_PATTERN))]
     pub schedule: String,
+
+    /// IANA time zone the schedule is evaluated in (e.g. `Europe/Berlin`);
+    /// UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), pattern(TIME_ZONE_PATTERN))]
+    pub time_zone: Option<String>,
 
     /// No new backups while true; retention still applies.
     #[serde(default)]

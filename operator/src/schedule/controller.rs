@@ -246,17 +246,21 @@ pub async fn reconcile_at(
     };
 
     // Bad input changes nothing: no backup is created and none deleted.
-    let parsed = Schedule::parse(&schedule.spec.schedule, now)
-        .map_err(|e| e.to_string())
-        .and_then(|s| {
-            let max_age = schedule
-                .spec
-                .max_age
-                .as_deref()
-                .map(parse_max_age)
-                .transpose()?;
-            Ok((s, max_age))
-        });
+    let parsed = Schedule::parse(
+        &schedule.spec.schedule,
+        schedule.spec.time_zone.as_deref(),
+        now,
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|s| {
+        let max_age = schedule
+            .spec
+            .max_age
+            .as_deref()
+            .map(parse_max_age)
+            .transpose()?;
+        Ok((s, max_age))
+    });
     let (cron, max_age) = match parsed {
         Ok(parsed) => parsed,
         Err(message) => {
@@ -318,8 +322,10 @@ pub async fn reconcile_at(
             "spec.suspend is true: no new backups; retention still applies".to_owned()
         } else {
             format!(
-                "backups of DrasiStateStore {} on {:?} (UTC)",
-                schedule.spec.store, schedule.spec.schedule
+                "backups of DrasiStateStore {} on {:?} ({})",
+                schedule.spec.store,
+                schedule.spec.schedule,
+                schedule.spec.time_zone.as_deref().unwrap_or("UTC")
             )
         },
         generation,

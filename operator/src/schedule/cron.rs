@@ -1,11 +1,12 @@
 //! The schedule of a `DrasiStateStoreScheduledBackup`: a standard 5-field
-//! cron expression evaluated in UTC, the slot that is due, and the name of
-//! the backup taken for a slot. Pure: the clock is a parameter.
+//! cron expression evaluated in a time zone (UTC by default), the slot that
+//! is due, and the name of the backup taken for a slot. Pure: the clock is
+//! a parameter.
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use k8s_openapi::jiff::Timestamp;
-use k8s_openapi::jiff::tz::TimeZone;
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
 /// Characters a slot adds to the schedule's name: `-yyyymmddhhmm`.
 pub const SLOT_SUFFIX_LEN: usize = 13;
@@ -18,6 +19,7 @@ const _: () = assert!(crate::crd::MAX_SCHEDULE_NAME + SLOT_SUFFIX_LEN <= 63);
 #[derive(Debug, Clone)]
 pub struct Schedule {
     cron: Cron,
+    zone: TimeZone,
 }
 
 /// Why `spec.schedule` cannot be used; the message names the expression.
@@ -27,6 +29,11 @@ pub enum InvalidSchedule {
     Invalid { expression: String, reason: String },
     #[error("spec.schedule {expression:?} never fires (e.g. February 30th)")]
     NeverFires { expression: String },
+    #[error(
+        "spec.timeZone {zone:?} is not a time zone the operator knows ({reason}); use an IANA \
+         name such as Europe/Berlin, or leave it unset for UTC"
+    )]
+    UnknownTimeZone { zone: String, reason: String },
 }
 
 impl Schedule {
@@ -35,8 +42,13 @@ impl Schedule {
     /// `@yearly` macro. Seconds and years fields are refused: the schedule
     /// has minute resolution, which is what slot names encode. An
     /// expression that parses but matches no instant (February 30th) is
-    /// refused too, so a valid schedule always has a next slot.
-    pub fn parse(expression: &str, now: Timestamp) -> Result<Self, InvalidSchedule> {
+    /// refused too, so a valid schedule always has a next slot. `zone` is
+    /// an IANA time zone name (from the system's zoneinfo); UTC when `None`.
+    pub fn parse(
+        expression: &str,
+        zone: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Self, InvalidSchedule> {
         let invalid = |reason: String| InvalidSchedule::Invalid {
             expression: expression.to_owned(),
             reason,
@@ -68,7 +80,14 @@ impl Schedule {
             .build()
             .parse(expression)
             .map_err(|e| invalid(e.to_string()))?;
-        let schedule = Self { cron };
+        let zone = match zone {
+            None => TimeZone::UTC,
+            Some(name) => TimeZone::get(name).map_err(|e| InvalidSchedule::UnknownTimeZone {
+                zone: name.to_owned(),
+                reason: e.to_string(),
+            })?,
+        };
+        let schedule = Self { cron, zone };
         if schedule.next_after(now).is_none() {
             return Err(InvalidSchedule::NeverFires {
                 expression: expression.to_owned(),
@@ -80,7 +99,7 @@ impl Schedule {
     /// The first slot strictly after `t`.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         self.cron
-            .find_next_occurrence(&t.to_zoned(TimeZone::UTC), false)
+            .find_next_occurrence(&t.to_zoned(self.zone.clone()), false)
             .ok()
             .map(|z| z.timestamp())
     }
@@ -88,7 +107,7 @@ impl Schedule {
     /// The last slot at or before `t`.
     pub fn last_at_or_before(&self, t: Timestamp) -> Option<Timestamp> {
         self.cron
-            .find_previous_occurrence(&t.to_zoned(TimeZone::UTC), true)
+            .find_previous_occurrence(&t.to_zoned(self.zone.clone()), true)
             .ok()
             .map(|z| z.timestamp())
     }
@@ -103,7 +122,8 @@ impl Schedule {
     }
 }
 
-/// The backup taken for `slot`: `<schedule>-<yyyymmddhhmm>` (UTC), so the
+/// The backup taken for `slot`: `<schedule>-<yyyymmddhhmm>` (always UTC,
+/// whatever the schedule's time zone: an instant has one name), so the
 /// same slot always gives the same name and a repeated reconcile or an
 /// operator restart cannot create a second backup for it.
 pub fn slot_name(schedule: &str, slot: Timestamp) -> String {
@@ -125,7 +145,7 @@ mod tests {
     }
 
     fn parse(expression: &str) -> Result<Schedule, InvalidSchedule> {
-        Schedule::parse(expression, ts("2024-01-01T00:00:00Z"))
+        Schedule::parse(expression, None, ts("2024-01-01T00:00:00Z"))
     }
 
     #[test]
@@ -228,6 +248,48 @@ mod tests {
             hourly.due(last, ts("2024-01-01T06:30:00Z")),
             Some(ts("2024-01-01T06:00:00Z"))
         );
+    }
+
+    #[test]
+    fn time_zones_move_the_slots_and_follow_daylight_saving_time() {
+        let now = ts("2024-01-01T00:00:00Z");
+        let berlin = Schedule::parse("0 2 * * *", Some("Europe/Berlin"), now).unwrap();
+        // CET (UTC+1) in winter, CEST (UTC+2) in summer.
+        assert_eq!(
+            berlin.next_after(ts("2024-01-10T12:00:00Z")),
+            Some(ts("2024-01-11T01:00:00Z"))
+        );
+        assert_eq!(
+            berlin.next_after(ts("2024-07-10T12:00:00Z")),
+            Some(ts("2024-07-11T00:00:00Z"))
+        );
+        // 2024-03-31 02:00 does not exist in Berlin: the slot still fires
+        // once that day, and the next day is back at 02:00 local.
+        let spring = berlin.next_after(ts("2024-03-30T12:00:00Z")).unwrap();
+        assert!(
+            spring >= ts("2024-03-31T00:00:00Z") && spring <= ts("2024-03-31T02:00:00Z"),
+            "{spring}"
+        );
+        assert_eq!(berlin.next_after(spring), Some(ts("2024-04-01T00:00:00Z")));
+        // 2024-10-27 02:30 happens twice in Berlin: one backup, not two.
+        let autumn = Schedule::parse("30 2 * * *", Some("Europe/Berlin"), now).unwrap();
+        let first = autumn.next_after(ts("2024-10-26T12:00:00Z")).unwrap();
+        assert!(
+            first == ts("2024-10-27T00:30:00Z") || first == ts("2024-10-27T01:30:00Z"),
+            "{first}"
+        );
+        assert_eq!(autumn.next_after(first), Some(ts("2024-10-28T01:30:00Z")));
+        let utc = Schedule::parse("0 2 * * *", Some("UTC"), now).unwrap();
+        assert_eq!(
+            utc.next_after(ts("2024-07-10T12:00:00Z")),
+            Some(ts("2024-07-11T02:00:00Z"))
+        );
+        for bad in ["Mars/Olympus_Mons", "Europe/Berlinn", "../../etc/passwd"] {
+            match Schedule::parse("0 2 * * *", Some(bad), now) {
+                Err(InvalidSchedule::UnknownTimeZone { zone, .. }) => assert_eq!(zone, bad),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]
