@@ -8,14 +8,16 @@
 # Checks, each must pass:
 #   1. `drasi-store-operator crd --name N` validates with `kubernetes-validate
 #      --strict` (Kubernetes 1.25 and 1.37 schemas) and equals crds/N.yaml,
-#      for every CRD in crds/ (DrasiStateStore, DrasiStateStoreBackup)
+#      for every CRD in crds/ (DrasiStateStore, DrasiStateStoreBackup,
+#      DrasiStateStoreScheduledBackup)
 #   2. for every DrasiStateStore sample (examples/*.yaml and the chart's
 #      examples/*.yaml): `drasi-store-operator render -f` succeeds and every
 #      object it prints validates with `kubernetes-validate --strict`; every
 #      kind the operator creates (Secret, Service, StatefulSet and the
 #      optional NetworkPolicy) is rendered by at least one sample
-#   3. every sample DrasiStateStore (and DrasiStateStoreBackup, against its
-#      own CRD) validates against the CRD's own
+#   3. every sample DrasiStateStore (and DrasiStateStoreBackup and
+#      DrasiStateStoreScheduledBackup, each against its own CRD) validates
+#      against the CRD's own
 #      openAPIV3Schema with check-jsonschema (schema extracted by
 #      scripts/lib/crd_schema.py); other objects in the sample files and the
 #      consumer examples (examples/consumer/*.yaml) validate with
@@ -35,6 +37,7 @@ TOOLS_BIN="${TOOLS_DIR:-$ROOT/.tools}/bin"
 K8S_VERSIONS=(1.25.0 1.37.0)
 CRD_FILE=crds/drasistatestores.drasi.io.yaml
 BACKUP_CRD_FILE=crds/drasistatestorebackups.drasi.io.yaml
+SCHEDULE_CRD_FILE=crds/drasistatestorescheduledbackups.drasi.io.yaml
 
 for t in kubernetes-validate check-jsonschema tools-python; do
   if [ ! -x "$TOOLS_BIN/$t" ]; then
@@ -77,7 +80,9 @@ kube_validate() {
 shopt -s nullglob
 crd_files=(crds/*.yaml)
 shopt -u nullglob
-[ ${#crd_files[@]} -ge 2 ] || fail "crds/ should hold the DrasiStateStore and DrasiStateStoreBackup CRDs"
+for expected in "$CRD_FILE" "$BACKUP_CRD_FILE" "$SCHEDULE_CRD_FILE"; do
+  [ -f "$expected" ] || fail "$expected is missing (generate it with \`crd --name $(basename "$expected" .yaml)\`)"
+done
 for crd_file in "${crd_files[@]}"; do
   crd_name="$(basename "$crd_file" .yaml)"
   section "CRD $crd_name (${operator[*]} crd --name $crd_name)"
@@ -111,6 +116,14 @@ else
   fail "could not extract the schema from $BACKUP_CRD_FILE"
   backup_schema=""
 fi
+schedule_schema="$WORK/drasistatestorescheduledbackup.schema.json"
+if gv="$("$PY" scripts/lib/crd_schema.py "$SCHEDULE_CRD_FILE" "$schedule_schema")"; then
+  pass "extracted the $gv schema from $SCHEDULE_CRD_FILE"
+else
+  fail "could not extract the schema from $SCHEDULE_CRD_FILE"
+  schedule_schema=""
+fi
+n_schedules=0
 
 section "sample DrasiStateStores: render + kubernetes-validate, schema"
 shopt -s nullglob
@@ -124,7 +137,16 @@ for f in "${samples[@]}"; do
   mkdir -p "$out"
   mapfile -t dss < <("$PY" scripts/lib/split_docs.py "$f" "$out/dss" --only-kind DrasiStateStore | cut -f1)
   mapfile -t backups < <("$PY" scripts/lib/split_docs.py "$f" "$out/backup" --only-kind DrasiStateStoreBackup | cut -f1)
-  mapfile -t others < <("$PY" scripts/lib/split_docs.py "$f" "$out/other" --exclude-kind DrasiStateStore --exclude-kind DrasiStateStoreBackup | cut -f1)
+  mapfile -t schedules < <("$PY" scripts/lib/split_docs.py "$f" "$out/schedule" --only-kind DrasiStateStoreScheduledBackup | cut -f1)
+  mapfile -t others < <("$PY" scripts/lib/split_docs.py "$f" "$out/other" --exclude-kind DrasiStateStore --exclude-kind DrasiStateStoreBackup --exclude-kind DrasiStateStoreScheduledBackup | cut -f1)
+  for d in "${schedules[@]}"; do
+    n_schedules=$((n_schedules + 1))
+    if [ -n "$schedule_schema" ] && check-jsonschema --schemafile "$schedule_schema" "$d" >"$WORK/cj.out" 2>&1; then
+      pass "$f: $(basename "$d" .yaml) matches the DrasiStateStoreScheduledBackup CRD schema"
+    else
+      cat "$WORK/cj.out" 2>/dev/null; fail "$f: $(basename "$d" .yaml) does not match the DrasiStateStoreScheduledBackup CRD schema"
+    fi
+  done
   for d in "${backups[@]}"; do
     if [ -n "$backup_schema" ] && check-jsonschema --schemafile "$backup_schema" "$d" >"$WORK/cj.out" 2>&1; then
       pass "$f: $(basename "$d" .yaml) matches the DrasiStateStoreBackup CRD schema"
@@ -163,6 +185,9 @@ for f in "${samples[@]}"; do
 done
 if [ "$n_dss" -eq 0 ]; then
   fail "no DrasiStateStore samples found in examples/*.yaml"
+fi
+if [ "$n_schedules" -eq 0 ]; then
+  fail "no DrasiStateStoreScheduledBackup sample found in examples/backup/*.yaml"
 fi
 # Every kind the operator can create must have been rendered (and so
 # validated above) from at least one sample.

@@ -6,6 +6,7 @@
 //! - [`validated`]: a store plus what it references -> [`validated::ValidatedStore`];
 //! - [`labels`], [`builders`]: pure "desired state" functions, validated store -> objects;
 //! - [`backup`]: `DrasiStateStoreBackup`: plan, Job builder, summary;
+//! - [`schedule`]: `DrasiStateStoreScheduledBackup`: cron slots, retention, data deletion;
 //! - [`render`]: the `render` command, validation and builders without a cluster;
 //! - [`rotation`]: the token rotation state machine (pure, clock as a parameter);
 //! - [`controller`]: the reconcile loop (reads, applies, status, finalizer);
@@ -22,4 +23,5 @@ pub mod metrics;
 pub mod rbac;
 pub mod render;
 pub mod rotation;
+pub mod schedule;
 pub mod validated;

@@ -32,11 +32,12 @@ const RULES: &[Rule] = &[
         resource_names: &[],
     },
     // Backups: watched by their own controller, which only ever writes
-    // their status (no finalizer, no spec change).
+    // their status. Schedules create them (never applied over), retention
+    // deletes them, and the data deletion patches away their finalizer.
     Rule {
         group: "drasi.io",
         resources: &["drasistatestorebackups"],
-        verbs: &["get", "list", "watch"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         resource_names: &[],
     },
     Rule {
@@ -45,13 +46,27 @@ const RULES: &[Rule] = &[
         verbs: &["get", "patch"],
         resource_names: &[],
     },
-    // Backup Jobs: created once (never applied over, so never patched) and
-    // watched. Never deleted by the operator: a Job goes with its backup
-    // through its owner reference.
+    // Scheduled backups: watched; only their status is written.
+    Rule {
+        group: "drasi.io",
+        resources: &["drasistatestorescheduledbackups"],
+        verbs: &["get", "list", "watch"],
+        resource_names: &[],
+    },
+    Rule {
+        group: "drasi.io",
+        resources: &["drasistatestorescheduledbackups/status"],
+        verbs: &["get", "patch"],
+        resource_names: &[],
+    },
+    // Backup and snapshot deletion Jobs: created once (never applied over,
+    // so never patched) and watched. A Job goes with its backup through its
+    // owner reference; only a failed deletion Job is deleted, so that the
+    // retry can create a new one under the same name.
     Rule {
         group: "batch",
         resources: &["jobs"],
-        verbs: &["get", "list", "watch", "create"],
+        verbs: &["get", "list", "watch", "create", "delete"],
         resource_names: &[],
     },
     // A finished backup Job's pod, read only: its log's last line is the
@@ -146,6 +161,7 @@ const RULES: &[Rule] = &[
         resource_names: &[
             "drasistatestores.drasi.io",
             "drasistatestorebackups.drasi.io",
+            "drasistatestorescheduledbackups.drasi.io",
         ],
     },
     Rule {
@@ -324,18 +340,30 @@ mod tests {
         assert!(attrs("GET", "/api/v1/namespaces/ns/pods/p/log", "").is_allowed_by(&rules));
         assert!(!attrs("GET", "/api/v1/namespaces/ns/pods/p", "").is_allowed_by(&rules));
         assert!(!attrs("DELETE", "/api/v1/namespaces/ns/pods/p", "").is_allowed_by(&rules));
-        // Backup Jobs go with their backup; the operator never deletes one.
+        // Jobs are created, never changed; only a failed snapshot deletion
+        // Job is deleted (one at a time, never a collection).
         assert!(attrs("POST", "/apis/batch/v1/namespaces/ns/jobs", "").is_allowed_by(&rules));
-        assert!(!attrs("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
+        assert!(attrs("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
+        assert!(!attrs("DELETE", "/apis/batch/v1/namespaces/ns/jobs", "").is_allowed_by(&rules));
         assert!(!attrs("PUT", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
         assert!(!attrs("PATCH", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
-        // Backups: only their status is written.
+        // Backups: status written; created by schedules, deleted by
+        // retention, their finalizer patched away; never replaced.
         let backups = "/apis/drasi.io/v1alpha1/namespaces/ns/drasistatestorebackups";
         assert!(attrs("GET", backups, "watch=true").is_allowed_by(&rules));
         assert!(attrs("PATCH", &format!("{backups}/b/status"), "").is_allowed_by(&rules));
-        assert!(!attrs("PATCH", &format!("{backups}/b"), "").is_allowed_by(&rules));
-        assert!(!attrs("DELETE", &format!("{backups}/b"), "").is_allowed_by(&rules));
-        assert!(!attrs("POST", backups, "").is_allowed_by(&rules));
+        assert!(attrs("POST", backups, "").is_allowed_by(&rules));
+        assert!(attrs("DELETE", &format!("{backups}/b"), "").is_allowed_by(&rules));
+        assert!(attrs("PATCH", &format!("{backups}/b"), "").is_allowed_by(&rules));
+        assert!(!attrs("PUT", &format!("{backups}/b"), "").is_allowed_by(&rules));
+        assert!(!attrs("DELETE", backups, "").is_allowed_by(&rules));
+        // Schedules: read, and only their status is written.
+        let schedules = "/apis/drasi.io/v1alpha1/namespaces/ns/drasistatestorescheduledbackups";
+        assert!(attrs("GET", schedules, "watch=true").is_allowed_by(&rules));
+        assert!(attrs("PATCH", &format!("{schedules}/s/status"), "").is_allowed_by(&rules));
+        assert!(!attrs("PATCH", &format!("{schedules}/s"), "").is_allowed_by(&rules));
+        assert!(!attrs("DELETE", &format!("{schedules}/s"), "").is_allowed_by(&rules));
+        assert!(!attrs("POST", schedules, "").is_allowed_by(&rules));
         assert!(
             attrs(
                 "PATCH",

@@ -958,10 +958,19 @@ async fn manage_crd_applies_the_crd_and_waits_until_it_is_established() {
     let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/drasistatestores.drasi.io";
     // Plays the API server's CRD controller: establish the CRD once it exists.
     let server = h.server.clone();
-    let backup_path =
-        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/drasistatestorebackups.drasi.io";
+    // Every CRD the operator serves, in the order it applies them.
+    let crd_paths: Vec<String> = drasi_store_operator::crd::all_crds()
+        .into_iter()
+        .map(|(_, crd)| {
+            format!(
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{}",
+                crd.metadata.name.unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(crd_paths[0], path);
     let establish = tokio::spawn(async move {
-        for crd_path in [path, backup_path] {
+        for crd_path in &crd_paths {
             wait_for("CRD applied", || server.get(crd_path).is_some()).await;
             server.update(crd_path, |crd| {
                 crd["status"] =

@@ -95,18 +95,28 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
 - apiGroups: ["drasi.io"]
   resources: ["drasistatestores/status"]
   verbs: ["get", "patch"]
-# DrasiStateStoreBackups: watched; only their status is written.
+# DrasiStateStoreBackups: watched and their status written; schedules
+# create them, retention deletes them, and the snapshot deletion patches
+# away their finalizer.
 - apiGroups: ["drasi.io"]
   resources: ["drasistatestorebackups"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["drasi.io"]
   resources: ["drasistatestorebackups/status"]
   verbs: ["get", "patch"]
-# Backup Jobs: created once (never patched) and watched; they go with their
-# backup through the owner reference, so never deleted by the operator.
+# DrasiStateStoreScheduledBackups: watched; only their status is written.
+- apiGroups: ["drasi.io"]
+  resources: ["drasistatestorescheduledbackups"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["drasi.io"]
+  resources: ["drasistatestorescheduledbackups/status"]
+  verbs: ["get", "patch"]
+# Backup and snapshot deletion Jobs: created once (never patched) and
+# watched; they go with their backup through the owner reference. Only a
+# failed deletion Job is deleted, so its retry can reuse the name.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # A finished backup pod, read only: its log's last line is the summary,
 # a failed one's termination message the error.
 - apiGroups: [""]
@@ -164,7 +174,7 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
   verbs: ["create"]
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  resourceNames: ["drasistatestores.drasi.io", "drasistatestorebackups.drasi.io"]
+  resourceNames: ["drasistatestores.drasi.io", "drasistatestorebackups.drasi.io", "drasistatestorescheduledbackups.drasi.io"]
   verbs: ["get", "patch"]
 {{- end }}
 {{- end }}

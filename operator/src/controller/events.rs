@@ -40,6 +40,7 @@ pub enum EventReason {
 #[derive(Clone)]
 pub struct EventPublisher {
     recorder: Recorder,
+    instance: Option<String>,
 }
 
 impl EventPublisher {
@@ -47,11 +48,18 @@ impl EventPublisher {
     pub fn new(client: Client, instance: Option<String>) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_string(),
-            instance,
+            instance: instance.clone(),
         };
         Self {
             recorder: Recorder::new(client, reporter),
+            instance,
         }
+    }
+
+    /// The operator replica events are reported from, for other
+    /// controllers' recorders.
+    pub fn instance(&self) -> Option<String> {
+        self.instance.clone()
     }
 
     pub async fn normal(

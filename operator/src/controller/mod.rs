@@ -164,6 +164,17 @@ pub async fn run(
         watch_namespace,
         shutdown.clone(),
     );
+    // Scheduled backups too; their context shares the store controller's
+    // event reporter identity.
+    let schedules = crate::schedule::controller::run(
+        Arc::new(crate::schedule::controller::ScheduleContext::new(
+            ctx.client.clone(),
+            ctx.build.clone(),
+            ctx.events.instance(),
+        )),
+        watch_namespace,
+        shutdown.clone(),
+    );
     let stores = controller
         .run(reconcile_guarded, error_policy_guarded, ctx)
         .for_each(|result| async move {
@@ -172,7 +183,7 @@ pub async fn run(
                 Err(error) => tracing::warn!(%error, "controller error"),
             }
         });
-    futures::join!(stores, backups);
+    futures::join!(stores, backups, schedules);
     health.set_ready(false);
     tracing::info!("controller stopped");
 }

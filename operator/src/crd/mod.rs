@@ -4,6 +4,7 @@
 mod backup;
 mod data_protection;
 mod quantity;
+mod scheduled_backup;
 mod spec;
 mod status;
 mod validate;
@@ -14,6 +15,7 @@ use kube::CustomResourceExt;
 pub use backup::*;
 pub use data_protection::*;
 pub use quantity::{quantity_greater, quantity_value};
+pub use scheduled_backup::*;
 pub use spec::*;
 pub use status::*;
 pub(crate) use validate::join_field_errors;
@@ -25,6 +27,9 @@ pub const CRD_FILE: &str = "crds/drasistatestores.drasi.io.yaml";
 /// Repo-relative path of the committed `DrasiStateStoreBackup` CRD.
 pub const BACKUP_CRD_FILE: &str = "crds/drasistatestorebackups.drasi.io.yaml";
 
+/// Repo-relative path of the committed `DrasiStateStoreScheduledBackup` CRD.
+pub const SCHEDULED_BACKUP_CRD_FILE: &str = "crds/drasistatestorescheduledbackups.drasi.io.yaml";
+
 /// The CRD as the operator applies it (`--manage-crd`).
 pub fn crd() -> CustomResourceDefinition {
     DrasiStateStore::crd()
@@ -35,6 +40,10 @@ pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         (CRD_FILE, DrasiStateStore::crd()),
         (BACKUP_CRD_FILE, DrasiStateStoreBackup::crd()),
+        (
+            SCHEDULED_BACKUP_CRD_FILE,
+            DrasiStateStoreScheduledBackup::crd(),
+        ),
     ]
 }
 

@@ -1,11 +1,12 @@
 //! The data-protection subcommands of `drasi-store-server`: `backup`,
-//! `export`, `restore`, `verify` (docs/backup.md).
+//! `export`, `restore`, `verify`, `delete` (docs/backup.md).
 //!
 //! They are dispatched on the first argument, before the serve flags are
 //! parsed, so that running the binary without a subcommand behaves exactly
 //! as a plain server.
 
 mod client;
+mod delete;
 mod fetch;
 mod location;
 mod push;
@@ -25,7 +26,7 @@ pub use location::Location;
 pub use restore::{DB_NAME, RESTORING_NAME, refuse_interrupted_restore};
 
 /// First arguments that select a subcommand instead of serving.
-pub const SUBCOMMANDS: &[&str] = &["backup", "export", "import", "restore", "verify"];
+pub const SUBCOMMANDS: &[&str] = &["backup", "delete", "export", "import", "restore", "verify"];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,6 +71,12 @@ pub enum AdminCommand {
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Delete one snapshot (a `.snap` file or s3://bucket/key.snap); a
+    /// snapshot already gone counts as deleted.
+    Delete {
+        #[arg(long)]
+        location: String,
     },
     /// Check a snapshot completely; exit 0 only if it is intact.
     Verify {
@@ -185,6 +192,13 @@ async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 &summary,
                 json,
             );
+        }
+        AdminCommand::Delete { location } => {
+            let location = Location::parse(&location)?;
+            match delete::delete(&location).await? {
+                delete::Deleted::Removed => println!("deleted: {location}"),
+                delete::Deleted::AlreadyAbsent => println!("already absent: {location}"),
+            }
         }
         AdminCommand::Verify { input, json } => {
             let location = Location::parse(&input)?;
