@@ -166,10 +166,28 @@ fn placeholders(store: &DrasiStateStore) -> Referenced {
                 ca_placeholder(&tls.secret_name),
             )
         }),
+        restore: restore_placeholder(store),
         // No cluster to ask: the Secrets are assumed labelled and nothing
         // is in the way.
         ..Referenced::default()
     }
+}
+
+/// `spec.restore` as the operator would resolve it: a `source` as it is
+/// (an s3:// one with its `objectStore`), a backup by a placeholder for the
+/// location its status records in the cluster.
+fn restore_placeholder(store: &DrasiStateStore) -> Option<crate::crd::RestoredFrom> {
+    let restore = store.spec.restore.as_ref()?;
+    if let Some(backup) = &restore.from_backup {
+        return Some(crate::crd::RestoredFrom {
+            backup: Some(backup.clone()),
+            location: crate::builders::backup_location_placeholder(backup),
+            object_store: None,
+        });
+    }
+    crate::controller::restore::resolve(store, None)
+        .ok()
+        .flatten()
 }
 
 /// Deserializes `value`, naming the field that failed (`spec.limits.maxKeyBytes`).

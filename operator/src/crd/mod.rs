@@ -4,6 +4,7 @@
 mod backup;
 mod data_protection;
 mod quantity;
+mod restore;
 mod spec;
 mod status;
 mod validate;
@@ -14,6 +15,7 @@ use kube::CustomResourceExt;
 pub use backup::*;
 pub use data_protection::*;
 pub use quantity::{quantity_greater, quantity_value};
+pub use restore::*;
 pub use spec::*;
 pub use status::*;
 pub(crate) use validate::join_field_errors;
