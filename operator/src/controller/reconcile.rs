@@ -50,12 +50,17 @@ pub async fn reconcile(store: Arc<DrasiStateStore>, ctx: Arc<Context>) -> Result
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<DrasiStateStore> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, store, |event| async {
+    // Boxed: the pass's state machine is large (every API call it awaits is
+    // part of it), and unboxed it would live on the caller's stack, which
+    // for a test's `block_on` in a debug build is a 2 MiB thread stack.
+    let result = Box::pin(finalizer(&api, FINALIZER, store, |event| async {
         match event {
-            FinalizerEvent::Apply(store) => reconcile_store(&store, &ctx, &namespace).await,
-            FinalizerEvent::Cleanup(store) => cleanup(&store, &ctx).await,
+            FinalizerEvent::Apply(store) => {
+                Box::pin(reconcile_store(&store, &ctx, &namespace)).await
+            }
+            FinalizerEvent::Cleanup(store) => Box::pin(cleanup(&store, &ctx)).await,
         }
-    })
+    }))
     .await
     .map_err(Error::from);
     ctx.metrics.observe_reconcile(
