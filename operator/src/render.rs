@@ -285,6 +285,45 @@ mod tests {
             .collect()
     }
 
+    /// The restore init container's args of the one StatefulSet in `yaml`.
+    fn restore_args(yaml: &str) -> Vec<String> {
+        let sts = serde_yaml::Deserializer::from_str(yaml)
+            .map(|d| Value::deserialize(d).unwrap())
+            .find(|v| v["kind"] == "StatefulSet")
+            .expect("a StatefulSet");
+        serde_json::from_value(sts["spec"]["template"]["spec"]["initContainers"][0]["args"].clone())
+            .expect("an init container with args")
+    }
+
+    #[test]
+    fn a_restore_renders_its_init_container() {
+        let head = "apiVersion: drasi.io/v1alpha1\nkind: DrasiStateStore\nmetadata:\n  name: r\nspec:\n  restore:\n";
+        // A backup's location is known only in the cluster.
+        let out = render(&format!("{head}    fromBackup: b1\n"), &ctx()).unwrap();
+        assert_eq!(
+            restore_args(&out)[2],
+            "<location of DrasiStateStoreBackup b1>"
+        );
+        let out = render(&format!("{head}    source: s3://bkt/a.snap\n"), &ctx()).unwrap();
+        assert_eq!(
+            restore_args(&out),
+            [
+                "restore",
+                "--input",
+                "s3://bkt/a.snap",
+                "--data-dir",
+                "/data",
+                "--if-empty"
+            ]
+        );
+        let both = format!("{head}    fromBackup: b1\n    source: s3://bkt/a.snap\n");
+        let err = render(&both, &ctx()).unwrap_err().to_string();
+        assert!(
+            err.contains("exactly one of fromBackup and source"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn renders_every_object_of_every_store_in_apply_order() {
         let input = "apiVersion: drasi.io/v1alpha1\nkind: DrasiStateStore\nmetadata:\n  name: a\nspec: {}\n---\n---\napiVersion: drasi.io/v1alpha1\nkind: DrasiStateStore\nmetadata:\n  name: b\n  namespace: prod\nspec:\n  auth:\n    existingSecret: mine\n";
