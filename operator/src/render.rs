@@ -166,10 +166,28 @@ fn placeholders(store: &DrasiStateStore) -> Referenced {
                 ca_placeholder(&tls.secret_name),
             )
         }),
+        restore: restore_placeholder(store),
         // No cluster to ask: the Secrets are assumed labelled and nothing
         // is in the way.
         ..Referenced::default()
     }
+}
+
+/// `spec.restore` as the operator would resolve it: a `source` as it is
+/// (an s3:// one with its `objectStore`), a backup by a placeholder for the
+/// location its status records in the cluster.
+fn restore_placeholder(store: &DrasiStateStore) -> Option<crate::crd::RestoredFrom> {
+    let restore = store.spec.restore.as_ref()?;
+    if let Some(backup) = &restore.from_backup {
+        return Some(crate::crd::RestoredFrom {
+            backup: Some(backup.clone()),
+            location: crate::builders::backup_location_placeholder(backup),
+            object_store: None,
+        });
+    }
+    crate::controller::restore::resolve(store, None)
+        .ok()
+        .flatten()
 }
 
 /// Deserializes `value`, naming the field that failed (`spec.limits.maxKeyBytes`).
@@ -265,6 +283,45 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// The restore init container's args of the one StatefulSet in `yaml`.
+    fn restore_args(yaml: &str) -> Vec<String> {
+        let sts = serde_yaml::Deserializer::from_str(yaml)
+            .map(|d| Value::deserialize(d).unwrap())
+            .find(|v| v["kind"] == "StatefulSet")
+            .expect("a StatefulSet");
+        serde_json::from_value(sts["spec"]["template"]["spec"]["initContainers"][0]["args"].clone())
+            .expect("an init container with args")
+    }
+
+    #[test]
+    fn a_restore_renders_its_init_container() {
+        let head = "apiVersion: drasi.io/v1alpha1\nkind: DrasiStateStore\nmetadata:\n  name: r\nspec:\n  restore:\n";
+        // A backup's location is known only in the cluster.
+        let out = render(&format!("{head}    fromBackup: b1\n"), &ctx()).unwrap();
+        assert_eq!(
+            restore_args(&out)[2],
+            "<location of DrasiStateStoreBackup b1>"
+        );
+        let out = render(&format!("{head}    source: s3://bkt/a.snap\n"), &ctx()).unwrap();
+        assert_eq!(
+            restore_args(&out),
+            [
+                "restore",
+                "--input",
+                "s3://bkt/a.snap",
+                "--data-dir",
+                "/data",
+                "--if-empty"
+            ]
+        );
+        let both = format!("{head}    fromBackup: b1\n    source: s3://bkt/a.snap\n");
+        let err = render(&both, &ctx()).unwrap_err().to_string();
+        assert!(
+            err.contains("exactly one of fromBackup and source"),
+            "{err}"
+        );
     }
 
     #[test]

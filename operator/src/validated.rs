@@ -17,7 +17,9 @@ use crate::builders::{
     namespace_of, resolved_image,
 };
 use crate::controller::status::DegradedReason;
-use crate::crd::{self, DrasiStateStore, DrasiStateStoreSpec, FieldError, join_field_errors};
+use crate::crd::{
+    self, DrasiStateStore, DrasiStateStoreSpec, FieldError, RestoredFrom, join_field_errors,
+};
 use crate::labels::ACCESS_LABEL;
 use crate::rotation::{Requested, RotationState};
 
@@ -54,6 +56,9 @@ pub struct Referenced {
     /// advanced to this pass (see [`crate::rotation`]); ignored with
     /// `existingSecret`.
     pub rotation: RotationState,
+    /// `spec.restore`, resolved to the snapshot to read (see
+    /// `controller::restore`); `None` without `spec.restore`.
+    pub restore: Option<RestoredFrom>,
 }
 
 impl Default for TokenSource {
@@ -187,6 +192,8 @@ pub struct ValidatedStore<'a> {
     pub token: Token,
     /// `Some` exactly when `spec.tls` is set.
     pub tls: Option<Tls>,
+    /// The snapshot the restore init container reads (`spec.restore`).
+    pub restore: Option<RestoredFrom>,
 }
 
 impl<'a> ValidatedStore<'a> {
@@ -292,6 +299,8 @@ pub fn validate<'a>(
             rotation,
         },
         tls,
+        // Only a store that asks for a restore gets the init container.
+        restore: store.spec.restore.as_ref().and(referenced.restore.clone()),
     })
 }
 

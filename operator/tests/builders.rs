@@ -5,13 +5,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use drasi_store_operator::builders::{
-    BuildContext, DesiredObjects, ImagePolicy, ResolvedInputs, config_hash, desired_objects,
-    endpoint,
+    self, BuildContext, DesiredObjects, ImagePolicy, RESTORE_CONTAINER, RESTORE_SOURCE_DIR,
+    RESTORE_SOURCE_VOLUME, ResolvedInputs, config_hash, container_security_context,
+    desired_objects, endpoint, pod_security_context,
 };
-use drasi_store_operator::crd::{DrasiStateStore, Durability};
+use drasi_store_operator::controller::restore;
+use drasi_store_operator::crd::{
+    DrasiStateStore, Durability, RestoreObjectStore, RestoreSpec, RestoredFrom,
+};
 use drasi_store_operator::labels::{self, CONFIG_HASH_ANNOTATION};
 use drasi_store_operator::validated::{Invalid, validate};
-use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Secret};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// A named edit of a store, for the hash tests.
@@ -748,4 +752,222 @@ fn network_policy_admits_the_stores_backup_jobs_when_it_has_destinations() {
     assert_eq!(template(&store), template(&example("full.yaml")));
     let sts = serde_json::to_string(&build(&store).statefulset).unwrap();
     assert!(!sts.contains("creds") && !sts.contains("AWS_"));
+}
+
+// ---------------------------------------------------------------------------
+// Restore: the init container of spec.restore.
+// ---------------------------------------------------------------------------
+
+/// `store` built as the reconciler builds it once `spec.restore` resolved
+/// to `from`.
+fn build_restoring(store: &DrasiStateStore, from: RestoredFrom) -> DesiredObjects {
+    let mut referenced = inputs(store).referenced();
+    referenced.restore = Some(from);
+    builders::build(&validate(store, &ctx(), &referenced).unwrap())
+}
+
+/// What `examples/restore.yaml`'s backup (`examples/backup/`) resolves to.
+fn from_s3_backup() -> RestoredFrom {
+    RestoredFrom {
+        backup: Some("orders-state-manual-1".into()),
+        location: "s3://drasi-backups/stores/default/orders-state/orders-state-manual-1.snap"
+            .into(),
+        object_store: Some(RestoreObjectStore {
+            endpoint: Some("http://minio.minio.svc:9000".into()),
+            region: Some("us-east-1".into()),
+            credentials_secret: Some("orders-backup-s3".into()),
+        }),
+    }
+}
+
+fn volume_source_store() -> DrasiStateStore {
+    let mut store = example("minimal.yaml");
+    store.spec.restore = Some(RestoreSpec {
+        source: Some("pvc://drasi-backups/stores/default/orders-state/b1.snap".into()),
+        ..RestoreSpec::default()
+    });
+    store
+}
+
+fn from_volume_source() -> RestoredFrom {
+    restore::resolve(&volume_source_store(), None)
+        .unwrap()
+        .unwrap()
+}
+
+fn pod(objects: &DesiredObjects) -> PodSpec {
+    objects.statefulset.spec.template.spec.clone().unwrap()
+}
+
+fn init_container(objects: &DesiredObjects) -> Container {
+    let init = pod(objects).init_containers.expect("an init container");
+    assert_eq!(init.len(), 1);
+    init[0].clone()
+}
+
+#[test]
+fn snapshots_of_restoring_stores() {
+    insta::assert_yaml_snapshot!(
+        "restore-from-backup",
+        build_restoring(&example("restore.yaml"), from_s3_backup()).all()
+    );
+    insta::assert_yaml_snapshot!(
+        "restore-from-volume",
+        build_restoring(&volume_source_store(), from_volume_source()).all()
+    );
+}
+
+#[test]
+fn stores_without_restore_have_no_init_container() {
+    for sample in ["minimal.yaml", "full.yaml", "hardened.yaml"] {
+        assert_eq!(pod(&build(&example(sample))).init_containers, None);
+    }
+    // A resolved restore is ignored without spec.restore: only a store that
+    // asks for one is restored into.
+    let plain = example("minimal.yaml");
+    assert_eq!(
+        pod(&build_restoring(&plain, from_s3_backup())).init_containers,
+        None
+    );
+}
+
+#[test]
+fn the_restore_init_container_runs_the_stores_image_into_the_data_volume() {
+    let objects = build_restoring(&example("restore.yaml"), from_s3_backup());
+    let server = container(&objects);
+    let init = init_container(&objects);
+    assert_eq!(init.name, RESTORE_CONTAINER);
+    assert_eq!(init.image, server.image);
+    assert_eq!(init.image_pull_policy, server.image_pull_policy);
+    assert_eq!(init.resources, server.resources);
+    assert_eq!(
+        init.args.clone().unwrap(),
+        [
+            "restore",
+            "--input",
+            "s3://drasi-backups/stores/default/orders-state/orders-state-manual-1.snap",
+            "--data-dir",
+            "/data",
+            "--if-empty",
+        ]
+    );
+    let data_mount = |c: &Container| {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "data")
+            .map(|m| (m.mount_path.clone(), m.read_only))
+    };
+    assert_eq!(data_mount(&init), data_mount(&server));
+    // The same lock-down as the server.
+    assert_eq!(init.security_context, Some(container_security_context()));
+    assert_eq!(pod(&objects).security_context, Some(pod_security_context()));
+}
+
+#[test]
+fn object_store_credentials_go_to_the_init_container_only_and_are_optional() {
+    let objects = build_restoring(&example("restore.yaml"), from_s3_backup());
+    let env: BTreeMap<String, EnvVar> = init_container(&objects)
+        .env
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name.clone(), e))
+        .collect();
+    assert_eq!(
+        env["AWS_ENDPOINT_URL"].value.as_deref(),
+        Some("http://minio.minio.svc:9000")
+    );
+    assert_eq!(env["AWS_ALLOW_HTTP"].value.as_deref(), Some("true"));
+    assert_eq!(env["AWS_REGION"].value.as_deref(), Some("us-east-1"));
+    for key in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        let reference = env[key]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .unwrap_or_else(|| panic!("{key} is not a Secret reference"));
+        assert_eq!(reference.name, "orders-backup-s3");
+        assert_eq!(reference.key, key);
+        // A restarted pod whose volume is already restored must start even
+        // after the Secret is gone: the init container then reads nothing.
+        assert_eq!(reference.optional, Some(true), "{key}");
+        assert_eq!(env[key].value, None);
+    }
+    let server = container(&objects);
+    assert_eq!(server.env, None, "the server container gets no credentials");
+    assert_eq!(server.env_from, None);
+    let yaml = serde_yaml::to_string(&objects.statefulset).unwrap();
+    assert_eq!(yaml.matches("orders-backup-s3").count(), 3, "{yaml}");
+}
+
+#[test]
+fn a_volume_source_is_mounted_read_only_into_the_init_container_only() {
+    let objects = build_restoring(&volume_source_store(), from_volume_source());
+    let init = init_container(&objects);
+    assert_eq!(
+        init.args.as_ref().unwrap()[2],
+        format!("{RESTORE_SOURCE_DIR}/stores/default/orders-state/b1.snap")
+    );
+    assert_eq!(init.env, None);
+    let mount = init
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == RESTORE_SOURCE_VOLUME)
+        .expect("the source claim is mounted");
+    assert_eq!(mount.mount_path, RESTORE_SOURCE_DIR);
+    assert_eq!(mount.read_only, Some(true));
+    let volume = pod(&objects)
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == RESTORE_SOURCE_VOLUME)
+        .expect("the source claim volume");
+    let claim = volume.persistent_volume_claim.unwrap();
+    assert_eq!(claim.claim_name, "drasi-backups");
+    assert_eq!(claim.read_only, Some(true));
+    assert!(
+        container(&objects)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.name != RESTORE_SOURCE_VOLUME),
+        "the server never sees the source claim"
+    );
+}
+
+#[test]
+fn a_restoring_template_is_stable_and_keeps_other_stores_hashes() {
+    let store = example("restore.yaml");
+    let first = build_restoring(&store, from_s3_backup());
+    let again = build_restoring(&store, from_s3_backup());
+    assert_eq!(first.statefulset, again.statefulset);
+    // Without spec.restore the hash is the one every existing store has
+    // (see hash_is_stable_across_operator_versions): adding the field did
+    // not roll any pod.
+    let mut plain = store.clone();
+    plain.spec.restore = None;
+    let restoring_hash = first
+        .statefulset
+        .spec
+        .template
+        .metadata
+        .clone()
+        .unwrap()
+        .annotations
+        .unwrap()[CONFIG_HASH_ANNOTATION]
+        .clone();
+    assert_ne!(restoring_hash, hash(&plain));
+    // A different snapshot is a different pod.
+    let other = RestoredFrom {
+        location: "s3://drasi-backups/other.snap".into(),
+        ..from_s3_backup()
+    };
+    assert_ne!(
+        build_restoring(&store, other).statefulset.spec.template,
+        first.statefulset.spec.template
+    );
 }

@@ -143,6 +143,7 @@ fn spec_fields_enums_and_defaults() {
             "pod",
             "pvcRetention",
             "resources",
+            "restore",
             "service",
             "storage",
             "tls"
@@ -232,6 +233,20 @@ fn cel_rules_are_in_the_schema() {
         "immutable storageClassName rule missing: {storage:?}"
     );
     assert!(storage.iter().any(|r| r.contains("isQuantity(self.size)")));
+
+    let spec_rules = rules(&root["properties"]["spec"]);
+    assert!(
+        spec_rules
+            .iter()
+            .any(|r| r.contains("self.restore == oldSelf.restore")),
+        "immutable spec.restore rule missing: {spec_rules:?}"
+    );
+    assert!(
+        rules(&spec["restore"])
+            .iter()
+            .any(|r| r.contains("has(self.fromBackup) != has(self.source)")),
+        "exactly-one-of rule of spec.restore missing"
+    );
 
     let pod = &spec["pod"]["properties"];
     let label_rules = rules(&pod["labels"]);

@@ -158,10 +158,13 @@ fn every_rule_compiles() {
     // name length, name format, size positive, size grow-only, class
     // immutable, pod.annotations, pod.labels, auth rotation only for the
     // generated token, and the backup destinations' unique names, one-of
-    // objectStore/volume, endpoint scheme, relative path.
+    // objectStore/volume, endpoint scheme, relative path; spec.restore
+    // immutable, its exactly-one-of fromBackup/source, objectStore only
+    // with s3://, no '..' in a pvc:// source, and the endpoint scheme of
+    // spec.restore.objectStore and of status.restoredFrom.objectStore.
     assert_eq!(
         rules.len(),
-        12,
+        18,
         "the CRD's CEL rules changed; extend this test to execute the new ones: {rules:#?}"
     );
 
@@ -533,6 +536,102 @@ fn backup_destination_rules() {
             "volume.path must be relative and must not contain '..'",
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Restore: spec.restore.
+// ---------------------------------------------------------------------------
+
+const RESTORE_IMMUTABLE: &str = "spec.restore is set at creation only";
+const EXACTLY_ONE: &str = "spec.restore sets exactly one of fromBackup and source";
+
+fn with_restore(restore: Value) -> Value {
+    store("s", json!({ "restore": restore }))
+}
+
+#[test]
+fn restore_sets_exactly_one_of_from_backup_and_source() {
+    for ok in [
+        json!({ "fromBackup": "orders-1" }),
+        json!({ "source": "s3://bkt/stores/a.snap" }),
+        json!({ "source": "s3://bkt/a.snap", "objectStore": {
+            "endpoint": "http://minio:9000", "region": "r", "credentialsSecret": "c" } }),
+        json!({ "source": "pvc://backups/stores/default/orders/b.snap" }),
+    ] {
+        assert_accepted(validate(&with_restore(ok.clone()), None), &ok.to_string());
+    }
+    assert_rejected_by(
+        validate(
+            &with_restore(json!({ "fromBackup": "b", "source": "s3://bkt/a.snap" })),
+            None,
+        ),
+        "spec.restore",
+        EXACTLY_ONE,
+    );
+    assert_rejected_by(
+        validate(&with_restore(json!({})), None),
+        "spec.restore",
+        EXACTLY_ONE,
+    );
+    for restore in [
+        json!({ "fromBackup": "b", "objectStore": { "region": "r" } }),
+        json!({ "source": "pvc://c/a.snap", "objectStore": { "region": "r" } }),
+    ] {
+        assert_rejected_by(
+            validate(&with_restore(restore), None),
+            "spec.restore",
+            "spec.restore.objectStore goes only with an s3:// source",
+        );
+    }
+    assert_rejected_with(
+        validate(
+            &with_restore(json!({ "source": "pvc://c/a/../b.snap" })),
+            None,
+        ),
+        "a pvc:// path must not contain '..'",
+    );
+    assert_rejected_with(
+        validate(
+            &with_restore(json!({ "source": "s3://bkt/a.snap",
+                "objectStore": { "endpoint": "ftp://x" } })),
+            None,
+        ),
+        "objectStore.endpoint must be an http:// or https:// URL",
+    );
+}
+
+#[test]
+fn restore_cannot_be_added_changed_or_removed_after_creation() {
+    let from_b1 = with_restore(json!({ "fromBackup": "b1" }));
+    let from_b2 = with_restore(json!({ "fromBackup": "b2" }));
+    let from_source = with_restore(json!({ "source": "s3://bkt/a.snap" }));
+    let none = store("s", json!({}));
+
+    assert_accepted(validate(&from_b1, Some(&from_b1)), "unchanged restore");
+    assert_accepted(validate(&none, Some(&none)), "no restore, unchanged");
+    // Other fields may still change next to it.
+    let mut grown = from_b1.clone();
+    grown["spec"]["storage"] = json!({ "size": "5Gi" });
+    assert_accepted(validate(&grown, Some(&from_b1)), "restore kept, size grown");
+
+    for (old, new, what) in [
+        (&none, &from_b1, "added"),
+        (&from_b1, &none, "removed"),
+        (&from_b1, &from_b2, "changed backup"),
+        (&from_b1, &from_source, "fromBackup -> source"),
+    ] {
+        let result = validate(new, Some(old));
+        let errors = result.clone().err().unwrap_or_default();
+        assert!(!errors.is_empty(), "{what}: accepted");
+        assert_rejected_by(result, "spec", RESTORE_IMMUTABLE);
+    }
+    let with_creds = with_restore(json!({ "source": "s3://bkt/a.snap",
+        "objectStore": { "credentialsSecret": "c" } }));
+    assert_rejected_by(
+        validate(&with_creds, Some(&from_source)),
+        "spec",
+        RESTORE_IMMUTABLE,
+    );
 }
 
 fn backup_schema() -> Value {

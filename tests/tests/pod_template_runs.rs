@@ -6,6 +6,10 @@
 //! the kubelet would, and a `RemoteStateStoreProvider` configured only from
 //! the connection Secret's data.
 //!
+//! Init containers (the restore of `spec.restore`) run first, as the kubelet
+//! runs them, on the same volumes, and twice: a restarted pod runs them
+//! again, so a second run must succeed without changing anything.
+//!
 //! The only edits to the args are the ones a laptop needs: mount paths are
 //! remapped to temp dirs, `--listen 0.0.0.0:7070` becomes `127.0.0.1:0`, and
 //! `--log-format json` becomes `text` so the helper can read the bound port
@@ -19,9 +23,12 @@ use std::time::{Duration, Instant};
 use drasi_lib::StateStoreProvider;
 use drasi_state_store_remote::RemoteStateStoreProvider;
 use drasi_store_operator::builders::{
-    BuildContext, DesiredObjects, ResolvedInputs, desired_objects, generate_token,
+    BuildContext, DesiredObjects, RESTORE_CONTAINER, RESTORE_SOURCE_VOLUME, ResolvedInputs, build,
+    desired_objects, generate_token,
 };
-use drasi_store_operator::crd::{DrasiStateStore, TlsSpec};
+use drasi_store_operator::controller::restore;
+use drasi_store_operator::crd::{DrasiStateStore, RestoreSpec, TlsSpec};
+use drasi_store_operator::validated::validate;
 use drasi_store_protocol::env;
 use drasi_store_tests::ServerProcess;
 use k8s_openapi::ByteString;
@@ -62,7 +69,7 @@ impl MaterializedPod {
     /// Lays out every volume of `pod` the way the kubelet would: Secret
     /// volumes with their `items` (looked up in `secrets` by name), emptyDirs
     /// and the `data` claim as empty directories.
-    fn new(pod: &PodSpec, container: &Container, secrets: &BTreeMap<String, Secret>) -> Self {
+    fn new(pod: &PodSpec, containers: &[&Container], secrets: &BTreeMap<String, Secret>) -> Self {
         let root = tempfile::tempdir().unwrap();
         let mut dirs = BTreeMap::new();
         for volume in pod.volumes.iter().flatten() {
@@ -83,18 +90,25 @@ impl MaterializedPod {
             }
             dirs.insert(volume.name.clone(), dir);
         }
+        // Every container of the pod sees the same directory for a volume.
         let mut mounts = Vec::new();
-        for mount in container.volume_mounts.iter().flatten() {
+        let all_mounts = containers
+            .iter()
+            .flat_map(|c| c.volume_mounts.iter().flatten());
+        for mount in all_mounts {
             let dir = match dirs.get(&mount.name) {
                 Some(dir) => dir.clone(),
                 // volumeClaimTemplates are not pod volumes.
                 None => {
                     let dir = root.path().join(&mount.name);
                     std::fs::create_dir_all(&dir).unwrap();
+                    dirs.insert(mount.name.clone(), dir.clone());
                     dir
                 }
             };
-            mounts.push((mount.mount_path.clone(), dir));
+            if !mounts.iter().any(|(path, _)| path == &mount.mount_path) {
+                mounts.push((mount.mount_path.clone(), dir));
+            }
         }
         Self {
             _root: root,
@@ -115,6 +129,11 @@ impl MaterializedPod {
 
     fn dir(&self, mount_path: &str) -> &Path {
         &self.mounts.iter().find(|(m, _)| m == mount_path).unwrap().1
+    }
+
+    /// The directory of the pod volume `volume`.
+    fn volume_dir(&self, volume: &str) -> PathBuf {
+        self._root.path().join(volume)
     }
 }
 
@@ -166,10 +185,62 @@ async fn wait_ready(container: &Container, port: u16) {
     }
 }
 
-/// Starts the pod's container locally and round-trips through a client built
-/// only from the connection Secret.
-async fn run_pod(store: &DrasiStateStore, objects: &DesiredObjects, extra: Vec<Secret>) {
-    let mut secrets: BTreeMap<String, Secret> = extra
+/// What a pod needs besides the objects the operator builds.
+#[derive(Default)]
+struct PodRun {
+    /// Secrets the pod mounts that the operator does not create.
+    extra_secrets: Vec<Secret>,
+    /// Files already in a pod volume when the pod starts: (volume, path in
+    /// it, content), e.g. a snapshot on a backup claim.
+    volume_files: Vec<(String, String, Vec<u8>)>,
+    /// (store_id, key, value) the server must serve before anything is
+    /// written to it.
+    expected: Vec<(String, String, Vec<u8>)>,
+}
+
+/// What one run of an init container printed.
+struct InitRun {
+    container: String,
+    stdout: String,
+}
+
+/// Runs an init container's command to completion, as the kubelet does
+/// before it starts the pod's containers; it must exit 0.
+fn run_init(container: &Container, pod: &MaterializedPod) -> InitRun {
+    let args = container_args(container, pod);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_store-server-under-test"));
+    cmd.args(&args).env_remove("RUST_LOG").stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DRASI_STORE_") || key.starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    for var in container.env.iter().flatten() {
+        if let Some(value) = &var.value {
+            cmd.env(&var.name, value);
+        }
+    }
+    let out = cmd.output().expect("run the init container's command");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "init container {} failed with {args:?}:\n{stdout}\n{}",
+        container.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    InitRun {
+        container: container.name.clone(),
+        stdout,
+    }
+}
+
+/// Starts the pod locally (init containers, twice, then the server
+/// container) and round-trips through a client built only from the
+/// connection Secret. Returns what the init containers printed, first runs
+/// before second runs.
+async fn run_pod(store: &DrasiStateStore, objects: &DesiredObjects, run: PodRun) -> Vec<InitRun> {
+    let mut secrets: BTreeMap<String, Secret> = run
+        .extra_secrets
         .into_iter()
         .chain(objects.auth_secret.clone())
         .map(|s| (s.metadata.name.clone().unwrap(), s))
@@ -185,7 +256,23 @@ async fn run_pod(store: &DrasiStateStore, objects: &DesiredObjects, extra: Vec<S
         .find(|c| c.name == "store-server")
         .unwrap()
         .clone();
-    let pod = MaterializedPod::new(&pod_spec, &container, &secrets);
+    let init_containers = pod_spec.init_containers.clone().unwrap_or_default();
+    let mut containers: Vec<&Container> = init_containers.iter().collect();
+    containers.push(&container);
+    let pod = MaterializedPod::new(&pod_spec, &containers, &secrets);
+    for (volume, path, content) in &run.volume_files {
+        let file = pod.volume_dir(volume).join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+    // A pod restarted after its first start runs its init containers again
+    // on the same volumes: both runs must succeed.
+    let mut init_runs = Vec::new();
+    for _ in 0..2 {
+        for init in &init_containers {
+            init_runs.push(run_init(init, &pod));
+        }
+    }
     let args = container_args(&container, &pod);
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_store-server-under-test"));
@@ -217,6 +304,14 @@ async fn run_pod(store: &DrasiStateStore, objects: &DesiredObjects, extra: Vec<S
     }
     let provider = builder.build().unwrap();
 
+    for (store_id, key, value) in &run.expected {
+        assert_eq!(
+            provider.get(store_id, key).await.unwrap().as_ref(),
+            Some(value),
+            "{store_id}/{key} is not served\nserver log:\n{}",
+            server.log()
+        );
+    }
     provider
         .set("checkpoints", "source-1", b"offset=42".to_vec())
         .await
@@ -240,6 +335,7 @@ async fn run_pod(store: &DrasiStateStore, objects: &DesiredObjects, extra: Vec<S
         "nothing written under the data volume"
     );
     server.terminate(Duration::from_secs(30)).unwrap();
+    init_runs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +347,11 @@ async fn plain_pod_template_runs() {
     };
     let objects = desired_objects(&store, &ctx(), &inputs).unwrap();
     assert!(objects.auth_secret.is_some());
-    run_pod(&store, &objects, Vec::new()).await;
+    let init_runs = run_pod(&store, &objects, PodRun::default()).await;
+    assert!(
+        init_runs.is_empty(),
+        "a store without spec.restore has no init container"
+    );
 }
 
 /// A `kubernetes.io/tls` Secret as cert-manager would issue it: a leaf for
@@ -308,5 +408,108 @@ async fn tls_pod_template_runs() {
     let objects = desired_objects(&store, &ctx(), &inputs).unwrap();
     let url = String::from_utf8(secret_data(&objects.connection_secret)[env::URL].clone()).unwrap();
     assert!(url.starts_with("https://"), "{url}");
-    run_pod(&store, &objects, vec![tls_secret]).await;
+    let run = PodRun {
+        extra_secrets: vec![tls_secret],
+        ..PodRun::default()
+    };
+    run_pod(&store, &objects, run).await;
+}
+
+/// A snapshot taken by the real `backup` subcommand of a running server
+/// that holds `records`.
+async fn real_snapshot(records: &[(&str, &str, &[u8])]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let token = generate_token();
+    let binary = env!("CARGO_BIN_EXE_store-server-under-test");
+    let server = ServerProcess::builder(binary, dir.path().join("data"))
+        .token(token.clone())
+        .start()
+        .unwrap();
+    let provider = RemoteStateStoreProvider::builder(server.url())
+        .token(token.clone())
+        .build()
+        .unwrap();
+    for (store_id, key, value) in records {
+        provider.set(store_id, key, value.to_vec()).await.unwrap();
+    }
+    provider.sync().await.unwrap();
+    let token_file = dir.path().join("backup-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let snapshot = dir.path().join("b1.snap");
+    let out = Command::new(binary)
+        .args(["backup", "--url", &server.url(), "--token-file"])
+        .arg(&token_file)
+        .arg("--output")
+        .arg(&snapshot)
+        .env_remove("DRASI_STORE_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "backup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.terminate(Duration::from_secs(30)).unwrap();
+    std::fs::read(snapshot).unwrap()
+}
+
+/// `spec.restore` with a `pvc://` source: the rendered init container,
+/// run for real against a snapshot on the (materialized) backup claim,
+/// restores it into the data volume, skips on the pod's second start, and
+/// the server then serves the restored keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_pod_template_runs() {
+    let records: [(&str, &str, &[u8]); 3] = [
+        ("checkpoints", "source-0", b"offset=7"),
+        ("orders", "o-1", b"{\"qty\":2}"),
+        ("orders", "o-2", b"\x00\xff"),
+    ];
+    let snapshot = real_snapshot(&records).await;
+
+    let mut store = sample("restored-store");
+    store.spec.restore = Some(RestoreSpec {
+        source: Some("pvc://drasi-backups/stores/apps/plain-store/b1.snap".to_owned()),
+        ..RestoreSpec::default()
+    });
+    let inputs = ResolvedInputs {
+        token: generate_token(),
+        ca_cert_pem: None,
+    };
+    // What the reconciler records in status.restoredFrom and builds from.
+    let mut referenced = inputs.referenced();
+    referenced.restore = restore::resolve(&store, None).unwrap();
+    let objects = build(&validate(&store, &ctx(), &referenced).unwrap());
+    let pod_spec = objects.statefulset.spec.template.spec.as_ref().unwrap();
+    let init = &pod_spec
+        .init_containers
+        .as_ref()
+        .expect("an init container")[0];
+    assert_eq!(init.name, RESTORE_CONTAINER);
+
+    let run = PodRun {
+        volume_files: vec![(
+            RESTORE_SOURCE_VOLUME.to_owned(),
+            "stores/apps/plain-store/b1.snap".to_owned(),
+            snapshot,
+        )],
+        expected: records
+            .iter()
+            .map(|(s, k, v)| (s.to_string(), k.to_string(), v.to_vec()))
+            .collect(),
+        ..PodRun::default()
+    };
+    let init_runs = run_pod(&store, &objects, run).await;
+    assert_eq!(init_runs.len(), 2);
+    assert!(init_runs.iter().all(|r| r.container == RESTORE_CONTAINER));
+    assert!(
+        init_runs[0].stdout.contains("restored into /")
+            && init_runs[0].stdout.contains("records: 3"),
+        "{}",
+        init_runs[0].stdout
+    );
+    assert!(
+        init_runs[1].stdout.contains("restore skipped"),
+        "{}",
+        init_runs[1].stdout
+    );
 }

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::crd::PodSettings;
+use crate::crd::{PodSettings, RestoredFrom};
 use crate::validated::ValidatedStore;
 
 /// Bumped only on purpose: changing the serialized inputs changes every
@@ -38,6 +38,11 @@ struct PodInputs<'a> {
     token_secret: &'a str,
     tls_secret: Option<&'a str>,
     pod: Option<&'a PodSettings>,
+    // Skipped when unset, so that the hash of every store without a
+    // restore stays what it was before the field existed. Once recorded it
+    // never changes (`status.restoredFrom`), so it never rolls a pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore: Option<&'a RestoredFrom>,
 }
 
 /// Hex sha256 of the pod's inputs.
@@ -55,6 +60,7 @@ pub fn config_hash(store: &ValidatedStore<'_>) -> String {
         token_secret: store.token.secret.name(),
         tls_secret: spec.tls.as_ref().map(|t| t.secret_name.as_str()),
         pod: spec.pod.as_ref(),
+        restore: store.restore.as_ref(),
     };
     // serde_json writes struct fields in declaration order and BTreeMaps in
     // key order, so equal inputs always give equal bytes.

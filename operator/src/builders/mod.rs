@@ -9,6 +9,7 @@ mod image_policy;
 mod meta;
 mod names;
 mod network_policy;
+mod restore;
 mod secrets;
 mod services;
 mod statefulset;
@@ -25,6 +26,10 @@ pub use config_hash::config_hash;
 pub use image_policy::ImagePolicy;
 pub use names::*;
 pub use network_policy::{backup_pod_labels, default_clients};
+pub use restore::{
+    RESTORE_CONTAINER, RESTORE_SOURCE_DIR, RESTORE_SOURCE_VOLUME, backup_location_placeholder,
+    restore_args,
+};
 pub use statefulset::{
     RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, container_security_context, default_resources,
     pod_security_context, server_args,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use super::config_hash::config_hash;
 use super::meta::object_meta;
 use super::names::*;
+use super::restore;
 use crate::labels::{self, CONFIG_HASH_ANNOTATION};
 use crate::validated::ValidatedStore;
 use drasi_store_protocol::routes::{DEFAULT_PORT, HEALTHZ, READYZ};
@@ -113,6 +114,10 @@ fn pod_template(store: &ValidatedStore<'_>) -> PodTemplateSpec {
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
+            init_containers: store
+                .restore
+                .as_ref()
+                .map(|from| vec![restore::restore_container(store, from)]),
             containers: vec![container(store)],
             volumes: Some(volumes(store)),
             security_context: Some(pod_security_context()),
@@ -340,5 +345,6 @@ fn volumes(store: &ValidatedStore<'_>) -> Vec<Volume> {
         }),
         ..Volume::default()
     });
+    volumes.extend(store.restore.as_ref().and_then(restore::restore_volume));
     volumes
 }

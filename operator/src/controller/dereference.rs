@@ -25,10 +25,11 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::api::{self, ApiError, describe};
 use super::expansion::{growth, pvc_names, storage_class_name};
+use super::restore::{self, RestoreBlocked};
 use crate::builders::{
     connection_secret_name, data_pvc_name, generate_token, headless_service_name,
 };
-use crate::crd::DrasiStateStore;
+use crate::crd::{DrasiStateStore, RestoredFrom};
 use crate::labels;
 use crate::rotation::{self, RotationState, Transition};
 use crate::validated::{Referenced, SecretData, TokenSecret, TokenSource};
@@ -73,6 +74,8 @@ pub struct Dereferenced {
     pub rotation_due: Option<Duration>,
     /// The step this pass takes, if any (for an event once applied).
     pub rotation_transition: Option<Transition>,
+    /// `spec.restore` resolved, or why it cannot be yet.
+    pub restore: Result<Option<RestoredFrom>, RestoreBlocked>,
 }
 
 pub async fn dereference(
@@ -187,6 +190,8 @@ async fn read(
         }
     }
 
+    let restore = restore::lookup(client, store, namespace).await?;
+
     Ok(Dereferenced {
         referenced: Referenced {
             token,
@@ -194,7 +199,9 @@ async fn read(
             not_owned: ownership.not_owned,
             not_opted_in: ownership.not_opted_in,
             rotation,
+            restore: restore.clone().ok().flatten(),
         },
+        restore,
         rotation_due,
         rotation_transition,
         existing: Existing {

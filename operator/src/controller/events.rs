@@ -35,6 +35,8 @@ pub enum EventReason {
     Cleanup,
     CleanupSkipped,
     InvalidObject,
+    RestoreWaiting,
+    Restoring,
 }
 
 #[derive(Clone)]

@@ -14,6 +14,7 @@ pub mod expansion;
 pub mod finalizer;
 pub mod manage_crd;
 pub mod reconcile;
+pub mod restore;
 pub mod secret_watch;
 pub mod status;
 pub mod unchanged;

@@ -22,6 +22,7 @@ use super::error::Error;
 use super::events::EventReason;
 use super::expansion::{data_pvc, pvc_capacity, pvc_progress};
 use super::finalizer::{FINALIZER, cleanup};
+use super::restore::Blocked;
 use super::status::{Observation, Problem, Workload};
 use super::update_status::{mark_pending, observation, update_status};
 use super::{Context, store_key};
@@ -49,12 +50,17 @@ pub async fn reconcile(store: Arc<DrasiStateStore>, ctx: Arc<Context>) -> Result
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<DrasiStateStore> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, store, |event| async {
+    // Boxed: the pass's state machine is large (every API call it awaits is
+    // part of it), and unboxed it would live on the caller's stack, which
+    // for a test's `block_on` in a debug build is a 2 MiB thread stack.
+    let result = Box::pin(finalizer(&api, FINALIZER, store, |event| async {
         match event {
-            FinalizerEvent::Apply(store) => reconcile_store(&store, &ctx, &namespace).await,
-            FinalizerEvent::Cleanup(store) => cleanup(&store, &ctx).await,
+            FinalizerEvent::Apply(store) => {
+                Box::pin(reconcile_store(&store, &ctx, &namespace)).await
+            }
+            FinalizerEvent::Cleanup(store) => Box::pin(cleanup(&store, &ctx)).await,
         }
-    })
+    }))
     .await
     .map_err(Error::from);
     ctx.metrics.observe_reconcile(
@@ -98,6 +104,9 @@ async fn reconcile_store(
     let mut rotation_due = None;
     let observed = match validate(store, &ctx.build, &found.referenced) {
         Err(invalid) => invalid_observation(store, ctx, invalid, &found),
+        // A spec error is reported first; then a restore that cannot be
+        // set up yet keeps the whole store from being created.
+        Ok(_) if found.restore.is_err() => restore_blocked_observation(store, ctx, &found),
         Ok(valid) => {
             let desired = build(&valid);
             let transition = found.rotation_transition;
@@ -106,7 +115,9 @@ async fn reconcile_store(
             if let Some(transition) = transition {
                 rotation_event(ctx, &valid, transition, &regarding).await;
             }
-            applied_observation(store, ctx, applied)
+            let mut observed = applied_observation(store, ctx, applied);
+            observed.restored_from = valid.restore.clone();
+            observed
         }
     };
     let status = update_status(store, ctx, namespace, &observed, &regarding).await?;
@@ -168,6 +179,29 @@ fn invalid_observation(
     );
     observed.storage.capacity = data_pvc(store, &found.pvcs).and_then(pvc_capacity);
     observed.problem = Some(problem);
+    observed
+}
+
+/// A store whose `spec.restore` cannot be set up yet: nothing is applied;
+/// it waits for the backup or needs a human.
+fn restore_blocked_observation(
+    store: &DrasiStateStore,
+    ctx: &Context,
+    found: &Dereferenced,
+) -> Observation {
+    let mut observed = observation(
+        store,
+        ctx,
+        Workload::from_statefulset(found.statefulset.as_ref()),
+    );
+    observed.storage.capacity = data_pvc(store, &found.pvcs).and_then(pvc_capacity);
+    if let Err(blocked) = &found.restore {
+        tracing::info!(store = %store_key(store), reason = %blocked, "restore not set up yet");
+        match blocked.status() {
+            Blocked::Waiting(progress) => observed.progress = Some(progress),
+            Blocked::Problem(problem) => observed.problem = Some(problem),
+        }
+    }
     observed
 }
 

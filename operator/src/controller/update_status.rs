@@ -14,7 +14,7 @@ use super::status::{
     pending_status,
 };
 use super::store_key;
-use crate::builders::{connection_secret_name, endpoint, resolved_image};
+use crate::builders::{RESTORE_CONTAINER, connection_secret_name, endpoint, resolved_image};
 use crate::crd::{ConditionType, DrasiStateStore, DrasiStateStoreStatus, Phase, StorageStatus};
 
 /// Writing a store's status failed.
@@ -42,6 +42,9 @@ pub fn observation(store: &DrasiStateStore, ctx: &Context, workload: Workload) -
         workload,
         problem: None,
         progress: None,
+        // Kept on every pass once recorded, even when the store turns
+        // invalid: it says where the data in the volume came from.
+        restored_from: store.status.as_ref().and_then(|s| s.restored_from.clone()),
     }
 }
 
@@ -145,6 +148,39 @@ async fn publish_transition_events(
                 "ExpandVolume",
                 note,
             )
+            .await;
+    }
+    if let Some(from) = &status.restored_from
+        && store
+            .status
+            .as_ref()
+            .is_none_or(|s| s.restored_from.is_none())
+    {
+        let what = match &from.backup {
+            Some(backup) => format!("DrasiStateStoreBackup {backup} ({})", from.location),
+            None => from.location.clone(),
+        };
+        let note = format!(
+            "the init container {RESTORE_CONTAINER} fills the empty data volume from {what} \
+             before the server first starts; on later starts it finds the database and skips"
+        );
+        events
+            .normal(regarding, EventReason::Restoring, "Restore", note)
+            .await;
+    }
+    if has_reason(Some(status), ProgressingReason::RestoreBackupNotCompleted)
+        && !has_reason(
+            store.status.as_ref(),
+            ProgressingReason::RestoreBackupNotCompleted,
+        )
+    {
+        let note = observation
+            .progress
+            .as_ref()
+            .map(|p| p.message.clone())
+            .unwrap_or_default();
+        events
+            .normal(regarding, EventReason::RestoreWaiting, "Restore", note)
             .await;
     }
     if status.phase == Some(Phase::Ready) && before != Some(Phase::Ready) {

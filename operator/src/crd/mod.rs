@@ -4,6 +4,7 @@
 mod backup;
 mod data_protection;
 mod quantity;
+mod restore;
 mod scheduled_backup;
 mod spec;
 mod status;
@@ -15,6 +16,7 @@ use kube::CustomResourceExt;
 pub use backup::*;
 pub use data_protection::*;
 pub use quantity::{quantity_greater, quantity_value};
+pub use restore::*;
 pub use scheduled_backup::*;
 pub use spec::*;
 pub use status::*;

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::data_protection::BackupSpec;
+use super::restore::RestoreSpec;
 use super::status::DrasiStateStoreStatus;
 
 /// Default volume size of a new store.
@@ -61,6 +62,7 @@ pub const SECRET_NAME_PATTERN: &str =
     validation = Rule::new(format!("self.metadata.name.size() <= {MAX_NAME_LENGTH}")).message(format!("metadata.name must be at most {MAX_NAME_LENGTH} characters: the StatefulSet's pod labels append an 11 character revision hash to it").as_str()),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): it names a Service"),
 )]
+#[x_kube(validation = Rule::new("has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)").message("spec.restore is set at creation only: it cannot be added, changed or removed; create a new DrasiStateStore to restore a backup"))]
 #[serde(rename_all = "camelCase")]
 pub struct DrasiStateStoreSpec {
     /// Container image of drasi-store-server. Defaults to the operator's
@@ -130,6 +132,11 @@ pub struct DrasiStateStoreSpec {
     /// Where backups of this store (`DrasiStateStoreBackup`) are written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+
+    /// Fill the new store's volume from a backup before its server first
+    /// starts (docs/restore.md). Set at creation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
 }
 
 // The string form (`Display`, `AsRef<str>`) is the Kubernetes value.

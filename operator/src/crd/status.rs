@@ -7,6 +7,8 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::restore::RestoredFrom;
+
 /// The condition types the reconciler maintains, in the order they appear
 /// in `status.conditions`. The string form is the condition's `type`.
 #[derive(
@@ -68,6 +70,11 @@ pub struct DrasiStateStoreStatus {
     /// Requested and actual size of the data volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageStatus>,
+
+    /// Where the data was restored from (`spec.restore`), recorded when
+    /// the store was created with the restore init container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFrom>,
 }
 
 // The string form (`Display`, `AsRef<str>`) is the serialized one: the

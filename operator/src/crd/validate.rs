@@ -153,6 +153,9 @@ pub fn validate(store: &DrasiStateStore) -> Vec<FieldError> {
             );
         }
     }
+    if let Some(restore) = &spec.restore {
+        super::restore::validate(restore, &mut fail);
+    }
     if let Some(policy) = &spec.network_policy {
         let lists = [
             ("spec.networkPolicy.clients", &policy.clients),

@@ -65,9 +65,15 @@ pub enum AdminCommand {
     Restore {
         #[arg(long)]
         input: String,
-        /// The server's data dir; must be empty or missing.
+        /// The server's data dir; must be empty or missing (`lost+found`
+        /// aside).
         #[arg(long, env = "DRASI_STORE_DATA_DIR")]
         data_dir: PathBuf,
+        /// When the data dir already holds a database, change nothing and
+        /// exit 0 without reading the input (for an init container that
+        /// runs before every server start).
+        #[arg(long)]
+        if_empty: bool,
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -175,9 +181,14 @@ async fn run(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Restore {
             input,
             data_dir,
+            if_empty,
             json,
         } => {
             let location = Location::parse(&input)?;
+            if if_empty && let Some(db) = restore::existing_database(&data_dir)? {
+                report_skipped(&db, &location, json);
+                return Ok(());
+            }
             let reader = source::open(&location).await?;
             let dir = data_dir.clone();
             let (header, summary) =
@@ -218,6 +229,24 @@ async fn run(command: AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `restore --if-empty` found a database and left it alone.
+fn report_skipped(db: &std::path::Path, location: &Location, json: bool) {
+    if json {
+        let value = serde_json::json!({
+            "skipped": true,
+            "database": db.display().to_string(),
+            "location": location.to_string(),
+        });
+        println!("{value}");
+    } else {
+        println!(
+            "restore skipped: {} already holds a database; it was left as it is and {location} \
+             was not read",
+            db.display()
+        );
+    }
 }
 
 fn report(

@@ -11,7 +11,7 @@ mod workload;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{ConditionType, DrasiStateStoreStatus, Phase, StorageStatus};
+use crate::crd::{ConditionType, DrasiStateStoreStatus, Phase, RestoredFrom, StorageStatus};
 
 pub use conditions::{Conditions, find_condition, has_reason, upsert};
 pub use reasons::{
@@ -38,6 +38,8 @@ pub struct Observation {
     pub problem: Option<Problem>,
     /// A long-running change in flight, e.g. a volume expansion.
     pub progress: Option<Progress>,
+    /// Where the data was restored from (`spec.restore`), once resolved.
+    pub restored_from: Option<RestoredFrom>,
 }
 
 const NO_PROBLEM: &str = "no problem detected";
@@ -136,6 +138,7 @@ pub fn compute_status(
         connection_secret: exists.then(|| observation.connection_secret.clone()),
         image: exists.then(|| observation.image.clone()),
         storage: Some(observation.storage.clone()),
+        restored_from: observation.restored_from.clone(),
     }
 }
 
@@ -252,6 +255,7 @@ mod tests {
             workload,
             problem: None,
             progress: None,
+            restored_from: None,
         }
     }
 

@@ -64,6 +64,7 @@ pub enum ProgressingReason {
     Reconciled,
     Stalled,
     Paused,
+    RestoreBackupNotCompleted,
 }
 
 impl ConditionReason for ProgressingReason {
@@ -71,7 +72,11 @@ impl ConditionReason for ProgressingReason {
     fn status(self) -> bool {
         matches!(
             self,
-            Self::Creating | Self::RollingOut | Self::VolumeExpanding | Self::Terminating
+            Self::Creating
+                | Self::RollingOut
+                | Self::VolumeExpanding
+                | Self::Terminating
+                | Self::RestoreBackupNotCompleted
         )
     }
 }
@@ -103,6 +108,10 @@ pub enum DegradedReason {
     ObjectNotOwned,
     SecretNotOptedIn,
     ImageNotAllowed,
+    RestoreBackupNotFound,
+    RestoreBackupFailed,
+    RestoreSourceInvalid,
+    RestoreCredentialsSecretMissing,
 }
 
 impl ConditionReason for DegradedReason {
