@@ -90,6 +90,17 @@ pub struct RunArgs {
     #[arg(long, env = "DRASI_OPERATOR_LEADER_ELECTION_LEASE", default_value = DEFAULT_LEASE_NAME)]
     pub leader_election_lease: String,
 
+    /// Most DrasiStateStore reconciles in flight at once; 0 means unbounded.
+    /// Bounding them keeps a mass reconcile (cold start, restart, a CRD
+    /// upgrade touching every store) from holding every store's objects and
+    /// API connections in memory at once.
+    #[arg(
+        long,
+        env = "DRASI_OPERATOR_MAX_CONCURRENT_RECONCILES",
+        default_value_t = crate::controller::DEFAULT_MAX_CONCURRENT_RECONCILES
+    )]
+    pub max_concurrent_reconciles: u16,
+
     /// Apply the operator's own CRD at startup (Helm never upgrades CRDs).
     #[arg(long, env = "DRASI_OPERATOR_MANAGE_CRD")]
     pub manage_crd: bool,
@@ -195,6 +206,7 @@ mod tests {
         assert!(!run.manage_crd);
         assert_eq!(run.leader_election_lease, "drasi-store-operator-leader");
         assert_eq!(run.log_format, LogFormat::Text);
+        assert_eq!(run.max_concurrent_reconciles, 4);
     }
 
     #[test]
@@ -221,6 +233,8 @@ mod tests {
                 "--manage-crd",
                 "--log-format",
                 "json",
+                "--max-concurrent-reconciles",
+                "0",
             ]);
             let run = run_args(&args);
             assert_eq!(run.watch_namespace(), Some("stores"));
@@ -234,6 +248,7 @@ mod tests {
             assert_eq!(run.leader_election_namespace(Some("pod-ns")), "ops");
             assert_eq!(run.leader_election_lease, "my-lease");
             assert_eq!(run.log_format, LogFormat::Json);
+            assert_eq!(run.max_concurrent_reconciles, 0);
         }
     }
 
@@ -280,7 +295,7 @@ mod tests {
             assert_eq!(env.as_deref(), Some(expected.as_str()), "--{long}");
             checked += 1;
         }
-        assert_eq!(checked, 9, "every documented run flag is checked");
+        assert_eq!(checked, 10, "every documented run flag is checked");
     }
 
     #[test]

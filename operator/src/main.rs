@@ -132,12 +132,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         std::env::var("POD_NAME").ok().as_deref(),
         hostname().as_deref(),
     );
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         cli::build_context(&args.server_image, &args.allowed_images),
         metrics,
         Some(identity.clone()),
-    ));
+    );
+    ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
+    let ctx = Arc::new(ctx);
     let watch_namespace = args.watch_namespace().map(str::to_string);
     match &watch_namespace {
         Some(ns) => tracing::info!(namespace = %ns, "watching one namespace"),

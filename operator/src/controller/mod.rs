@@ -58,7 +58,16 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub events: events::EventPublisher,
     pub backoff: backoff::ErrorBackoff,
+    /// Most store reconciles in flight at once (`--max-concurrent-reconciles`).
+    pub max_concurrent_reconciles: u16,
 }
+
+/// Default of `--max-concurrent-reconciles`. Unbounded (kube-runtime's
+/// default), a cold start or restart with 1,000 stores put every reconcile
+/// in flight at once: each one's wall time became the whole wave's, and
+/// their reads, desired objects and API connections all lived at the same
+/// time (docs/benchmarks.md, "The operator at scale").
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 4;
 
 impl Context {
     /// `instance` identifies this operator replica in events (the pod name).
@@ -74,6 +83,7 @@ impl Context {
             build,
             metrics,
             backoff: backoff::ErrorBackoff::default(),
+            max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
         }
     }
 }
@@ -153,6 +163,9 @@ pub async fn run(
                     &secret.name_any(),
                 )
             },
+        )
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(ctx.max_concurrent_reconciles),
         )
         .graceful_shutdown_on(shutdown.clone());
 
