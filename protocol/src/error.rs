@@ -29,6 +29,10 @@ pub enum ErrorCode {
     Unavailable,
     StorageError,
     Internal,
+    /// A WAL call for a source that has no log (never registered, or deleted).
+    WalNotRegistered,
+    /// An append to a full log whose policy is `rejectIncoming`.
+    WalCapacityExhausted,
 }
 
 impl ErrorCode {
@@ -46,6 +50,8 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => 408,
             ErrorCode::Unavailable => 503,
             ErrorCode::StorageError | ErrorCode::Internal => 500,
+            ErrorCode::WalNotRegistered => 404,
+            ErrorCode::WalCapacityExhausted => 409,
         }
     }
 
@@ -67,11 +73,13 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::StorageError => "storage_error",
             ErrorCode::Internal => "internal",
+            ErrorCode::WalNotRegistered => "wal_not_registered",
+            ErrorCode::WalCapacityExhausted => "wal_capacity_exhausted",
         }
     }
 
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::KeyNotFound,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -88,6 +96,8 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::StorageError,
         ErrorCode::Internal,
+        ErrorCode::WalNotRegistered,
+        ErrorCode::WalCapacityExhausted,
     ];
 }
 

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod query;
 pub mod routes;
 pub mod types;
+pub mod wal;
 
 pub use batch::{BatchError, decode_entries, decode_keys, encode_entries, encode_keys};
 pub use error::{ErrorBody, ErrorCode};

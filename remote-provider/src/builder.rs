@@ -120,6 +120,13 @@ impl RemoteStateStoreProviderBuilder {
     /// starts the provider's I/O runtime. Connects lazily: a server that is
     /// down now does not make this fail.
     pub fn build(self) -> Result<RemoteStateStoreProvider, StateStoreError> {
+        self.build_transport()
+            .map(RemoteStateStoreProvider::from_transport)
+    }
+
+    /// Everything `build` does, for any provider that talks to the server
+    /// (the state store and the write-ahead log share this).
+    pub(crate) fn build_transport(self) -> Result<Transport, StateStoreError> {
         let (base, server) = parse_base_url(&self.url).map_err(config_error)?;
         let token = match self.token {
             None => TokenSource::None,
@@ -150,7 +157,7 @@ impl RemoteStateStoreProviderBuilder {
             max_retries: self.max_retries,
         })
         .map_err(config_error)?;
-        Ok(RemoteStateStoreProvider::from_transport(transport))
+        Ok(transport)
     }
 }
 

@@ -138,6 +138,11 @@ impl Transport {
         format!("{}{}", self.shared.base, routes::SYNC)
     }
 
+    /// `<base><route>?<query>` for a query encoded by the caller.
+    pub(crate) fn url_with_query(&self, route: &str, query: &str) -> String {
+        format!("{}{route}?{query}", self.shared.base)
+    }
+
     /// Runs one operation (with its retries) on the owned runtime and maps
     /// a final failure to a [`StateStoreError`] naming `op`, `store` and the
     /// server. `decode` turns a successful answer (2xx, or 404 with the
@@ -156,13 +161,41 @@ impl Transport {
         D: Fn(Response) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, Failure>> + Send + 'static,
     {
+        self.call_raw(op, method, url, body, decode)
+            .await
+            .map_err(|(failure, attempts)| {
+                CallContext {
+                    op,
+                    store,
+                    server: &self.shared.server,
+                    attempts,
+                }
+                .into_error(failure)
+            })
+    }
+
+    /// Like [`Self::call`], but hands back the last failure and the number
+    /// of attempts, for callers with their own error type.
+    pub(crate) async fn call_raw<T, D, Fut>(
+        &self,
+        op: Op,
+        method: Method,
+        url: String,
+        body: Option<Bytes>,
+        decode: D,
+    ) -> Result<T, (Failure, u32)>
+    where
+        T: Send + 'static,
+        D: Fn(Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, Failure>> + Send + 'static,
+    {
         let shared = Arc::clone(&self.shared);
         let task = self.handle.spawn(async move {
             shared
                 .execute(op, method, &url, body.as_ref(), &decode)
                 .await
         });
-        let outcome = match task.await {
+        match task.await {
             Ok(outcome) => outcome,
             Err(join) if join.is_panic() => {
                 Err((Failure::Local("the request task panicked".to_string()), 1))
@@ -171,16 +204,7 @@ impl Transport {
                 Failure::Local("the provider's I/O runtime has shut down".to_string()),
                 1,
             )),
-        };
-        outcome.map_err(|(failure, attempts)| {
-            CallContext {
-                op,
-                store,
-                server: &self.shared.server,
-                attempts,
-            }
-            .into_error(failure)
-        })
+        }
     }
 }
 

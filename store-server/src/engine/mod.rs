@@ -7,6 +7,7 @@
 
 mod gc;
 pub mod schema;
+pub mod wal;
 mod writer;
 
 use std::collections::HashSet;
@@ -37,6 +38,9 @@ pub enum EngineError {
     /// have rejected; nothing was applied.
     #[error("malformed batch frame: {0}")]
     Malformed(String),
+    /// A write-ahead log refused the call; nothing was applied.
+    #[error("{0}")]
+    Wal(wal::WalRefusal),
 }
 
 impl EngineError {
@@ -389,6 +393,23 @@ impl Engine {
         Ok(out.count)
     }
 
+    /// Head, oldest and count of a source's write-ahead log.
+    pub fn wal_info(&self, source: &str) -> EngineResult<drasi_store_protocol::wal::WalInfo> {
+        wal::info(&self.read_txn("wal info")?, source)
+    }
+
+    /// See [`wal::read_from`]. Reads the whole tail: callers run it off
+    /// the async executor.
+    pub fn wal_read_from(&self, source: &str, from: u64) -> EngineResult<wal::ReadFrom> {
+        wal::read_from(&self.read_txn("wal read_from")?, source, from)
+    }
+
+    /// A write-ahead log write through the group-commit writer; the reply
+    /// is the op's count (see [`wal::WalOp`]).
+    pub async fn wal_write(&self, op: wal::WalOp) -> EngineResult<u64> {
+        Ok(self.write(WriteOp::Wal(op)).await?.count)
+    }
+
     /// Returns once everything acknowledged so far is durable.
     pub async fn sync(&self) -> EngineResult<()> {
         self.write(WriteOp::Sync).await.map(drop)
@@ -422,6 +443,7 @@ fn init_schema(db: &Database) -> anyhow::Result<()> {
         txn.open_table(STORES)?;
         txn.open_table(KV)?;
         txn.open_table(GARBAGE)?;
+        wal::init_tables(&txn)?;
         let mut meta = txn.open_table(META)?;
         let version = meta.get(META_SCHEMA_VERSION)?.map(|g| g.value());
         match version {

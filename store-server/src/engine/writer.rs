@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use super::schema::{
     GARBAGE, KV, META, META_NEXT_PARTITION, META_STORE_COUNT, META_TOTAL_KEYS, STORES,
 };
+use super::wal::WalTables;
 use super::{EngineError, EngineResult, Health, gc};
 use crate::config::DurabilityMode;
 use crate::metrics::Metrics;
@@ -68,6 +69,8 @@ pub enum WriteOp {
     },
     /// Forces a durable commit and answers after it.
     Sync,
+    /// A write-ahead log write (see [`super::wal`]).
+    Wal(super::wal::WalOp),
 }
 
 impl WriteOp {
@@ -77,6 +80,7 @@ impl WriteOp {
             WriteOp::SetMany { frame, .. } | WriteOp::DeleteMany { frame, .. } => frame.len(),
             WriteOp::Delete { key, .. } => key.len(),
             WriteOp::Clear { .. } | WriteOp::Sync => 0,
+            WriteOp::Wal(op) => op.payload_bytes(),
         }
     }
 }
@@ -478,6 +482,9 @@ struct Tables<'txn> {
     next_pid: u64,
     total_keys: u64,
     store_count: u64,
+    txn: &'txn WriteTransaction,
+    /// Opened by the first WAL op of the group.
+    wal: Option<WalTables<'txn>>,
 }
 
 fn st(op: &'static str) -> impl Fn(redb::StorageError) -> EngineError {
@@ -505,6 +512,8 @@ impl<'txn> Tables<'txn> {
             next_pid,
             total_keys,
             store_count,
+            txn,
+            wal: None,
         })
     }
 
@@ -654,6 +663,13 @@ impl<'txn> Tables<'txn> {
                 reply(count)
             }
             WriteOp::Sync => reply(0),
+            WriteOp::Wal(op) => {
+                let wal = match &mut self.wal {
+                    Some(wal) => wal,
+                    None => self.wal.insert(WalTables::open(self.txn)?),
+                };
+                Ok(wal.apply(op)?.map(|count| Reply { count }))
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER};
 use drasi_store_protocol::{BatchError, ErrorBody, ErrorCode};
 
 use crate::engine::EngineError;
+use crate::engine::wal::WalRefusal;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -65,6 +66,8 @@ impl From<EngineError> for ApiError {
             EngineError::Storage { .. } => ErrorCode::StorageError,
             EngineError::Unavailable => ErrorCode::Unavailable,
             EngineError::Malformed(_) => ErrorCode::MalformedBody,
+            EngineError::Wal(WalRefusal::NotRegistered(_)) => ErrorCode::WalNotRegistered,
+            EngineError::Wal(WalRefusal::CapacityExhausted(_)) => ErrorCode::WalCapacityExhausted,
         };
         ApiError::new(code, e.to_string())
     }

@@ -5,6 +5,7 @@ pub mod errors;
 mod handlers;
 pub mod limits;
 pub mod openapi;
+mod wal;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -15,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use drasi_store_protocol::routes;
 use drasi_store_protocol::{ErrorCode, Limits};
 
@@ -55,6 +56,12 @@ pub fn router(state: SharedState) -> Router {
         )
         .route(routes::STORE_KEYS, get(handlers::list_keys))
         .route(routes::SYNC, post(handlers::sync))
+        .route(routes::WAL_REGISTER, put(wal::register))
+        .route(routes::WAL_APPEND, post(wal::append))
+        .route(routes::WAL_EVENTS, get(wal::events))
+        .route(routes::WAL_PRUNE, post(wal::prune))
+        .route(routes::WAL_INFO, get(wal::info))
+        .route(routes::WAL, delete(wal::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let public = Router::new()
         .route(routes::HEALTHZ, get(handlers::healthz))
@@ -137,6 +144,12 @@ fn operation_name(method: &Method, path: &str) -> &'static str {
         (routes::STORE, "DELETE") => "clear_store",
         (routes::STORE_KEYS, _) => "list_keys",
         (routes::SYNC, _) => "sync",
+        (routes::WAL_REGISTER, _) => "wal_register",
+        (routes::WAL_APPEND, _) => "wal_append",
+        (routes::WAL_EVENTS, _) => "wal_read_from",
+        (routes::WAL_PRUNE, _) => "wal_prune_up_to",
+        (routes::WAL_INFO, _) => "wal_info",
+        (routes::WAL, _) => "wal_delete",
         (routes::OPENAPI, _) => "openapi",
         (routes::HEALTHZ, _) => "healthz",
         (routes::READYZ, _) => "readyz",

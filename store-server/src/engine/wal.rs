@@ -1,0 +1,350 @@
+//! Write-ahead logs of DrasiLib transient sources, in the same database as
+//! the state store but in their own tables (see docs/wal.md).
+//!
+//! Semantics follow DrasiLib's file-backed `drasi-wal-redb` provider:
+//! sequence numbers start at 1 and are never reused while the log exists,
+//! a full log either rejects the append or evicts its oldest events,
+//! `prune_up_to` removes `seq <= n`, and deleting a log forgets its counter.
+//!
+//! Nothing is kept in memory per source: the head, the count and the
+//! config live in one `wal_logs` row, read and written inside the writer's
+//! transaction, so memory does not grow with sources or events.
+
+use bytes::Bytes;
+use drasi_store_protocol::wal::{AppendId, WalCapacityPolicy, WalConfig, WalInfo};
+use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::{EngineError, EngineResult};
+
+/// source_id -> (head sequence, event count, max_events, policy).
+/// `policy` is [`POLICY_REJECT`] or [`POLICY_OVERWRITE`].
+pub const WAL_LOGS: TableDefinition<&str, (u64, u64, u64, u8)> = TableDefinition::new("wal_logs");
+
+/// (source_id, sequence) -> append id (16 bytes, big-endian; all zero when
+/// the client sent none) followed by the encoded event.
+pub const WAL_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("wal_events");
+
+/// (source_id, append id) -> sequence, for the retained events that were
+/// appended with an id. An entry lives exactly as long as its event, so the
+/// table is bounded by the events retained.
+pub const WAL_APPEND_IDS: TableDefinition<(&str, u128), u64> =
+    TableDefinition::new("wal_append_ids");
+
+const POLICY_REJECT: u8 = 0;
+const POLICY_OVERWRITE: u8 = 1;
+const APPEND_ID_BYTES: usize = 16;
+
+/// Why a WAL write was refused; it changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalRefusal {
+    NotRegistered(String),
+    CapacityExhausted(String),
+}
+
+impl std::fmt::Display for WalRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WalRefusal::NotRegistered(s) => write!(f, "source '{s}' has no write-ahead log"),
+            WalRefusal::CapacityExhausted(s) => write!(
+                f,
+                "write-ahead log of source '{s}' is full and its policy rejects new events"
+            ),
+        }
+    }
+}
+
+/// A WAL write, validated by the HTTP layer.
+#[derive(Debug, Clone)]
+pub enum WalOp {
+    /// Creates the log, or replaces the config of an existing one (keeping
+    /// its events and counter, like reopening a file with a new config).
+    Register { source: String, config: WalConfig },
+    /// Reply count: the sequence number assigned (or, for a repeated
+    /// append id, the one assigned the first time).
+    Append {
+        source: String,
+        append_id: Option<AppendId>,
+        event: Bytes,
+    },
+    /// Reply count: events removed.
+    Prune { source: String, up_to: u64 },
+    /// Removes the log with its events and counter; no error when absent.
+    Delete { source: String },
+}
+
+impl WalOp {
+    pub(crate) fn payload_bytes(&self) -> usize {
+        match self {
+            WalOp::Append { event, .. } => event.len(),
+            _ => 0,
+        }
+    }
+}
+
+fn policy_byte(p: WalCapacityPolicy) -> u8 {
+    match p {
+        WalCapacityPolicy::RejectIncoming => POLICY_REJECT,
+        WalCapacityPolicy::OverwriteOldest => POLICY_OVERWRITE,
+    }
+}
+
+fn st(op: &'static str) -> impl Fn(redb::StorageError) -> EngineError {
+    move |e| EngineError::storage(op, e)
+}
+
+fn events_of(source: &str) -> std::ops::RangeInclusive<(&str, u64)> {
+    (source, 0)..=(source, u64::MAX)
+}
+
+/// The WAL tables of one write transaction; opened only by groups that
+/// contain a WAL op.
+pub(crate) struct WalTables<'txn> {
+    logs: Table<'txn, &'static str, (u64, u64, u64, u8)>,
+    events: Table<'txn, (&'static str, u64), &'static [u8]>,
+    append_ids: Table<'txn, (&'static str, u128), u64>,
+}
+
+/// Outer error: abort the group. Inner error: this op changed nothing.
+type Applied = Result<EngineResult<u64>, EngineError>;
+
+impl<'txn> WalTables<'txn> {
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, EngineError> {
+        let open = |e: redb::TableError| EngineError::storage("open wal table", e);
+        Ok(WalTables {
+            logs: txn.open_table(WAL_LOGS).map_err(open)?,
+            events: txn.open_table(WAL_EVENTS).map_err(open)?,
+            append_ids: txn.open_table(WAL_APPEND_IDS).map_err(open)?,
+        })
+    }
+
+    pub(crate) fn apply(&mut self, op: &WalOp) -> Applied {
+        match op {
+            WalOp::Register { source, config } => {
+                let (head, count) = self.log(source)?.map_or((0, 0), |(h, c, _, _)| (h, c));
+                self.logs
+                    .insert(
+                        source.as_str(),
+                        (
+                            head,
+                            count,
+                            config.max_events,
+                            policy_byte(config.capacity_policy),
+                        ),
+                    )
+                    .map_err(st("wal register"))?;
+                Ok(Ok(0))
+            }
+            WalOp::Append {
+                source,
+                append_id,
+                event,
+            } => self.append(source, *append_id, event),
+            WalOp::Prune { source, up_to } => {
+                let Some((head, count, max, policy)) = self.log(source)? else {
+                    return Ok(Err(not_registered(source)));
+                };
+                let removed =
+                    self.remove_range((source.as_str(), 0)..=(source.as_str(), *up_to))?;
+                if removed > 0 {
+                    self.logs
+                        .insert(source.as_str(), (head, count - removed, max, policy))
+                        .map_err(st("wal prune"))?;
+                }
+                Ok(Ok(removed))
+            }
+            WalOp::Delete { source } => {
+                if self
+                    .logs
+                    .remove(source.as_str())
+                    .map_err(st("wal delete"))?
+                    .is_some()
+                {
+                    self.remove_range(events_of(source))?;
+                }
+                Ok(Ok(0))
+            }
+        }
+    }
+
+    fn log(&self, source: &str) -> Result<Option<(u64, u64, u64, u8)>, EngineError> {
+        Ok(self
+            .logs
+            .get(source)
+            .map_err(st("read wal log"))?
+            .map(|g| g.value()))
+    }
+
+    fn append(&mut self, source: &str, append_id: Option<AppendId>, event: &[u8]) -> Applied {
+        let Some((head, mut count, max, policy)) = self.log(source)? else {
+            return Ok(Err(not_registered(source)));
+        };
+        if let Some(AppendId(id)) = append_id
+            && let Some(seq) = self
+                .append_ids
+                .get((source, id))
+                .map_err(st("read wal append id"))?
+        {
+            // A retry of an append that already committed.
+            return Ok(Ok(seq.value()));
+        }
+        if count >= max {
+            if policy != POLICY_OVERWRITE {
+                return Ok(Err(EngineError::Wal(WalRefusal::CapacityExhausted(
+                    source.to_string(),
+                ))));
+            }
+            // A loop, not one eviction: the log may hold more than
+            // `max_events` after a re-register with a smaller limit.
+            while count >= max {
+                let Some(oldest) = self
+                    .events
+                    .range(events_of(source))
+                    .map_err(st("wal evict"))?
+                    .next()
+                    .transpose()
+                    .map_err(st("wal evict"))?
+                    .map(|(k, _)| k.value().1)
+                else {
+                    break;
+                };
+                count -= self.remove_range((source, oldest)..=(source, oldest))?;
+            }
+        }
+        let seq = head + 1;
+        let id = append_id.map_or(0, |a| a.0);
+        let mut value = Vec::with_capacity(APPEND_ID_BYTES + event.len());
+        value.extend_from_slice(&id.to_be_bytes());
+        value.extend_from_slice(event);
+        self.events
+            .insert((source, seq), value.as_slice())
+            .map_err(st("wal append"))?;
+        if id != 0 {
+            self.append_ids
+                .insert((source, id), seq)
+                .map_err(st("wal append id"))?;
+        }
+        self.logs
+            .insert(source, (seq, count + 1, max, policy))
+            .map_err(st("wal append"))?;
+        Ok(Ok(seq))
+    }
+
+    /// Removes the events in `range` with their append ids; returns how
+    /// many there were.
+    fn remove_range<'a>(
+        &mut self,
+        range: std::ops::RangeInclusive<(&'a str, u64)>,
+    ) -> Result<u64, EngineError> {
+        let source = range.start().0;
+        let mut removed = 0;
+        for item in self
+            .events
+            .extract_from_if(range, |_, _| true)
+            .map_err(st("wal remove"))?
+        {
+            let (_, value) = item.map_err(st("wal remove"))?;
+            removed += 1;
+            let id = append_id_of(value.value());
+            if id != 0 {
+                self.append_ids
+                    .remove((source, id))
+                    .map_err(st("wal remove append id"))?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn not_registered(source: &str) -> EngineError {
+    EngineError::Wal(WalRefusal::NotRegistered(source.to_string()))
+}
+
+fn append_id_of(stored: &[u8]) -> u128 {
+    stored
+        .get(..APPEND_ID_BYTES)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u128::from_be_bytes)
+}
+
+/// Creates the WAL tables so read transactions can open them.
+pub(crate) fn init_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(WAL_LOGS)?;
+    txn.open_table(WAL_EVENTS)?;
+    txn.open_table(WAL_APPEND_IDS)?;
+    Ok(())
+}
+
+fn read_log(
+    txn: &ReadTransaction,
+    op: &'static str,
+    source: &str,
+) -> EngineResult<Option<(u64, u64)>> {
+    let logs = txn
+        .open_table(WAL_LOGS)
+        .map_err(|e| EngineError::storage(op, e))?;
+    Ok(logs
+        .get(source)
+        .map_err(|e| EngineError::storage(op, e))?
+        .map(|g| {
+            let (head, count, _, _) = g.value();
+            (head, count)
+        }))
+}
+
+fn oldest(
+    events: &redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    op: &'static str,
+    source: &str,
+) -> EngineResult<Option<u64>> {
+    let first = events
+        .range(events_of(source))
+        .map_err(|e| EngineError::storage(op, e))?
+        .next()
+        .transpose()
+        .map_err(|e| EngineError::storage(op, e))?;
+    Ok(first.map(|(k, _)| k.value().1))
+}
+
+/// Head, oldest and count of one log, from one snapshot.
+pub(crate) fn info(txn: &ReadTransaction, source: &str) -> EngineResult<WalInfo> {
+    const OP: &str = "wal info";
+    let (head, count) = read_log(txn, OP, source)?.ok_or_else(|| not_registered(source))?;
+    let events = txn
+        .open_table(WAL_EVENTS)
+        .map_err(|e| EngineError::storage(OP, e))?;
+    Ok(WalInfo {
+        head_sequence: head,
+        oldest_sequence: oldest(&events, OP, source)?,
+        event_count: count,
+    })
+}
+
+/// The oldest retained sequence and, unless `from` is older than it (that
+/// position was pruned), the events with `seq >= from` without their
+/// append ids.
+pub(crate) type ReadFrom = (Option<u64>, Vec<(u64, Vec<u8>)>);
+
+pub(crate) fn read_from(txn: &ReadTransaction, source: &str, from: u64) -> EngineResult<ReadFrom> {
+    const OP: &str = "wal read_from";
+    let (_, count) = read_log(txn, OP, source)?.ok_or_else(|| not_registered(source))?;
+    let events = txn
+        .open_table(WAL_EVENTS)
+        .map_err(|e| EngineError::storage(OP, e))?;
+    let oldest = oldest(&events, OP, source)?;
+    if oldest.is_some_and(|o| from < o) {
+        return Ok((oldest, Vec::new()));
+    }
+    let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 16));
+    for item in events
+        .range((source, from)..=(source, u64::MAX))
+        .map_err(|e| EngineError::storage(OP, e))?
+    {
+        let (k, v) = item.map_err(|e| EngineError::storage(OP, e))?;
+        let stored = v.value();
+        out.push((
+            k.value().1,
+            stored[APPEND_ID_BYTES.min(stored.len())..].to_vec(),
+        ));
+    }
+    Ok((oldest, out))
+}
