@@ -348,3 +348,118 @@ pub(crate) fn read_from(txn: &ReadTransaction, source: &str, from: u64) -> Engin
     }
     Ok((oldest, out))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::DurabilityMode;
+    use crate::engine::{Engine, EngineOptions};
+    use crate::metrics::Metrics;
+
+    fn open(dir: &tempfile::TempDir) -> Engine {
+        Engine::open(
+            &EngineOptions {
+                path: dir.path().join("state.redb"),
+                durability: DurabilityMode::Immediate,
+                cache_bytes: 1 << 20,
+            },
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
+    }
+
+    fn register(source: &str, max_events: u64) -> WalOp {
+        WalOp::Register {
+            source: source.into(),
+            config: WalConfig {
+                max_events,
+                capacity_policy: WalCapacityPolicy::OverwriteOldest,
+            },
+        }
+    }
+
+    fn append(source: &str, id: u128, event: &'static [u8]) -> WalOp {
+        WalOp::Append {
+            source: source.into(),
+            append_id: (id != 0).then_some(AppendId(id)),
+            event: Bytes::from_static(event),
+        }
+    }
+
+    fn append_ids(engine: &Engine) -> u64 {
+        use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
+        let txn = engine.db.begin_read().unwrap();
+        txn.open_table(WAL_APPEND_IDS).unwrap().len().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_repeated_append_id_returns_the_first_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(&dir);
+        engine.wal_write(register("s", 16)).await.unwrap();
+        assert_eq!(engine.wal_write(append("s", 7, b"a")).await.unwrap(), 1);
+        // The retry of the same append: same answer, nothing new stored.
+        assert_eq!(engine.wal_write(append("s", 7, b"a")).await.unwrap(), 1);
+        assert_eq!(engine.wal_write(append("s", 8, b"b")).await.unwrap(), 2);
+        // Ids are per source.
+        engine.wal_write(register("t", 16)).await.unwrap();
+        assert_eq!(engine.wal_write(append("t", 7, b"x")).await.unwrap(), 1);
+        let info = engine.wal_info("s").unwrap();
+        assert_eq!((info.head_sequence, info.event_count), (2, 2));
+        let (_, events) = engine.wal_read_from("s", 1).unwrap();
+        assert_eq!(events, vec![(1, b"a".to_vec()), (2, b"b".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn append_ids_live_exactly_as_long_as_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(&dir);
+        engine.wal_write(register("s", 16)).await.unwrap();
+        for id in 1..=40u128 {
+            engine.wal_write(append("s", id, b"e")).await.unwrap();
+        }
+        // Eviction at capacity dropped the ids of the evicted events.
+        assert_eq!(append_ids(&engine), 16);
+        assert_eq!(
+            engine
+                .wal_write(WalOp::Prune {
+                    source: "s".into(),
+                    up_to: 30
+                })
+                .await
+                .unwrap(),
+            6
+        );
+        assert_eq!(append_ids(&engine), 10);
+        engine
+            .wal_write(WalOp::Delete { source: "s".into() })
+            .await
+            .unwrap();
+        assert_eq!(append_ids(&engine), 0);
+        assert!(matches!(
+            engine.wal_info("s"),
+            Err(EngineError::Wal(WalRefusal::NotRegistered(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_share_commits_and_get_distinct_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(open(&dir));
+        engine.wal_write(register("s", 10_000)).await.unwrap();
+        let tasks: Vec<_> = (0..64u128)
+            .map(|i| {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.wal_write(append("s", i + 1, b"e")).await })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap().unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=64).collect::<Vec<u64>>());
+    }
+}
