@@ -21,8 +21,6 @@
 #      or transition rules (oldSelf): a fixture that only a CEL rule rejects
 #      must say so with a line `# rejected-by: cel`; it is listed and skipped
 #      here; operator/tests/crd_cel.rs executes the CEL rules against them.
-#   5. README's troubleshooting table explains exactly the condition reasons
-#      operator/src/controller/status.rs defines (scripts/lib/readme_reasons.py)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -170,13 +168,6 @@ for f in "${invalid[@]}"; do
     cat "$WORK/cj.out"; fail "$f: check-jsonschema failed for another reason than a schema violation"
   fi
 done
-
-section "README troubleshooting table vs the operator's condition reasons"
-if n="$("$PY" scripts/lib/readme_reasons.py README.md operator/src/controller/status.rs)"; then
-  pass "README explains every condition reason ($n)"
-else
-  printf '%s\n' "$n"; fail "README troubleshooting table and operator/src/controller/status.rs differ"
-fi
 
 echo
 if [ "$failed" -ne 0 ]; then

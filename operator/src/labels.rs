@@ -1,5 +1,6 @@
-//! Labels, annotations and other well-known names stamped on every object the
-//! operator manages (fixed by DESIGN.md).
+//! Labels and annotations stamped on every object the operator manages.
+//! They are a contract with users (selectors, dashboards) and with running
+//! pods, so they never change between operator versions.
 
 use std::collections::BTreeMap;
 
@@ -26,16 +27,10 @@ pub const RESERVED_LABEL_KEYS: [&str; 5] = [
     PART_OF_LABEL,
 ];
 
-/// Finalizer that lets the operator honour `pvcRetention.whenDeleted`.
-pub const FINALIZER: &str = "drasi.io/state-store-cleanup";
-
-/// Field manager for every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "drasi-store-operator";
-
 /// Pod template annotation holding the hash of the inputs that shape the pod.
 pub const CONFIG_HASH_ANNOTATION: &str = "drasi.io/config-hash";
 
-/// All five DESIGN.md labels for the store named `instance`.
+/// All five standard labels for the store named `instance`.
 pub fn labels(instance: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(instance);
     labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned());

@@ -200,14 +200,13 @@ mod tests {
     async fn leader_runs_work_until_it_finishes_after_shutdown() {
         let (leader_tx, leader_rx) = watch::channel(false);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let became = Arc::new(AtomicBool::new(false));
-        let became2 = became.clone();
+        let (became_tx, became_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             lead_while(
                 leader_rx,
                 shutdown_rx,
                 "ns/l",
-                move || became2.store(true, Ordering::SeqCst),
+                move || became_tx.send(()).unwrap(),
                 |mut stop| async move {
                     let _ = stop.wait_for(|s| *s).await;
                 },
@@ -215,8 +214,11 @@ mod tests {
             .await
         });
         leader_tx.send(true).unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(became.load(Ordering::SeqCst));
+        tokio::time::timeout(Duration::from_secs(10), became_rx)
+            .await
+            .expect("became leader")
+            .unwrap();
+        assert!(!task.is_finished(), "work runs until shutdown");
         shutdown_tx.send(true).unwrap();
         assert_eq!(task.await.unwrap().unwrap(), LeaderExit::Finished);
     }
@@ -225,17 +227,25 @@ mod tests {
     async fn losing_leadership_stops_work_with_an_error() {
         let (leader_tx, leader_rx) = watch::channel(true);
         let (_shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             lead_while(
                 leader_rx,
                 shutdown_rx,
                 "ns/l",
                 || {},
-                |_| std::future::pending::<()>(),
+                |_| async move {
+                    started_tx.send(()).unwrap();
+                    std::future::pending::<()>().await
+                },
             )
             .await
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Lose leadership only once the work runs, i.e. once it was had.
+        tokio::time::timeout(Duration::from_secs(10), started_rx)
+            .await
+            .expect("work started")
+            .unwrap();
         leader_tx.send(false).unwrap();
         let result = task.await.unwrap();
         assert!(

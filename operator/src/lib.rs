@@ -3,8 +3,9 @@
 //!
 //! Layout (as in kube-rs's controller-rs and the Stackable operators):
 //! - [`crd`]: the custom resource types and the generated CRD;
-//! - [`labels`], [`builders`]: pure "desired state" functions, spec -> objects;
-//! - [`render`]: the `render` command, the builders without a cluster;
+//! - [`validated`]: a store plus what it references -> [`validated::ValidatedStore`];
+//! - [`labels`], [`builders`]: pure "desired state" functions, validated store -> objects;
+//! - [`render`]: the `render` command, validation and builders without a cluster;
 //! - [`controller`]: the reconcile loop (reads, applies, status, finalizer);
 //! - [`cli`], [`metrics`], [`leader`], [`rbac`]: process wiring.
 
@@ -17,3 +18,4 @@ pub mod leader;
 pub mod metrics;
 pub mod rbac;
 pub mod render;
+pub mod validated;

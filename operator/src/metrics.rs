@@ -21,6 +21,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use strum::IntoEnumIterator;
+
 use crate::crd::Phase;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,7 +49,7 @@ pub struct Metrics {
     managed: Family<PhaseLabels, Gauge>,
     /// Last phase per store (`namespace/name`); the gauge is derived from it so
     /// a store moving between phases is never counted twice.
-    phases: Mutex<HashMap<String, String>>,
+    phases: Mutex<HashMap<String, Phase>>,
 }
 
 impl Default for Metrics {
@@ -86,10 +88,10 @@ impl Metrics {
         );
         // Every phase always has a series: a missing series reads as "no
         // data", a zero as "none".
-        for phase in Phase::ALL {
+        for phase in Phase::iter() {
             managed
                 .get_or_create(&PhaseLabels {
-                    phase: phase.as_str().into(),
+                    phase: phase.to_string(),
                 })
                 .set(0);
         }
@@ -126,24 +128,25 @@ impl Metrics {
     }
 
     /// Remembers the phase of a store; `None` forgets it (the store is gone).
-    pub fn set_phase(&self, store: &str, phase: Option<&str>) {
+    pub fn set_phase(&self, store: &str, phase: Option<Phase>) {
         let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
         match phase {
             Some(phase) => {
-                phases.insert(store.to_string(), phase.to_string());
+                phases.insert(store.to_string(), phase);
             }
             None => {
                 phases.remove(store);
             }
         }
-        let mut counts: BTreeMap<&str, i64> = Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+        let mut counts: BTreeMap<&'static str, i64> =
+            Phase::iter().map(|p| (p.into(), 0)).collect();
         for phase in phases.values() {
-            *counts.entry(phase.as_str()).or_default() += 1;
+            *counts.entry((*phase).into()).or_default() += 1;
         }
         for (phase, count) in counts {
             self.managed
                 .get_or_create(&PhaseLabels {
-                    phase: phase.into(),
+                    phase: phase.to_owned(),
                 })
                 .set(count);
         }
@@ -260,9 +263,9 @@ mod tests {
                 .encode()
                 .contains("drasi_store_operator_managed_stores{phase=\"Ready\"} 0")
         );
-        metrics.set_phase("ns/a", Some("Provisioning"));
-        metrics.set_phase("ns/b", Some("Provisioning"));
-        metrics.set_phase("ns/a", Some("Ready"));
+        metrics.set_phase("ns/a", Some(Phase::Provisioning));
+        metrics.set_phase("ns/b", Some(Phase::Provisioning));
+        metrics.set_phase("ns/a", Some(Phase::Ready));
         let text = metrics.encode();
         assert!(text.contains("drasi_store_operator_managed_stores{phase=\"Ready\"} 1"));
         assert!(text.contains("drasi_store_operator_managed_stores{phase=\"Provisioning\"} 1"));

@@ -2,9 +2,10 @@
 //!
 //! `drasi-store-operator rbac` prints these rules; the Helm chart's ClusterRole
 //! is compared against them, and the simulated API server tests check every
-//! request the reconciler sends against them (see [`RequestAttributes`]). That
-//! keeps "least privilege" honest in both directions: a missing rule fails the
-//! reconcile tests, an extra rule is visible in review of this one list.
+//! request the reconciler sends against them (`RequestAttributes`, behind
+//! the `test-support` feature). That keeps "least privilege" honest in both
+//! directions: a missing rule fails the reconcile tests, an extra rule is
+//! visible in review of this one list.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
@@ -129,7 +130,10 @@ pub fn cluster_role_rules_yaml() -> String {
     format!("# ClusterRole rules drasi-store-operator needs (drasi-store-operator rbac).\n{body}")
 }
 
-/// What an API request asks for, in RBAC terms.
+/// What an API request asks for, in RBAC terms. Test-only (feature
+/// `test-support`): the simulated API server checks each request against
+/// [`cluster_role_rules`] with it.
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestAttributes {
     pub group: String,
@@ -139,6 +143,7 @@ pub struct RequestAttributes {
     pub verb: String,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl RequestAttributes {
     /// Maps an HTTP request on the Kubernetes API to its RBAC attributes, as
     /// the API server's request-info resolver does. `None` for paths that are

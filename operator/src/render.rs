@@ -8,8 +8,9 @@ use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::builders::{BuildContext, BuildError, ResolvedInputs, desired_objects};
-use crate::crd::{DrasiStateStore, FieldError, join_field_errors, validate};
+use crate::builders::{BuildContext, build};
+use crate::crd::{DrasiStateStore, FieldError, join_field_errors};
+use crate::validated::{Invalid, Referenced, SecretData, TokenSource, validate};
 
 /// Token of a generated `<name>-auth` Secret in rendered output.
 pub const GENERATED_TOKEN_PLACEHOLDER: &str = "<generated-at-apply-time>";
@@ -43,11 +44,13 @@ pub enum RenderError {
         name: String,
         errors: Vec<FieldError>,
     },
+    /// Not reachable with placeholders, which satisfy every Secret check;
+    /// kept so that a future check surfaces instead of being swallowed.
     #[error("document {document} ({name}): {source}")]
-    Build {
+    Rejected {
         document: usize,
         name: String,
-        source: BuildError,
+        source: Invalid,
     },
     #[error("no DrasiStateStore documents in the input")]
     Empty,
@@ -113,37 +116,57 @@ fn render_document(
         &value["spec"],
         &serde_json::to_value(&store.spec).expect("spec serializes to JSON"),
     );
-    errors.extend(validate(&store));
-    if !errors.is_empty() {
-        return Err(RenderError::Invalid {
+    let referenced = placeholders(&store);
+    match validate(&store, ctx, &referenced) {
+        Ok(valid) if errors.is_empty() => Ok(build(&valid).all()),
+        Ok(_) => Err(RenderError::Invalid {
             document,
             name,
             errors,
-        });
+        }),
+        Err(Invalid::Spec(spec_errors)) => {
+            errors.extend(spec_errors);
+            Err(RenderError::Invalid {
+                document,
+                name,
+                errors,
+            })
+        }
+        Err(source) => Err(RenderError::Rejected {
+            document,
+            name,
+            source,
+        }),
     }
+}
 
-    let inputs = ResolvedInputs {
-        token: match store
-            .spec
-            .auth
-            .as_ref()
-            .and_then(|a| a.existing_secret.as_deref())
-        {
-            Some(secret) => copied_token_placeholder(secret),
-            None => GENERATED_TOKEN_PLACEHOLDER.to_owned(),
-        },
-        ca_cert_pem: store
-            .spec
-            .tls
-            .as_ref()
-            .map(|tls| ca_placeholder(&tls.secret_name)),
+/// Stand-ins for the Secrets a store references: the token and CA the
+/// operator would read or generate at apply time.
+fn placeholders(store: &DrasiStateStore) -> Referenced {
+    let data = |key: &str, value: String| {
+        SecretData::from([(key.to_owned(), k8s_openapi::ByteString(value.into_bytes()))])
     };
-    let objects = desired_objects(&store, ctx, &inputs).map_err(|source| RenderError::Build {
-        document,
-        name,
-        source,
-    })?;
-    Ok(objects.all())
+    let token = match store
+        .spec
+        .auth
+        .as_ref()
+        .and_then(|a| a.existing_secret.as_deref())
+    {
+        Some(secret) => TokenSource::Stored(Some(data(
+            crate::builders::TOKEN_KEY,
+            copied_token_placeholder(secret),
+        ))),
+        None => TokenSource::New(GENERATED_TOKEN_PLACEHOLDER.to_owned()),
+    };
+    Referenced {
+        token,
+        tls_secret: store.spec.tls.as_ref().map(|tls| {
+            data(
+                crate::builders::TLS_CA_KEY,
+                ca_placeholder(&tls.secret_name),
+            )
+        }),
+    }
 }
 
 /// Deserializes `value`, naming the field that failed (`spec.limits.maxKeyBytes`).

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use drasi_store_operator::builders::{
-    BuildContext, BuildError, DesiredObjects, ResolvedInputs, config_hash, desired_objects,
-    endpoint,
+    BuildContext, DesiredObjects, ResolvedInputs, config_hash, desired_objects, endpoint,
 };
 use drasi_store_operator::crd::{DrasiStateStore, Durability};
 use drasi_store_operator::labels::{self, CONFIG_HASH_ANNOTATION};
+use drasi_store_operator::validated::{Invalid, validate};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -229,17 +229,19 @@ fn existing_secret_is_mounted_and_its_first_token_handed_out() {
 }
 
 #[test]
-fn build_errors() {
+fn validation_problems_name_the_secret_and_never_echo_it() {
     let store = example("existing-secret.yaml");
     let blank = ResolvedInputs {
         token: " \n\n".to_owned(),
         ca_cert_pem: None,
     };
     let err = desired_objects(&store, &ctx(), &blank).unwrap_err();
-    assert!(
-        matches!(err, BuildError::EmptyToken { ref secret, .. } if secret == "orders-state-tokens")
+    assert_eq!(
+        err,
+        Invalid::AuthSecretInvalid {
+            secret: "orders-state-tokens".to_owned()
+        }
     );
-    assert!(!err.to_string().contains("first-token"));
 
     let tls = example("tls.yaml");
     let no_ca = ResolvedInputs {
@@ -248,117 +250,107 @@ fn build_errors() {
     };
     let err = desired_objects(&tls, &ctx(), &no_ca).unwrap_err();
     assert!(
-        matches!(err, BuildError::MissingCaCert { ref secret, .. } if secret == "orders-state-tls")
+        matches!(err, Invalid::TlsSecretMissing { ref secret, .. } if secret == "orders-state-tls"),
+        "{err:?}"
     );
 
     let mut invalid = example("minimal.yaml");
     invalid.spec.storage.size = Quantity("-1Gi".to_owned());
     let err = desired_objects(&invalid, &ctx(), &inputs(&invalid)).unwrap_err();
+    assert!(matches!(err, Invalid::Spec(_)), "{err:?}");
     assert!(err.to_string().contains("spec.storage.size"), "{err}");
     // The error never echoes the token.
     assert!(!err.to_string().contains(TOKEN));
 }
 
+/// The exact command lines are pinned by the snapshots; these are the
+/// rules behind them, checked on every sample.
 #[test]
 fn server_args_follow_the_spec() {
-    let minimal = container(&build(&example("minimal.yaml")));
-    assert_eq!(
-        minimal.args.unwrap(),
-        [
-            "--listen",
-            "0.0.0.0:7070",
-            "--data-dir",
-            "/data",
-            "--durability",
-            "immediate",
-            "--auth-token-file",
-            "/var/run/drasi-store/auth/token",
-            "--log-format",
-            "json"
-        ]
-    );
-    assert_eq!(
-        minimal.image.as_deref(),
-        Some("ghcr.io/drasi-project/drasi-store-server:0.1.0")
-    );
-
-    let full = container(&build(&example("full.yaml")));
-    assert_eq!(
-        full.args.unwrap(),
-        [
-            "--listen",
-            "0.0.0.0:7070",
-            "--data-dir",
-            "/data",
-            "--durability",
-            "immediate",
-            "--auth-token-file",
-            "/var/run/drasi-store/auth/token",
-            "--tls-cert-file",
-            "/var/run/drasi-store/tls/tls.crt",
-            "--tls-key-file",
-            "/var/run/drasi-store/tls/tls.key",
-            "--max-key-bytes",
-            "8192",
-            "--max-value-bytes",
-            "4194304",
-            "--log-format",
-            "json"
-        ]
-    );
-    let eventual = container(&build(&example("existing-secret.yaml")));
-    assert!(
-        eventual
-            .args
-            .unwrap()
-            .windows(2)
-            .any(|w| w == ["--durability", "eventual"])
-    );
-}
-
-#[test]
-fn probes_ports_and_mounts() {
-    let plain = container(&build(&example("minimal.yaml")));
-    let readiness = plain.readiness_probe.unwrap().http_get.unwrap();
-    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
-    assert_eq!(readiness.scheme.as_deref(), Some("HTTP"));
-    let liveness = plain.liveness_probe.unwrap().http_get.unwrap();
-    assert_eq!(liveness.path.as_deref(), Some("/healthz"));
-    let startup = plain.startup_probe.unwrap();
-    assert!(
-        startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 600,
-        "startup probe must allow a long redb repair"
-    );
-    let port = &plain.ports.unwrap()[0];
-    assert_eq!(
-        (port.name.as_deref(), port.container_port),
-        (Some("http"), 7070)
-    );
-    let mounts: Vec<(String, String, bool)> = plain
-        .volume_mounts
-        .unwrap()
-        .into_iter()
-        .map(|m| (m.name, m.mount_path, m.read_only.unwrap_or(false)))
-        .collect();
-    assert_eq!(
-        mounts,
-        [
-            ("data".into(), "/data".into(), false),
-            ("auth".into(), "/var/run/drasi-store/auth".into(), true),
-            ("tmp".into(), "/tmp".into(), false),
-        ]
-    );
-
-    let tls = container(&build(&example("tls.yaml")));
-    for probe in [tls.readiness_probe, tls.liveness_probe, tls.startup_probe] {
+    for sample in ["minimal", "full", "tls", "existing-secret"] {
+        let store = example(&format!("{sample}.yaml"));
+        let args = container(&build(&store)).args.unwrap();
+        let value = |flag: &str| {
+            let at: Vec<usize> = (0..args.len()).filter(|&i| args[i] == flag).collect();
+            assert!(at.len() <= 1, "{sample}: {flag} given twice: {args:?}");
+            at.first().map(|&i| args[i + 1].as_str())
+        };
+        assert!(
+            args.iter().step_by(2).all(|a| a.starts_with("--")),
+            "{sample}: every flag has one value: {args:?}"
+        );
+        assert_eq!(value("--data-dir"), Some("/data"), "{sample}");
         assert_eq!(
-            probe.unwrap().http_get.unwrap().scheme.as_deref(),
-            Some("HTTPS")
+            value("--durability"),
+            Some(store.spec.durability.as_ref()),
+            "{sample}"
+        );
+        assert!(value("--auth-token-file").is_some(), "{sample}");
+        let tls = store.spec.tls.is_some();
+        assert_eq!(value("--tls-cert-file").is_some(), tls, "{sample}");
+        assert_eq!(value("--tls-key-file").is_some(), tls, "{sample}");
+        let limits = store.spec.limits.clone().unwrap_or_default();
+        assert_eq!(
+            value("--max-key-bytes"),
+            limits.max_key_bytes.map(|v| v.to_string()).as_deref(),
+            "{sample}"
+        );
+        assert_eq!(
+            value("--max-value-bytes"),
+            limits.max_value_bytes.map(|v| v.to_string()).as_deref(),
+            "{sample}"
         );
     }
-    assert!(tls.volume_mounts.unwrap().iter().any(|m| m.name == "tls"
-        && m.mount_path == "/var/run/drasi-store/tls"
-        && m.read_only == Some(true)));
+}
+
+/// Mounts and probes as rules over every sample (the snapshots pin the
+/// exact lists).
+#[test]
+fn probes_ports_and_mounts() {
+    for sample in ["minimal", "full", "tls", "existing-secret"] {
+        let store = example(&format!("{sample}.yaml"));
+        let objects = build(&store);
+        let pod = objects.statefulset.spec.template.spec.clone().unwrap();
+        let main = container(&objects);
+        let scheme = if store.spec.tls.is_some() {
+            "HTTPS"
+        } else {
+            "HTTP"
+        };
+        for probe in [
+            main.readiness_probe.clone(),
+            main.liveness_probe.clone(),
+            main.startup_probe.clone(),
+        ] {
+            let get = probe.unwrap().http_get.unwrap();
+            assert_eq!(get.scheme.as_deref(), Some(scheme), "{sample}");
+        }
+        let startup = main.startup_probe.clone().unwrap();
+        assert!(
+            startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 600,
+            "{sample}: startup probe must allow a long redb repair"
+        );
+        // Every mount has a volume (or the claim template); Secrets are
+        // mounted read-only, the data volume writable.
+        let volumes = pod.volumes.unwrap();
+        for mount in main.volume_mounts.unwrap() {
+            match volumes.iter().find(|v| v.name == mount.name) {
+                Some(volume) if volume.secret.is_some() => {
+                    assert_eq!(mount.read_only, Some(true), "{sample}: {}", mount.name)
+                }
+                Some(_) => {}
+                None => {
+                    assert_eq!(mount.name, "data", "{sample}: {} has no volume", mount.name);
+                    assert_ne!(mount.read_only, Some(true), "{sample}");
+                }
+            }
+        }
+        assert_eq!(
+            volumes.iter().any(|v| v.name == "tls"),
+            store.spec.tls.is_some(),
+            "{sample}"
+        );
+    }
 }
 
 #[test]
@@ -598,11 +590,13 @@ fn fields_that_do_not_shape_the_pod_leave_the_template_alone() {
 #[test]
 fn hash_is_stable_across_operator_versions() {
     let store = example("minimal.yaml");
-    let value = config_hash(
-        &store,
-        "ghcr.io/drasi-project/drasi-store-server:0.1.0",
-        "orders-state-auth",
+    let valid = validate(&store, &ctx(), &inputs(&store).referenced()).unwrap();
+    assert_eq!(
+        valid.image,
+        "ghcr.io/drasi-project/drasi-store-server:0.1.0"
     );
+    assert_eq!(valid.token.secret.name(), "orders-state-auth");
+    let value = config_hash(&valid);
     assert_eq!(value, hash(&store));
     assert_eq!(value.len(), 64);
     assert_eq!(

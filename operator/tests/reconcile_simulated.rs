@@ -1,5 +1,5 @@
 //! Reconcile tests against a SIMULATED Kubernetes API server (an in-memory
-//! fake behind kube's `Client`, see `support/fake_api.rs`). No cluster is
+//! fake behind kube's `Client`, see `support/fake_api/`). No cluster is
 //! used; what a real API server adds (admission, garbage collection, the
 //! StatefulSet controller) is played by the tests where it matters.
 
@@ -382,7 +382,7 @@ async fn api_errors_fail_the_reconcile_and_back_off_exponentially() {
             .reconcile(NAME)
             .await
             .expect_err("500 from the API server");
-        assert!(matches!(error, Error::Kube { .. }), "{error}");
+        assert!(matches!(error, Error::Apply(_)), "{error}");
         assert!(
             error.to_string().contains("StatefulSet apps/orders"),
             "{error}"
@@ -696,6 +696,21 @@ async fn malformed_object_is_reported_without_failing() {
     assert_eq!(h.event_reasons(), ["InvalidObject"]);
 }
 
+/// Requests since the `since`-th about store `name` or its objects, other
+/// than Events (which trail a pass and say nothing about a new one).
+fn requests_about(h: &Harness, name: &str, since: usize) -> Vec<String> {
+    h.server.requests()[since..]
+        .iter()
+        .filter(|r| !r.path.contains("/events"))
+        .filter(|r| {
+            r.path
+                .rsplit('/')
+                .any(|segment| segment == name || segment.starts_with(&format!("{name}-")))
+        })
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
 fn phase(h: &Harness, name: &str) -> Option<Phase> {
     h.store_exists(name)
         .then(|| h.store(name).status.and_then(|s| s.phase))
@@ -762,24 +777,29 @@ async fn controller_loop_reconciles_from_watches_and_ignores_its_own_status_writ
     h.mark_statefulset_ready(NAME);
     wait_for("ready", || phase(&h, NAME) == Some(Phase::Ready)).await;
 
-    // Settled: nothing keeps re-triggering the store.
-    let settled = reconcile_count(&h.metrics);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        reconcile_count(&h.metrics),
-        settled,
-        "reconciles keep coming"
-    );
-    // A status-only update (such as the operator's own status writes) does
-    // not trigger a reconcile: the generation predicate filters it.
+    // Settled, and a status-only update (such as the operator's own status
+    // writes) does not trigger a reconcile: the generation predicate
+    // filters it.
+    let since = h.server.requests().len();
     h.server.update(&store_path(NAME), |store| {
         store["status"]["readyReplicas"] = json!(7);
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The store watch delivers events in order: once a store created after
+    // the update has been through two passes, the update was seen too.
+    h.create_store("marker", json!({}));
+    wait_for("the marker store reconciled", || {
+        phase(&h, "marker") == Some(Phase::Provisioning)
+    })
+    .await;
     assert_eq!(
-        reconcile_count(&h.metrics),
-        settled,
+        requests_about(&h, NAME, since),
+        Vec::<String>::new(),
         "a status-only update triggered a reconcile"
+    );
+    assert_eq!(
+        h.store(NAME).status.and_then(|s| s.ready_replicas),
+        Some(7),
+        "a reconcile rewrote the status"
     );
 
     // A spec change does trigger one.
@@ -864,14 +884,32 @@ async fn controller_loop_follows_referenced_secrets_without_waiting_for_the_requ
     // The server re-reads both files itself: no pod restart.
     assert_eq!(config_hash(&h.server.get(&sts_path(NAME)).unwrap()), hash);
 
-    // Unrelated Secrets do not trigger the store.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let settled = reconcile_count(&h.metrics);
+    // Unrelated Secrets do not trigger the store. The Secret watch delivers
+    // events in order: once a Secret created after the unrelated one has
+    // reached the store that references it, the unrelated one was seen too.
+    h.add_secret("marker-token", &[("token", "marker-1")]);
+    h.create_store(
+        "marker",
+        json!({ "auth": { "existingSecret": "marker-token" } }),
+    );
+    wait_for("the marker store reconciled", || {
+        phase(&h, "marker") == Some(Phase::Provisioning)
+    })
+    .await;
+    let since = h.server.requests().len();
     h.add_secret("someone-elses", &[("password", "x")]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.add_secret("marker-token", &[("token", "marker-2")]);
+    wait_for("the marker's rotated token", || {
+        h.server
+            .get(&secret_path("marker-connection"))
+            .and_then(|s| secret_value(&s, "DRASI_STATE_STORE_TOKEN"))
+            .as_deref()
+            == Some("marker-2")
+    })
+    .await;
     assert_eq!(
-        reconcile_count(&h.metrics),
-        settled,
+        requests_about(&h, NAME, since),
+        Vec::<String>::new(),
         "an unrelated Secret triggered a reconcile"
     );
 
@@ -973,4 +1011,49 @@ async fn deleting_a_paused_store_still_cleans_up() {
     h.reconcile(NAME).await.expect("cleanup");
     assert!(h.server.get(&pvc_path("data-orders-0")).is_none());
     assert!(!h.store_exists(NAME));
+}
+
+/// Server-side apply, not a merge: a field the operator applied before and
+/// no longer sets disappears, while fields other clients set stay. The CA
+/// key of the connection Secret must go when TLS is turned off, or clients
+/// would keep trusting a certificate the server no longer serves.
+#[tokio::test]
+async fn a_field_the_operator_stops_setting_is_removed() {
+    let h = Harness::new();
+    h.add_secret(
+        "orders-tls",
+        &[("ca.crt", "CA"), ("tls.crt", "CERT"), ("tls.key", "KEY")],
+    );
+    h.create_and_apply(NAME, json!({ "tls": { "secretName": "orders-tls" } }))
+        .await;
+    assert_eq!(
+        connection_value(&h, "DRASI_STATE_STORE_CA_CERT").as_deref(),
+        Some("CA")
+    );
+    // Another client labels the Secret: a field the operator does not own.
+    h.server
+        .update(&secret_path("orders-connection"), |secret| {
+            secret["metadata"]["labels"]["team"] = json!("payments");
+        });
+
+    h.edit_spec(NAME, |spec| {
+        spec.as_object_mut().unwrap().remove("tls");
+    });
+    h.reconcile(NAME).await.expect("reconcile");
+
+    let connection = h.server.get(&secret_path("orders-connection")).unwrap();
+    assert_eq!(
+        secret_value(&connection, "DRASI_STATE_STORE_CA_CERT"),
+        None,
+        "the CA key outlived TLS: {connection}"
+    );
+    assert_eq!(
+        secret_value(&connection, "DRASI_STATE_STORE_URL").as_deref(),
+        Some("http://orders.apps.svc:7070")
+    );
+    assert_eq!(connection["metadata"]["labels"]["team"], "payments");
+    let sts = h.server.get(&sts_path(NAME)).unwrap();
+    let volumes = sts["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(!volumes.contains("orders-tls"), "{volumes}");
+    h.assert_rbac_covers_every_request();
 }

@@ -10,8 +10,13 @@
 //! ```
 //!
 //! Decoding borrows from the input (no copies) and checks every limit before
-//! anything is applied, so a bad batch changes nothing.
+//! anything is applied, so a bad batch changes nothing. [`KeysFrame`] and
+//! [`EntriesFrame`] are the owned forms: a frame decoded and validated once,
+//! which the server hands from its HTTP layer to its writer thread.
 
+use std::ops::Range;
+
+use bytes::Bytes;
 use thiserror::Error;
 
 use crate::Limits;
@@ -91,19 +96,143 @@ pub fn decode_entries<'a>(
     let count = r.count(limits)?;
     let mut entries = Vec::with_capacity(count);
     for index in 0..count {
-        let key = r.key(index, limits)?;
-        let len = r.u32()?;
-        if len > limits.max_value_bytes {
-            return Err(BatchError::ValueTooLarge {
-                index,
-                len,
-                max: limits.max_value_bytes,
-            });
-        }
-        entries.push((key, r.take(len)?));
+        entries.push(r.entry(index, limits)?);
     }
     r.finish()?;
     Ok(entries)
+}
+
+/// A keys frame that has been decoded and checked against the limits. It
+/// owns the frame; iterating borrows the keys from it without copying.
+#[derive(Debug, Clone)]
+pub struct KeysFrame {
+    frame: Bytes,
+    /// Where each key lies in `frame`; every span holds valid UTF-8.
+    keys: Vec<Range<usize>>,
+}
+
+impl KeysFrame {
+    /// Decodes `frame`, enforcing `max_batch_entries` and `max_key_bytes`.
+    pub fn decode(frame: Bytes, limits: &Limits) -> Result<Self, BatchError> {
+        let mut r = Reader { buf: &frame };
+        let count = r.count(limits)?;
+        let mut keys = Vec::with_capacity(count);
+        for index in 0..count {
+            keys.push(span(&frame, r.key(index, limits)?.as_bytes()));
+        }
+        r.finish()?;
+        Ok(KeysFrame { frame, keys })
+    }
+
+    /// Encodes `keys`; for callers that hold keys rather than a frame.
+    pub fn encode(keys: &[&str]) -> Self {
+        let frame = Bytes::from(encode_keys(keys));
+        let mut at = 4;
+        let keys = keys
+            .iter()
+            .map(|k| {
+                let start = at + 4;
+                at = start + k.len();
+                start..at
+            })
+            .collect();
+        KeysFrame { frame, keys }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Size of the encoded frame.
+    pub fn frame_bytes(&self) -> usize {
+        self.frame.len()
+    }
+
+    /// The keys in frame order, duplicates included.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.keys.iter().map(|k| utf8(&self.frame, k))
+    }
+}
+
+/// An entries frame that has been decoded and checked against every limit.
+/// It owns the frame; iterating borrows keys and values from it without
+/// copying.
+#[derive(Debug, Clone)]
+pub struct EntriesFrame {
+    frame: Bytes,
+    /// Where each key (valid UTF-8) and value lies in `frame`.
+    entries: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl EntriesFrame {
+    /// Decodes `frame`, enforcing every limit.
+    pub fn decode(frame: Bytes, limits: &Limits) -> Result<Self, BatchError> {
+        let mut r = Reader { buf: &frame };
+        let count = r.count(limits)?;
+        let mut entries = Vec::with_capacity(count);
+        for index in 0..count {
+            let (key, value) = r.entry(index, limits)?;
+            entries.push((span(&frame, key.as_bytes()), span(&frame, value)));
+        }
+        r.finish()?;
+        Ok(EntriesFrame { frame, entries })
+    }
+
+    /// Encodes `entries`; for callers that hold entries rather than a frame.
+    pub fn encode(entries: &[(&str, &[u8])]) -> Self {
+        let frame = Bytes::from(encode_entries(entries.iter().copied()));
+        let mut at = 4;
+        let entries = entries
+            .iter()
+            .map(|(k, v)| {
+                let key = at + 4..at + 4 + k.len();
+                let value = key.end + 4..key.end + 4 + v.len();
+                at = value.end;
+                (key, value)
+            })
+            .collect();
+        EntriesFrame { frame, entries }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Size of the encoded frame.
+    pub fn frame_bytes(&self) -> usize {
+        self.frame.len()
+    }
+
+    /// The entries in frame order, duplicates included.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
+        self.entries
+            .iter()
+            .map(|(k, v)| (utf8(&self.frame, k), &self.frame[v.clone()]))
+    }
+}
+
+/// Where `part`, a slice of `whole`, lies in it.
+fn span(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn utf8<'a>(frame: &'a Bytes, span: &Range<usize>) -> &'a str {
+    let bytes = &frame[span.clone()];
+    debug_assert!(std::str::from_utf8(bytes).is_ok());
+    // SAFETY: spans are private, set only by `decode` after `Reader::key`
+    // checked these very bytes, or by `encode` from `&str`s; `Bytes` is
+    // immutable, so the bytes are still valid UTF-8. Skipping the second
+    // check is what makes decoding happen once.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
@@ -161,6 +290,19 @@ impl<'a> Reader<'a> {
             });
         }
         std::str::from_utf8(self.take(len)?).map_err(|_| BatchError::InvalidUtf8 { index })
+    }
+
+    fn entry(&mut self, index: usize, limits: &Limits) -> Result<(&'a str, &'a [u8]), BatchError> {
+        let key = self.key(index, limits)?;
+        let len = self.u32()?;
+        if len > limits.max_value_bytes {
+            return Err(BatchError::ValueTooLarge {
+                index,
+                len,
+                max: limits.max_value_bytes,
+            });
+        }
+        Ok((key, self.take(len)?))
     }
 
     fn finish(self) -> Result<(), BatchError> {
@@ -242,11 +384,57 @@ mod tests {
         assert_eq!(decode_keys(&huge_count, &l), Err(BatchError::Truncated));
     }
 
+    #[test]
+    fn owned_frames_decode_once_and_borrow_from_the_frame() {
+        let entries: Vec<(&str, &[u8])> = vec![("", b""), ("a/b", b"\0\xff"), ("ключ", b"v")];
+        let frame = Bytes::from(encode_entries(entries.iter().copied()));
+        let decoded = EntriesFrame::decode(frame.clone(), &limits()).unwrap();
+        assert_eq!(decoded.iter().collect::<Vec<_>>(), entries);
+        assert_eq!(decoded.frame_bytes(), frame.len());
+        let encoded = EntriesFrame::encode(&entries);
+        assert_eq!(encoded.iter().collect::<Vec<_>>(), entries);
+        assert_eq!(encoded.frame, frame);
+
+        let keys = ["", "%", "🔑"];
+        let frame = Bytes::from(encode_keys(&keys));
+        let decoded = KeysFrame::decode(frame.clone(), &limits()).unwrap();
+        assert_eq!(decoded.iter().collect::<Vec<_>>(), keys);
+        let encoded = KeysFrame::encode(&keys);
+        assert_eq!(encoded.iter().collect::<Vec<_>>(), keys);
+        assert_eq!(encoded.frame, frame);
+    }
+
+    #[test]
+    fn owned_frames_enforce_the_same_limits() {
+        let l = limits();
+        let bad = Bytes::from(encode_keys(&["123456789"]));
+        assert_eq!(
+            KeysFrame::decode(bad, &l).unwrap_err(),
+            BatchError::KeyTooLarge {
+                index: 0,
+                len: 9,
+                max: 8
+            }
+        );
+        let big = Bytes::from(encode_entries([("k", &[0u8; 17][..])]));
+        assert!(matches!(
+            EntriesFrame::decode(big, &l),
+            Err(BatchError::ValueTooLarge { .. })
+        ));
+        let bad_utf8 = Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 1, 0xff]);
+        assert_eq!(
+            KeysFrame::decode(bad_utf8, &l).unwrap_err(),
+            BatchError::InvalidUtf8 { index: 0 }
+        );
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_entries(&buf, &limits());
             let _ = decode_keys(&buf, &limits());
+            let _ = EntriesFrame::decode(Bytes::from(buf.clone()), &limits());
+            let _ = KeysFrame::decode(Bytes::from(buf), &limits());
         }
 
         #[test]
@@ -254,7 +442,9 @@ mod tests {
             let l = Limits { max_key_bytes: 64, ..limits() };
             let borrowed: Vec<(&str, &[u8])> = entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
             let buf = encode_entries(borrowed.iter().copied());
-            prop_assert_eq!(decode_entries(&buf, &l).unwrap(), borrowed);
+            prop_assert_eq!(&decode_entries(&buf, &l).unwrap(), &borrowed);
+            let owned = EntriesFrame::decode(Bytes::from(buf), &l).unwrap();
+            prop_assert_eq!(owned.iter().collect::<Vec<_>>(), borrowed);
         }
     }
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// `GET /v1/kv` for an absent key (not an error for the trait: `Ok(None)`).
@@ -17,7 +18,6 @@ pub enum ErrorCode {
     InvalidUtf8,
     /// A batch frame that is truncated, has trailing bytes, or a bad body.
     MalformedBody,
-    UnsupportedMediaType,
     KeyTooLarge,
     ValueTooLarge,
     BatchTooLarge,
@@ -42,7 +42,6 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unauthorized => 401,
             ErrorCode::InvalidQuery | ErrorCode::InvalidUtf8 | ErrorCode::MalformedBody => 400,
-            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::KeyTooLarge
             | ErrorCode::ValueTooLarge
             | ErrorCode::BatchTooLarge
@@ -64,7 +63,6 @@ impl ErrorCode {
             ErrorCode::InvalidQuery => "invalid_query",
             ErrorCode::InvalidUtf8 => "invalid_utf8",
             ErrorCode::MalformedBody => "malformed_body",
-            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::KeyTooLarge => "key_too_large",
             ErrorCode::ValueTooLarge => "value_too_large",
             ErrorCode::BatchTooLarge => "batch_too_large",
@@ -79,7 +77,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::KeyNotFound,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -87,7 +85,6 @@ impl ErrorCode {
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidUtf8,
         ErrorCode::MalformedBody,
-        ErrorCode::UnsupportedMediaType,
         ErrorCode::KeyTooLarge,
         ErrorCode::ValueTooLarge,
         ErrorCode::BatchTooLarge,
@@ -109,6 +106,7 @@ impl std::fmt::Display for ErrorCode {
 
 /// JSON body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,

@@ -1,12 +1,14 @@
 //! The wire contract between `drasi-store-server` and
 //! `drasi-state-store-remote`.
 //!
-//! Both sides import everything that crosses the network from here — paths,
-//! the query-string codec, the binary batch framing, JSON bodies, error codes
-//! and default limits — so the client and the server cannot drift apart.
+//! Both sides import everything that crosses the network from here — the
+//! endpoint table, paths, the query-string codec, the binary batch framing,
+//! JSON bodies, error codes and default limits — so the client and the
+//! server cannot drift apart.
 //! `docs/protocol.md` describes the same contract for humans.
 
 pub mod batch;
+pub mod endpoints;
 pub mod env;
 pub mod error;
 pub mod limits;
@@ -15,7 +17,10 @@ pub mod routes;
 pub mod types;
 pub mod wal;
 
-pub use batch::{BatchError, decode_entries, decode_keys, encode_entries, encode_keys};
+pub use batch::{
+    BatchError, EntriesFrame, KeysFrame, decode_entries, decode_keys, encode_entries, encode_keys,
+};
+pub use endpoints::{Endpoint, Operation};
 pub use error::{ErrorBody, ErrorCode};
 pub use limits::Limits;
 pub use query::{QueryError, RequestTarget, encode_query, parse_query};

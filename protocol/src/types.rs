@@ -5,18 +5,21 @@ use serde::{Deserialize, Serialize};
 
 /// Answer to `DELETE /v1/kv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteResponse {
     pub existed: bool,
 }
 
 /// Answer to `POST /v1/kv/delete-many` and `DELETE /v1/store`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CountResponse {
     pub count: u64,
 }
 
 /// Answer to `GET /v1/store`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StoreInfo {
     /// True only when the partition holds at least one key.
@@ -26,6 +29,7 @@ pub struct StoreInfo {
 
 /// Answer to `GET /v1/store/keys`, in no particular order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyList {
     pub keys: Vec<String>,
 }

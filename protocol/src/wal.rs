@@ -23,6 +23,7 @@ pub const UP_TO_PARAM: &str = "upTo";
 pub const APPEND_ID_PARAM: &str = "appendId";
 
 /// What the log does when an append finds it holding `max_events` events.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum WalCapacityPolicy {
@@ -33,6 +34,7 @@ pub enum WalCapacityPolicy {
 }
 
 /// Body of `PUT /v1/wal/register`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WalConfig {
@@ -55,6 +57,7 @@ impl WalConfig {
 }
 
 /// Answer to `POST /v1/wal/append`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendResponse {
     pub sequence: u64,
@@ -62,6 +65,7 @@ pub struct AppendResponse {
 
 /// Answer to `GET /v1/wal/info`: what `head_sequence`, `oldest_sequence`
 /// and `event_count` return, read in one transaction.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WalInfo {

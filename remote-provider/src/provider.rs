@@ -9,9 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use drasi_lib::{StateStoreProvider, state_store::StateStoreResult};
 use drasi_store_protocol::{
-    CountResponse, DeleteResponse, KeyList, StoreInfo, encode_entries, encode_keys, routes,
+    CountResponse, DeleteResponse, KeyList, StoreInfo, encode_entries, encode_keys, endpoints,
 };
-use reqwest::Method;
 
 use crate::answer;
 use crate::builder::RemoteStateStoreProviderBuilder;
@@ -47,12 +46,11 @@ impl RemoteStateStoreProvider {
 
     async fn store_info(&self, op: Op, store_id: &str) -> StateStoreResult<StoreInfo> {
         let t = &self.transport;
-        let url = t.url(routes::STORE, store_id, None);
         t.call(
             op,
+            &endpoints::STORE_INFO,
             Some(store_id),
-            Method::GET,
-            url,
+            None,
             None,
             answer::json::<StoreInfo>,
         )
@@ -78,12 +76,11 @@ fn to_usize(n: u64) -> usize {
 impl StateStoreProvider for RemoteStateStoreProvider {
     async fn get(&self, store_id: &str, key: &str) -> StateStoreResult<Option<Vec<u8>>> {
         let t = &self.transport;
-        let url = t.url(routes::KV, store_id, Some(key));
         t.call(
             Op::Get,
+            &endpoints::GET,
             Some(store_id),
-            Method::GET,
-            url,
+            Some(key),
             None,
             answer::value,
         )
@@ -92,12 +89,11 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn set(&self, store_id: &str, key: &str, value: Vec<u8>) -> StateStoreResult<()> {
         let t = &self.transport;
-        let url = t.url(routes::KV, store_id, Some(key));
         t.call(
             Op::Set,
+            &endpoints::SET,
             Some(store_id),
-            Method::PUT,
-            url,
+            Some(key),
             Some(Bytes::from(value)),
             answer::unit,
         )
@@ -106,13 +102,12 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn delete(&self, store_id: &str, key: &str) -> StateStoreResult<bool> {
         let t = &self.transport;
-        let url = t.url(routes::KV, store_id, Some(key));
         let answer: DeleteResponse = t
             .call(
                 Op::Delete,
+                &endpoints::DELETE,
                 Some(store_id),
-                Method::DELETE,
-                url,
+                Some(key),
                 None,
                 answer::json::<DeleteResponse>,
             )
@@ -122,12 +117,11 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn contains_key(&self, store_id: &str, key: &str) -> StateStoreResult<bool> {
         let t = &self.transport;
-        let url = t.url(routes::KV, store_id, Some(key));
         t.call(
             Op::ContainsKey,
+            &endpoints::CONTAINS_KEY,
             Some(store_id),
-            Method::HEAD,
-            url,
+            Some(key),
             None,
             answer::exists,
         )
@@ -143,13 +137,12 @@ impl StateStoreProvider for RemoteStateStoreProvider {
             return Ok(HashMap::new());
         }
         let t = &self.transport;
-        let url = t.url(routes::GET_MANY, store_id, None);
         let body = Bytes::from(encode_keys(keys));
         t.call(
             Op::GetMany,
+            &endpoints::GET_MANY,
             Some(store_id),
-            Method::POST,
-            url,
+            None,
             Some(body),
             answer::entries,
         )
@@ -161,13 +154,12 @@ impl StateStoreProvider for RemoteStateStoreProvider {
             return Ok(());
         }
         let t = &self.transport;
-        let url = t.url(routes::SET_MANY, store_id, None);
         let body = Bytes::from(encode_entries(entries.iter().copied()));
         t.call(
             Op::SetMany,
+            &endpoints::SET_MANY,
             Some(store_id),
-            Method::POST,
-            url,
+            None,
             Some(body),
             answer::unit,
         )
@@ -179,14 +171,13 @@ impl StateStoreProvider for RemoteStateStoreProvider {
             return Ok(0);
         }
         let t = &self.transport;
-        let url = t.url(routes::DELETE_MANY, store_id, None);
         let body = Bytes::from(encode_keys(keys));
         let answer: CountResponse = t
             .call(
                 Op::DeleteMany,
+                &endpoints::DELETE_MANY,
                 Some(store_id),
-                Method::POST,
-                url,
+                None,
                 Some(body),
                 answer::json::<CountResponse>,
             )
@@ -196,13 +187,12 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn clear_store(&self, store_id: &str) -> StateStoreResult<usize> {
         let t = &self.transport;
-        let url = t.url(routes::STORE, store_id, None);
         let answer: CountResponse = t
             .call(
                 Op::ClearStore,
+                &endpoints::CLEAR_STORE,
                 Some(store_id),
-                Method::DELETE,
-                url,
+                None,
                 None,
                 answer::json::<CountResponse>,
             )
@@ -212,13 +202,12 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn list_keys(&self, store_id: &str) -> StateStoreResult<Vec<String>> {
         let t = &self.transport;
-        let url = t.url(routes::STORE_KEYS, store_id, None);
         let answer: KeyList = t
             .call(
                 Op::ListKeys,
+                &endpoints::LIST_KEYS,
                 Some(store_id),
-                Method::GET,
-                url,
+                None,
                 None,
                 answer::json::<KeyList>,
             )
@@ -238,15 +227,8 @@ impl StateStoreProvider for RemoteStateStoreProvider {
 
     async fn sync(&self) -> StateStoreResult<()> {
         let t = &self.transport;
-        t.call(
-            Op::Sync,
-            None,
-            Method::POST,
-            t.sync_url(),
-            None,
-            answer::unit,
-        )
-        .await
+        t.call(Op::Sync, &endpoints::SYNC, None, None, None, answer::unit)
+            .await
     }
 
     /// The server acknowledges a write only once it is committed (durably,

@@ -109,13 +109,31 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_jittered_and_capped() {
-        for retry in 0..40 {
-            let d = RetryPolicy::backoff(retry);
-            let step = BASE_BACKOFF
-                .saturating_mul(1u32 << retry.min(16))
-                .min(MAX_BACKOFF);
-            assert!(d >= step / 2 && d <= step, "retry {retry}: {d:?}");
+        let ms = Duration::from_millis;
+        // 50 ms doubling per retry, jittered within the upper half of the
+        // step, capped at 2 s from the sixth retry on.
+        let bounds = [
+            (0, ms(25), ms(50)),
+            (1, ms(50), ms(100)),
+            (2, ms(100), ms(200)),
+            (3, ms(200), ms(400)),
+            (4, ms(400), ms(800)),
+            (5, ms(800), ms(1600)),
+            (6, ms(1000), ms(2000)),
+            (7, ms(1000), ms(2000)),
+            (16, ms(1000), ms(2000)),
+            (39, ms(1000), ms(2000)),
+            (u32::MAX, ms(1000), ms(2000)),
+        ];
+        for (retry, low, high) in bounds {
+            for _ in 0..50 {
+                let d = RetryPolicy::backoff(retry);
+                assert!(low <= d && d <= high, "retry {retry}: {d:?}");
+            }
         }
-        assert!(RetryPolicy::backoff(30) <= MAX_BACKOFF);
+        // Jittered: 50 draws of a continuous range are not all equal.
+        let draws: std::collections::HashSet<_> =
+            (0..50).map(|_| RetryPolicy::backoff(3)).collect();
+        assert!(draws.len() > 1, "no jitter: {draws:?}");
     }
 }

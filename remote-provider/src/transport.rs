@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drasi_lib::StateStoreError;
+use drasi_store_protocol::endpoints::{self, Endpoint, Query};
 use drasi_store_protocol::{ErrorBody, encode_query, routes};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Response, StatusCode, Url};
@@ -122,37 +123,36 @@ impl Transport {
         self.shared.retry.max_retries
     }
 
-    /// `<base><route>?store=..[&key=..]`.
-    pub(crate) fn url(&self, route: &str, store: &str, key: Option<&str>) -> String {
-        let query = encode_query(store, key);
+    /// `<base><path>[?store=..[&key=..]]`.
+    fn url(&self, endpoint: &Endpoint, store: Option<&str>, key: Option<&str>) -> String {
         let base = &self.shared.base;
-        let mut url = String::with_capacity(base.len() + route.len() + 1 + query.len());
+        let Some(store) = store else {
+            return format!("{base}{}", endpoint.path);
+        };
+        let query = encode_query(store, key);
+        let mut url = String::with_capacity(base.len() + endpoint.path.len() + 1 + query.len());
         url.push_str(base);
-        url.push_str(route);
+        url.push_str(endpoint.path);
         url.push('?');
         url.push_str(&query);
         url
     }
 
-    pub(crate) fn sync_url(&self) -> String {
-        format!("{}{}", self.shared.base, routes::SYNC)
+    /// `<base><path>?<query>` for an endpoint whose query the caller
+    /// encoded (the WAL routes).
+    pub(crate) fn url_with_query(&self, endpoint: &Endpoint, query: &str) -> String {
+        format!("{}{}?{query}", self.shared.base, endpoint.path)
     }
 
-    /// `<base><route>?<query>` for a query encoded by the caller.
-    pub(crate) fn url_with_query(&self, route: &str, query: &str) -> String {
-        format!("{}{route}?{query}", self.shared.base)
-    }
-
-    /// Runs one operation (with its retries) on the owned runtime and maps
-    /// a final failure to a [`StateStoreError`] naming `op`, `store` and the
-    /// server. `decode` turns a successful answer (2xx, or 404 with the
-    /// key-not-found header) into the result.
+    /// Calls `endpoint` for trait method `op`; `store` and `key` are the
+    /// query parameters the endpoint takes.
+    #[allow(clippy::too_many_arguments)] // one argument per part of a request
     pub(crate) async fn call<T, D, Fut>(
         &self,
         op: Op,
+        endpoint: &'static Endpoint,
         store: Option<&str>,
-        method: Method,
-        url: String,
+        key: Option<&str>,
         body: Option<Bytes>,
         decode: D,
     ) -> Result<T, StateStoreError>
@@ -161,7 +161,19 @@ impl Transport {
         D: Fn(Response) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, Failure>> + Send + 'static,
     {
-        self.call_raw(op, method, url, body, decode)
+        debug_assert_eq!(
+            (store.is_some(), key.is_some()),
+            match endpoint.query {
+                Query::None => (false, false),
+                Query::Store => (true, false),
+                Query::StoreAndKey => (true, true),
+                Query::Source(_) => (false, false),
+            },
+            "{} takes other query parameters",
+            endpoint.operation.as_str()
+        );
+        let url = self.url(endpoint, store, key);
+        self.call_raw(op, endpoint, url, body, decode)
             .await
             .map_err(|(failure, attempts)| {
                 CallContext {
@@ -174,12 +186,13 @@ impl Transport {
             })
     }
 
-    /// Like [`Self::call`], but hands back the last failure and the number
-    /// of attempts, for callers with their own error type.
+    /// Sends `endpoint`'s request to `url` (with its retries) on the owned
+    /// runtime and hands back the last failure and the number of attempts,
+    /// for callers with their own error type.
     pub(crate) async fn call_raw<T, D, Fut>(
         &self,
         op: Op,
-        method: Method,
+        endpoint: &'static Endpoint,
         url: String,
         body: Option<Bytes>,
         decode: D,
@@ -189,6 +202,13 @@ impl Transport {
         D: Fn(Response) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, Failure>> + Send + 'static,
     {
+        let method = match endpoint.method {
+            endpoints::Method::Get => Method::GET,
+            endpoints::Method::Head => Method::HEAD,
+            endpoints::Method::Put => Method::PUT,
+            endpoints::Method::Post => Method::POST,
+            endpoints::Method::Delete => Method::DELETE,
+        };
         let shared = Arc::clone(&self.shared);
         let task = self.handle.spawn(async move {
             shared

@@ -19,12 +19,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use drasi_core::models::SourceChange;
 use drasi_lib::wal::{CapacityPolicy, WalError, WalProvider, WriteAheadLogConfig};
+use drasi_store_protocol::CountResponse;
+use drasi_store_protocol::endpoints::{self, Endpoint};
 use drasi_store_protocol::wal::{
     APPEND_ID_PARAM, AppendId, AppendResponse, EventsFrame, FROM_PARAM, UP_TO_PARAM,
     WalCapacityPolicy, WalConfig, WalInfo, encode_wal_query, validate_source_id,
 };
-use drasi_store_protocol::{CountResponse, routes};
-use reqwest::Method;
 use tokio::sync::RwLock;
 
 use crate::answer;
@@ -170,9 +170,9 @@ impl RemoteWalProvider {
         self.transport.server()
     }
 
-    fn url(&self, route: &str, source: &str, extra: &[(&str, String)]) -> String {
+    fn url(&self, endpoint: &Endpoint, source: &str, extra: &[(&str, String)]) -> String {
         self.transport
-            .url_with_query(route, &encode_wal_query(source, extra))
+            .url_with_query(endpoint, &encode_wal_query(source, extra))
     }
 
     async fn ensure_registered(&self, source_id: &str) -> Result<(), WalError> {
@@ -187,7 +187,7 @@ impl RemoteWalProvider {
         &self,
         op: Op,
         source_id: &str,
-        method: Method,
+        endpoint: &'static Endpoint,
         url: String,
         body: Option<Bytes>,
         decode: D,
@@ -198,7 +198,7 @@ impl RemoteWalProvider {
         Fut: std::future::Future<Output = Result<T, Failure>> + Send + 'static,
     {
         self.transport
-            .call_raw(op, method, url, body, decode)
+            .call_raw(op, endpoint, url, body, decode)
             .await
             .map_err(|(failure, attempts)| {
                 CallContext {
@@ -213,11 +213,11 @@ impl RemoteWalProvider {
 
     async fn info(&self, source_id: &str) -> Result<WalInfo, WalError> {
         self.ensure_registered(source_id).await?;
-        let url = self.url(routes::WAL_INFO, source_id, &[]);
+        let url = self.url(&endpoints::WAL_INFO, source_id, &[]);
         self.call(
             Op::WalInfo,
             source_id,
-            Method::GET,
+            &endpoints::WAL_INFO,
             url,
             None,
             answer::json::<WalInfo>,
@@ -289,11 +289,11 @@ impl WalProvider for RemoteWalProvider {
         }
         let body = serde_json::to_vec(&wire_config(&config))
             .map_err(|e| WalError::SerializationError(format!("encoding WAL config: {e}")))?;
-        let url = self.url(routes::WAL_REGISTER, source_id, &[]);
+        let url = self.url(&endpoints::WAL_REGISTER, source_id, &[]);
         self.call(
             Op::WalRegister,
             source_id,
-            Method::PUT,
+            &endpoints::WAL_REGISTER,
             url,
             Some(Bytes::from(body)),
             answer::unit,
@@ -310,7 +310,7 @@ impl WalProvider for RemoteWalProvider {
         self.ensure_registered(source_id).await?;
         let bytes = wal_codec::encode(event).map_err(|e| codec_error(source_id, None, e))?;
         let url = self.url(
-            routes::WAL_APPEND,
+            &endpoints::WAL_APPEND,
             source_id,
             &[(APPEND_ID_PARAM, new_append_id().to_hex())],
         );
@@ -318,7 +318,7 @@ impl WalProvider for RemoteWalProvider {
             .call(
                 Op::WalAppend,
                 source_id,
-                Method::POST,
+                &endpoints::WAL_APPEND,
                 url,
                 Some(Bytes::from(bytes)),
                 answer::json::<AppendResponse>,
@@ -334,7 +334,7 @@ impl WalProvider for RemoteWalProvider {
     ) -> Result<Vec<(u64, SourceChange)>, WalError> {
         self.ensure_registered(source_id).await?;
         let url = self.url(
-            routes::WAL_EVENTS,
+            &endpoints::WAL_READ_FROM,
             source_id,
             &[(FROM_PARAM, sequence.to_string())],
         );
@@ -342,7 +342,7 @@ impl WalProvider for RemoteWalProvider {
             .call(
                 Op::WalReadFrom,
                 source_id,
-                Method::GET,
+                &endpoints::WAL_READ_FROM,
                 url,
                 None,
                 answer::bytes,
@@ -377,7 +377,7 @@ impl WalProvider for RemoteWalProvider {
     async fn prune_up_to(&self, source_id: &str, sequence: u64) -> Result<u64, WalError> {
         self.ensure_registered(source_id).await?;
         let url = self.url(
-            routes::WAL_PRUNE,
+            &endpoints::WAL_PRUNE_UP_TO,
             source_id,
             &[(UP_TO_PARAM, sequence.to_string())],
         );
@@ -385,7 +385,7 @@ impl WalProvider for RemoteWalProvider {
             .call(
                 Op::WalPruneUpTo,
                 source_id,
-                Method::POST,
+                &endpoints::WAL_PRUNE_UP_TO,
                 url,
                 None,
                 answer::json::<CountResponse>,
@@ -409,11 +409,11 @@ impl WalProvider for RemoteWalProvider {
     async fn delete_wal(&self, source_id: &str) -> Result<(), WalError> {
         validate_source_id(source_id)
             .map_err(|reason| WalError::InvalidSourceId(source_id.to_string(), reason))?;
-        let url = self.url(routes::WAL, source_id, &[]);
+        let url = self.url(&endpoints::WAL_DELETE, source_id, &[]);
         self.call(
             Op::WalDelete,
             source_id,
-            Method::DELETE,
+            &endpoints::WAL_DELETE,
             url,
             None,
             answer::unit,

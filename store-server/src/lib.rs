@@ -3,14 +3,16 @@
 //!
 //! Layout: [`config`] (flags), [`engine`] (redb storage and the
 //! group-commit writer), [`http`] (routes, auth, limits, errors),
-//! [`metrics`], `tls`, [`server`] (listener and graceful shutdown) and
-//! `telemetry` (logging). docs/server.md and docs/protocol.md describe the
-//! behaviour.
+//! [`metrics`], `tls`, `reload` (polled-file reloading for tokens and
+//! certificates), [`server`] (listener and graceful shutdown) and
+//! `telemetry` (logging). docs/server.md ("Where things live") and
+//! docs/protocol.md describe the behaviour.
 
 pub mod config;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+mod reload;
 pub mod server;
 mod telemetry;
 mod tls;

@@ -26,6 +26,7 @@ use crate::engine::{Engine, EngineOptions};
 use crate::http::auth::TokenSet;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
+use crate::reload;
 
 /// A running server. Dropping it without [`Server::shutdown`] leaves the
 /// listener task running until the runtime stops.
@@ -73,8 +74,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 
     let reloaders: Vec<_> = tokens
         .iter()
-        .map(|t| t.spawn_reloader())
-        .chain(certs.iter().map(|c| c.spawn_reloader()))
+        .map(|t| reload::spawn(t.clone()))
+        .chain(certs.iter().map(|c| reload::spawn(c.clone())))
         .collect();
     let state = Arc::new(AppState {
         engine,
@@ -83,6 +84,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         body_timeout: config.request_body_timeout(),
         tokens,
         shutting_down: AtomicBool::new(false),
+        openapi: crate::http::openapi::document_json().into(),
     });
     let app = router(state.clone());
     let (stop, stop_rx) = watch::channel(false);

@@ -3,24 +3,24 @@
 //!
 //! cert-manager renews the certificate in the Secret mounted at
 //! `--tls-cert-file`/`--tls-key-file`, and the kubelet swaps the files in
-//! place (a symlink swap, which file-watch APIs miss). So, like the token
-//! file, the pair is polled for content changes, and the certificate
-//! resolver hands every new handshake the latest good pair: renewal needs
-//! no restart. A new pair that does not load keeps the old one.
+//! place. So, like the token file, the pair is reloaded when its content
+//! changes (see [`crate::reload`]), and the certificate resolver hands
+//! every new handshake the latest good pair: renewal needs no restart. A
+//! new pair that does not load keeps the old one.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
-/// How often the certificate and key files are re-read.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+use crate::reload::Reload;
 
 /// The certificate resolver: always the latest pair that loaded.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ pub struct ReloadingCert {
 
 /// The raw content of both files, to notice changes cheaply.
 #[derive(PartialEq, Eq)]
-struct Snapshot {
+pub(crate) struct Snapshot {
     cert: Vec<u8>,
     key: Vec<u8>,
 }
@@ -73,66 +73,25 @@ impl ReloadingCert {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
+}
 
-    /// Re-reads the files and installs the pair when it changed and loads.
-    /// `last` is what the previous call read, good or bad, so a broken pair
-    /// is reported once rather than every second.
-    async fn reload(&self, last: &mut Option<Snapshot>) {
-        let (cert_file, key_file) = (self.cert_file.clone(), self.key_file.clone());
-        let read = tokio::task::spawn_blocking(move || read_snapshot(&cert_file, &key_file)).await;
-        let snapshot = match read {
-            Ok(Ok(snapshot)) => snapshot,
-            Ok(Err(err)) => {
-                if last.is_some() {
-                    tracing::warn!(
-                        error = format!("{err:#}"),
-                        "cannot re-read the TLS certificate or key; keeping the current certificate"
-                    );
-                    *last = None;
-                }
-                return;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "TLS reload task failed");
-                return;
-            }
-        };
-        if last.as_ref() == Some(&snapshot) {
-            return;
-        }
-        match certified_key(&snapshot, &self.cert_file, &self.key_file, &self.provider) {
-            Ok(key) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
-                tracing::info!(
-                    cert_file = %self.cert_file.display(),
-                    key_file = %self.key_file.display(),
-                    "reloaded the TLS certificate; new connections use it"
-                );
-            }
-            // Also what a reload that reads the certificate before and the
-            // key after a swap sees: the next poll reads the whole new pair,
-            // which differs from this snapshot, and loads it.
-            Err(err) => tracing::warn!(
-                error = format!("{err:#}"),
-                "the changed TLS certificate or key does not load; keeping the current certificate"
-            ),
-        }
-        *last = Some(snapshot);
+impl Reload for ReloadingCert {
+    type Content = Snapshot;
+    const WHAT: &'static str = "TLS certificate or key";
+
+    fn read(&self) -> anyhow::Result<Snapshot> {
+        read_snapshot(&self.cert_file, &self.key_file)
     }
 
-    /// Polls the files until the task is aborted.
-    pub fn spawn_reloader(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            // What `load` just installed, so the first tick does not reload.
-            let mut last = read_snapshot(&this.cert_file, &this.key_file).ok();
-            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                this.reload(&mut last).await;
-            }
-        })
+    fn install(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        let key = certified_key(snapshot, &self.cert_file, &self.key_file, &self.provider)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        tracing::info!(
+            cert_file = %self.cert_file.display(),
+            key_file = %self.key_file.display(),
+            "reloaded the TLS certificate; new connections use it"
+        );
+        Ok(())
     }
 }
 
@@ -152,15 +111,21 @@ fn certified_key(
     key_file: &Path,
     provider: &CryptoProvider,
 ) -> anyhow::Result<CertifiedKey> {
-    let certs = rustls_pemfile::certs(&mut snapshot.cert.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&snapshot.cert)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing TLS certificate {}", cert_file.display()))?;
     if certs.is_empty() {
         anyhow::bail!("{} holds no PEM certificate", cert_file.display());
     }
-    let key = rustls_pemfile::private_key(&mut snapshot.key.as_slice())
-        .with_context(|| format!("parsing TLS key {}", key_file.display()))?
-        .with_context(|| format!("{} holds no PEM private key", key_file.display()))?;
+    let key = match PrivateKeyDer::from_pem_slice(&snapshot.key) {
+        Ok(key) => key,
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            anyhow::bail!("{} holds no PEM private key", key_file.display())
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("parsing TLS key {}", key_file.display()));
+        }
+    };
     // `from_der` is what `with_single_cert` uses: it loads the key and
     // rejects one whose public half differs from the certificate's.
     CertifiedKey::from_der(certs, key, provider).with_context(|| {
@@ -175,6 +140,7 @@ fn certified_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reload::Poller;
 
     struct Pair {
         cert: String,
@@ -194,9 +160,7 @@ mod tests {
     }
 
     fn der(pem: &str) -> Vec<u8> {
-        rustls_pemfile::certs(&mut pem.as_bytes())
-            .next()
-            .unwrap()
+        CertificateDer::from_pem_slice(pem.as_bytes())
             .unwrap()
             .to_vec()
     }
@@ -209,25 +173,25 @@ mod tests {
         std::fs::write(&cert, &a.cert).unwrap();
         std::fs::write(&key, &a.key).unwrap();
         let r = ReloadingCert::load(&cert, &key).unwrap();
-        let mut last = Some(read_snapshot(&cert, &key).unwrap());
+        let mut poller = Poller::new(r.clone());
         assert_eq!(current_der(&r), der(&a.cert));
 
         // Certificate B with key A: mismatch, A stays.
         std::fs::write(&cert, &b.cert).unwrap();
-        r.reload(&mut last).await;
+        poller.poll().await;
         assert_eq!(current_der(&r), der(&a.cert));
         // The key arrives: B is taken.
         std::fs::write(&key, &b.key).unwrap();
-        r.reload(&mut last).await;
+        poller.poll().await;
         assert_eq!(current_der(&r), der(&b.cert));
 
         // Garbage, an empty file and a missing file all keep B.
         std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
-        r.reload(&mut last).await;
+        poller.poll().await;
         std::fs::write(&cert, "").unwrap();
-        r.reload(&mut last).await;
+        poller.poll().await;
         std::fs::remove_file(&key).unwrap();
-        r.reload(&mut last).await;
+        poller.poll().await;
         assert_eq!(current_der(&r), der(&b.cert));
     }
 

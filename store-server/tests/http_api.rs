@@ -4,7 +4,10 @@
 mod common;
 
 use common::{TOKEN, expect_error, json, start_server};
-use drasi_store_protocol::{Limits, decode_entries, encode_entries, encode_keys};
+use std::collections::BTreeSet;
+
+use drasi_store_protocol::endpoints::{self, Body};
+use drasi_store_protocol::{Limits, decode_entries, encode_entries, encode_keys, routes};
 use reqwest::Method;
 
 const TRICKY: [&str; 10] = [
@@ -166,6 +169,63 @@ async fn health_metrics_and_openapi_need_no_token() {
     )
     .await;
     assert!(doc["paths"]["/v1/kv"]["put"].is_object());
+}
+
+/// The served OpenAPI document lists exactly the endpoint table's routes,
+/// and every JSON body it names has its schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_the_endpoint_table() {
+    let t = start_server(&[]).await;
+    let doc = json(
+        t.client
+            .get(format!("{}{}", t.base, routes::OPENAPI))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut served = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            served.insert((method.to_ascii_uppercase(), path.clone()));
+        }
+    }
+    let table: BTreeSet<_> = endpoints::ALL
+        .iter()
+        .map(|e| (e.method.as_str().to_string(), e.path.to_string()))
+        .collect();
+    assert_eq!(served, table);
+
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let schema_ref = |content: &serde_json::Value| {
+        content["application/json"]["schema"]["$ref"]
+            .as_str()
+            .map(|r| r.trim_start_matches("#/components/schemas/").to_string())
+    };
+    for e in endpoints::ALL {
+        let op = &doc["paths"][e.path][e.method.as_str().to_ascii_lowercase()];
+        assert_eq!(op["operationId"], e.operation.as_str());
+        let success = &op["responses"][e.status.to_string()];
+        assert!(
+            success.is_object(),
+            "{} {}: no {}",
+            e.method.as_str(),
+            e.path,
+            e.status
+        );
+        if let Body::Json(name) = e.response {
+            assert_eq!(schema_ref(&success["content"]).as_deref(), Some(name));
+            assert!(schemas.contains_key(name), "schema {name} missing");
+        }
+        let error = schema_ref(&op["responses"]["default"]["content"]);
+        assert_eq!(error.as_deref(), Some("ErrorBody"));
+    }
+    for name in ["ErrorBody", "ErrorCode", "KeysFrame", "EntriesFrame"] {
+        assert!(schemas.contains_key(name), "schema {name} missing");
+    }
+    // The derived schemas follow the wire names (serde's renames).
+    assert!(schemas["StoreInfo"]["properties"]["keyCount"].is_object());
+    assert!(schemas["DeleteResponse"]["properties"]["existed"].is_object());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

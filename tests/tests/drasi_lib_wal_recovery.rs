@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, ensure};
-use drasi_lib::wal::WalProvider;
 use drasi_lib::channels::ResultDiff;
+use drasi_lib::wal::WalProvider;
 use drasi_lib::{CapacityPolicy, DrasiLib, DurabilityConfig, Query};
 use drasi_reaction_application::application::ResultStream;
 use drasi_reaction_application::{ApplicationReaction, ApplicationReactionHandle};

@@ -18,7 +18,8 @@ use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{DrasiStateStore, PodSettings};
+use crate::crd::PodSettings;
+use crate::validated::ValidatedStore;
 
 /// Bumped only on purpose: changing the serialized inputs changes every
 /// store's hash, which restarts every managed pod.
@@ -39,20 +40,19 @@ struct PodInputs<'a> {
     pod: Option<&'a PodSettings>,
 }
 
-/// Hex sha256 of the pod's inputs; `image` is the resolved server image and
-/// `token_secret` the Secret holding the token file.
-pub fn config_hash(store: &DrasiStateStore, image: &str, token_secret: &str) -> String {
-    let spec = &store.spec;
+/// Hex sha256 of the pod's inputs.
+pub fn config_hash(store: &ValidatedStore<'_>) -> String {
+    let spec = store.spec();
     let limits = spec.limits.as_ref();
     let inputs = PodInputs {
-        image,
-        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str()),
+        image: &store.image,
+        image_pull_policy: spec.image_pull_policy.map(Into::into),
         image_pull_secrets: spec.image_pull_secrets.as_ref(),
         resources: spec.resources.as_ref(),
-        durability: spec.durability.as_flag(),
+        durability: spec.durability.into(),
         max_key_bytes: limits.and_then(|l| l.max_key_bytes),
         max_value_bytes: limits.and_then(|l| l.max_value_bytes),
-        token_secret,
+        token_secret: store.token.secret.name(),
         tls_secret: spec.tls.as_ref().map(|t| t.secret_name.as_str()),
         pod: spec.pod.as_ref(),
     };

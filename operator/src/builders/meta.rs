@@ -1,22 +1,21 @@
 //! Metadata shared by every object a store owns.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 
-use super::names::namespace_of;
-use crate::crd::DrasiStateStore;
 use crate::labels;
+use crate::validated::ValidatedStore;
 
-/// Name, namespace, the five DESIGN.md labels and a controller owner
+/// Name, namespace, the five standard labels and a controller owner
 /// reference to the store. A CR without a uid (one read from a file by
 /// `render`) gets no owner reference: one with an empty uid would be
 /// rejected by the apiserver.
-pub fn object_meta(store: &DrasiStateStore, name: String) -> ObjectMeta {
+pub fn object_meta(store: &ValidatedStore<'_>, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
-        namespace: Some(namespace_of(store)),
-        labels: Some(labels::labels(&store.name_any())),
-        owner_references: store.controller_owner_ref(&()).map(|r| vec![r]),
+        namespace: Some(store.namespace.clone()),
+        labels: Some(labels::labels(&store.name)),
+        owner_references: store.store().controller_owner_ref(&()).map(|r| vec![r]),
         ..ObjectMeta::default()
     }
 }

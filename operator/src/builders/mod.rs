@@ -1,8 +1,8 @@
-//! Pure "desired state" builders: a `DrasiStateStore` plus what the
-//! reconciler resolved from the cluster in, every object the operator
-//! applies out. No I/O and no randomness (except [`generate_token`]), so the
-//! same inputs always give byte-identical objects: server-side apply then
-//! changes nothing and no pod restarts without a reason.
+//! The `build` step: pure "desired state" builders, a [`ValidatedStore`]
+//! in, every object the operator applies out. No I/O, no randomness and no
+//! failure: the same validated store always gives byte-identical objects,
+//! so server-side apply then changes nothing and no pod restarts without a
+//! reason.
 
 mod config_hash;
 mod meta;
@@ -14,9 +14,9 @@ mod token;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::ResourceExt;
 
-use crate::crd::{DrasiStateStore, FieldError, join_field_errors, validate};
+use crate::crd::DrasiStateStore;
+use crate::validated::{self, Invalid, Referenced, TokenSource, ValidatedStore};
 
 pub use config_hash::config_hash;
 pub use names::*;
@@ -32,17 +32,30 @@ pub struct BuildContext {
     pub server_image: String,
 }
 
-/// What the reconciler read from the cluster for this store.
+/// Secret values already resolved, for callers that have them at hand
+/// rather than Secrets to read (tests that run the built pod).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedInputs {
-    /// Content of the `token` key: of `<name>-auth` (generated once with
-    /// [`generate_token`], then always read back, never silently rotated) or
-    /// of the user's `spec.auth.existingSecret`. May hold several tokens,
-    /// one per line; clients are given the first.
+    /// Content of the `token` key; may hold several tokens, one per line.
     pub token: String,
-    /// PEM the clients trust: `ca.crt` of the TLS Secret, else its
-    /// `tls.crt`. Required when `spec.tls` is set, ignored otherwise.
+    /// PEM the clients trust; used when `spec.tls` is set.
     pub ca_cert_pem: Option<String>,
+}
+
+impl ResolvedInputs {
+    /// The Secrets that would hold these values.
+    pub fn referenced(&self) -> Referenced {
+        let data = |key: &str, value: &str| {
+            validated::SecretData::from([(
+                key.to_owned(),
+                k8s_openapi::ByteString(value.as_bytes().to_vec()),
+            )])
+        };
+        Referenced {
+            token: TokenSource::Stored(Some(data(TOKEN_KEY, &self.token))),
+            tls_secret: self.ca_cert_pem.as_deref().map(|ca| data(TLS_CA_KEY, ca)),
+        }
+    }
 }
 
 /// Every object a store owns.
@@ -78,21 +91,6 @@ fn to_json<T: serde::Serialize>(object: &T) -> serde_json::Value {
     serde_json::to_value(object).expect("Kubernetes objects serialize to JSON")
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("invalid DrasiStateStore {name}: {}", join_field_errors(.errors))]
-    Invalid {
-        name: String,
-        errors: Vec<FieldError>,
-    },
-    #[error(
-        "DrasiStateStore {name} has spec.tls.secretName {secret:?} but no CA certificate was resolved from it"
-    )]
-    MissingCaCert { name: String, secret: String },
-    #[error("DrasiStateStore {name}: the token Secret {secret:?} holds no token")]
-    EmptyToken { name: String, secret: String },
-}
-
 /// The server image the store runs: `spec.image`, else the operator default.
 pub fn resolved_image(store: &DrasiStateStore, ctx: &BuildContext) -> String {
     store
@@ -107,54 +105,27 @@ pub fn client_token(token: &str) -> Option<&str> {
     token.lines().map(str::trim).find(|l| !l.is_empty())
 }
 
+/// Every object `store` owns.
+pub fn build(store: &ValidatedStore<'_>) -> DesiredObjects {
+    let generated_auth = matches!(store.token.secret, validated::TokenSecret::Generated(_));
+    DesiredObjects {
+        auth_secret: generated_auth.then(|| secrets::auth_secret(store)),
+        connection_secret: secrets::connection_secret(store),
+        service: services::service(store),
+        headless_service: services::headless_service(store),
+        statefulset: statefulset::statefulset(store),
+    }
+}
+
+/// Validates `store` with already resolved Secret values, then builds it.
 pub fn desired_objects(
     store: &DrasiStateStore,
     ctx: &BuildContext,
     inputs: &ResolvedInputs,
-) -> Result<DesiredObjects, BuildError> {
-    let name = store.name_any();
-    let errors = validate(store);
-    if !errors.is_empty() {
-        return Err(BuildError::Invalid { name, errors });
-    }
-    let token_secret = token_secret_name(store);
-    let token = client_token(&inputs.token).ok_or_else(|| BuildError::EmptyToken {
-        name: name.clone(),
-        secret: token_secret.clone(),
-    })?;
-    let ca_cert_pem = match &store.spec.tls {
-        None => None,
-        Some(tls) => {
-            Some(
-                inputs
-                    .ca_cert_pem
-                    .as_deref()
-                    .ok_or_else(|| BuildError::MissingCaCert {
-                        name: name.clone(),
-                        secret: tls.secret_name.clone(),
-                    })?,
-            )
-        }
-    };
-    let generated_auth = store
-        .spec
-        .auth
-        .as_ref()
-        .and_then(|a| a.existing_secret.as_ref())
-        .is_none();
-    let image = resolved_image(store, ctx);
-
-    Ok(DesiredObjects {
-        auth_secret: generated_auth.then(|| secrets::auth_secret(store, &inputs.token)),
-        connection_secret: secrets::connection_secret(store, token, ca_cert_pem),
-        service: services::service(store),
-        headless_service: services::headless_service(store),
-        statefulset: statefulset::statefulset(
-            store,
-            &statefulset::StatefulSetInputs {
-                image: &image,
-                token_secret: &token_secret,
-            },
-        ),
-    })
+) -> Result<DesiredObjects, Invalid> {
+    Ok(build(&validated::validate(
+        store,
+        ctx,
+        &inputs.referenced(),
+    )?))
 }

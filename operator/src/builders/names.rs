@@ -44,9 +44,15 @@ pub fn headless_service_name(name: &str) -> String {
     format!("{name}-headless")
 }
 
-/// Name of the PVC the StatefulSet creates for its only pod.
+/// Name of the PVC the StatefulSet `name` creates from its data volume
+/// template for the pod with `ordinal`: `data-<name>-<ordinal>`.
+pub fn pvc_name(name: &str, ordinal: i32) -> String {
+    format!("{DATA_VOLUME}-{name}-{ordinal}")
+}
+
+/// Name of the PVC of the StatefulSet's only pod.
 pub fn data_pvc_name(name: &str) -> String {
-    format!("{DATA_VOLUME}-{name}-0")
+    pvc_name(name, 0)
 }
 
 /// The store's namespace, `default` when the CR has none.

@@ -7,23 +7,21 @@
 
 use std::collections::BTreeMap;
 
+use super::meta::object_meta;
+use super::names::{TOKEN_KEY, auth_secret_name, connection_secret_name, endpoint};
+use crate::validated::ValidatedStore;
 use drasi_store_protocol::env;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
-
-use super::meta::object_meta;
-use super::names::{TOKEN_KEY, auth_secret_name, connection_secret_name, endpoint};
-use crate::crd::DrasiStateStore;
 
 /// `<name>-auth`: the server's token file (key `token`).
-pub fn auth_secret(store: &DrasiStateStore, token: &str) -> Secret {
+pub fn auth_secret(store: &ValidatedStore<'_>) -> Secret {
     Secret {
-        metadata: object_meta(store, auth_secret_name(&store.name_any())),
+        metadata: object_meta(store, auth_secret_name(&store.name)),
         type_: Some("Opaque".to_owned()),
         data: Some(BTreeMap::from([(
             TOKEN_KEY.to_owned(),
-            ByteString(token.as_bytes().to_vec()),
+            ByteString(store.token.file.as_bytes().to_vec()),
         )])),
         ..Secret::default()
     }
@@ -31,28 +29,26 @@ pub fn auth_secret(store: &DrasiStateStore, token: &str) -> Secret {
 
 /// `<name>-connection`: exactly the client's inline env vars, so a consumer
 /// pod needs only `envFrom: [{secretRef: {name: <name>-connection}}]`.
-/// `client_token` is the one token handed to clients; `ca_cert_pem` must be
-/// `Some` exactly when TLS is on (the caller checks).
-pub fn connection_secret(
-    store: &DrasiStateStore,
-    client_token: &str,
-    ca_cert_pem: Option<&str>,
-) -> Secret {
+/// The token is the one handed to clients, the CA the one TLS brings.
+pub fn connection_secret(store: &ValidatedStore<'_>) -> Secret {
     let mut data = BTreeMap::from([
         (
             env::URL.to_owned(),
-            ByteString(endpoint(store).into_bytes()),
+            ByteString(endpoint(store.store()).into_bytes()),
         ),
         (
             env::TOKEN.to_owned(),
-            ByteString(client_token.as_bytes().to_vec()),
+            ByteString(store.token.client.as_bytes().to_vec()),
         ),
     ]);
-    if let Some(ca) = ca_cert_pem {
-        data.insert(env::CA_CERT.to_owned(), ByteString(ca.as_bytes().to_vec()));
+    if let Some(tls) = &store.tls {
+        data.insert(
+            env::CA_CERT.to_owned(),
+            ByteString(tls.ca_cert_pem.as_bytes().to_vec()),
+        );
     }
     Secret {
-        metadata: object_meta(store, connection_secret_name(&store.name_any())),
+        metadata: object_meta(store, connection_secret_name(&store.name)),
         type_: Some("Opaque".to_owned()),
         data: Some(data),
         ..Secret::default()

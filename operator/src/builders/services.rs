@@ -1,14 +1,13 @@
 //! The client Service `<name>` and the StatefulSet's headless Service.
 
+use super::meta::object_meta;
+use super::names::{PORT_NAME, headless_service_name};
+use crate::crd::ServiceType;
+use crate::labels::selector_labels;
+use crate::validated::ValidatedStore;
 use drasi_store_protocol::routes::DEFAULT_PORT;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::ResourceExt;
-
-use super::meta::object_meta;
-use super::names::{PORT_NAME, headless_service_name};
-use crate::crd::{DrasiStateStore, ServiceType};
-use crate::labels::selector_labels;
 
 fn ports() -> Vec<ServicePort> {
     vec![ServicePort {
@@ -21,16 +20,16 @@ fn ports() -> Vec<ServicePort> {
 }
 
 /// Service `<name>`, what clients connect to. Selects only ready pods.
-pub fn service(store: &DrasiStateStore) -> Service {
-    let name = store.name_any();
-    let settings = store.spec.service.as_ref();
+pub fn service(store: &ValidatedStore<'_>) -> Service {
+    let name = store.name.clone();
+    let settings = store.spec().service.as_ref();
     let mut metadata = object_meta(store, name.clone());
     metadata.annotations = settings.and_then(|s| s.annotations.clone());
     let type_ = settings.and_then(|s| s.type_).unwrap_or_default();
     Service {
         metadata,
         spec: Some(ServiceSpec {
-            type_: Some(type_.as_str().to_owned()),
+            type_: Some(type_.to_string()),
             selector: Some(selector_labels(&name)),
             ports: Some(ports()),
             ..ServiceSpec::default()
@@ -42,15 +41,15 @@ pub fn service(store: &DrasiStateStore) -> Service {
 /// Service `<name>-headless`, the StatefulSet's governing Service: gives the
 /// pod its stable DNS name and publishes it before it is ready, so peers and
 /// debugging tools can reach a pod that is still recovering its database.
-pub fn headless_service(store: &DrasiStateStore) -> Service {
-    let name = store.name_any();
+pub fn headless_service(store: &ValidatedStore<'_>) -> Service {
+    let name = &store.name;
     Service {
-        metadata: object_meta(store, headless_service_name(&name)),
+        metadata: object_meta(store, headless_service_name(name)),
         spec: Some(ServiceSpec {
-            type_: Some(ServiceType::ClusterIP.as_str().to_owned()),
+            type_: Some(ServiceType::ClusterIP.to_string()),
             cluster_ip: Some("None".to_owned()),
             publish_not_ready_addresses: Some(true),
-            selector: Some(selector_labels(&name)),
+            selector: Some(selector_labels(name)),
             ports: Some(ports()),
             ..ServiceSpec::default()
         }),

@@ -2,6 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use super::config_hash::config_hash;
+use super::meta::object_meta;
+use super::names::*;
+use crate::labels::{self, CONFIG_HASH_ANNOTATION};
+use crate::validated::ValidatedStore;
 use drasi_store_protocol::routes::{DEFAULT_PORT, HEALTHZ, READYZ};
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
@@ -15,13 +20,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::ResourceExt;
-
-use super::config_hash::config_hash;
-use super::meta::object_meta;
-use super::names::*;
-use crate::crd::DrasiStateStore;
-use crate::labels::{self, CONFIG_HASH_ANNOTATION};
 
 /// The UID/GID of the distroless `nonroot` user the server image runs as.
 pub const RUN_AS_ID: i64 = 65532;
@@ -41,15 +39,9 @@ const STARTUP_FAILURE_THRESHOLD: i32 = 360;
 /// Secret files readable by the pod's group (fsGroup), nobody else.
 const SECRET_FILE_MODE: i32 = 0o440;
 
-/// Inputs of the StatefulSet that do not come from the spec.
-pub struct StatefulSetInputs<'a> {
-    pub image: &'a str,
-    pub token_secret: &'a str,
-}
-
-pub fn statefulset(store: &DrasiStateStore, inputs: &StatefulSetInputs<'_>) -> StatefulSet {
-    let name = store.name_any();
-    let spec = &store.spec;
+pub fn statefulset(store: &ValidatedStore<'_>) -> StatefulSet {
+    let name = store.name.clone();
+    let spec = store.spec();
 
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
@@ -89,33 +81,30 @@ pub fn statefulset(store: &DrasiStateStore, inputs: &StatefulSetInputs<'_>) -> S
             pod_management_policy: Some("Parallel".to_owned()),
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some(spec.pvc_retention.when_deleted.as_str().to_owned()),
+                    when_deleted: Some(spec.pvc_retention.when_deleted.to_string()),
                     // Scaling is not offered; if it ever is, shrinking must
                     // never destroy data.
                     when_scaled: Some("Retain".to_owned()),
                 },
             ),
             volume_claim_templates: Some(vec![claim]),
-            template: pod_template(store, inputs),
+            template: pod_template(store),
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()
     }
 }
 
-fn pod_template(store: &DrasiStateStore, inputs: &StatefulSetInputs<'_>) -> PodTemplateSpec {
-    let name = store.name_any();
-    let settings = store.spec.pod.clone().unwrap_or_default();
+fn pod_template(store: &ValidatedStore<'_>) -> PodTemplateSpec {
+    let name = &store.name;
+    let settings = store.spec().pod.clone().unwrap_or_default();
 
     // User labels first, so the operator's (the selector among them) win
     // even if a CR slipped past the CRD's rule against overriding them.
     let mut pod_labels = settings.labels.clone().unwrap_or_default();
-    pod_labels.extend(labels::labels(&name));
+    pod_labels.extend(labels::labels(name));
     let mut annotations = settings.annotations.clone().unwrap_or_default();
-    annotations.insert(
-        CONFIG_HASH_ANNOTATION.to_owned(),
-        config_hash(store, inputs.image, inputs.token_secret),
-    );
+    annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), config_hash(store));
 
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -124,8 +113,8 @@ fn pod_template(store: &DrasiStateStore, inputs: &StatefulSetInputs<'_>) -> PodT
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
-            containers: vec![container(store, inputs.image)],
-            volumes: Some(volumes(store, inputs.token_secret)),
+            containers: vec![container(store)],
+            volumes: Some(volumes(store)),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(RUN_AS_ID),
@@ -147,7 +136,7 @@ fn pod_template(store: &DrasiStateStore, inputs: &StatefulSetInputs<'_>) -> PodT
             // Service named e.g. `drasi-store-listen` would collide with the
             // server's `DRASI_STORE_*` flag variables.
             enable_service_links: Some(false),
-            image_pull_secrets: store.spec.image_pull_secrets.clone(),
+            image_pull_secrets: store.spec().image_pull_secrets.clone(),
             node_selector: settings.node_selector,
             tolerations: settings.tolerations,
             affinity: settings.affinity,
@@ -157,16 +146,16 @@ fn pod_template(store: &DrasiStateStore, inputs: &StatefulSetInputs<'_>) -> PodT
     }
 }
 
-/// The server's command line, per the flags in DESIGN.md.
-pub fn server_args(store: &DrasiStateStore) -> Vec<String> {
-    let spec = &store.spec;
+/// The server's command line (its flags are documented in docs/server.md).
+pub fn server_args(store: &ValidatedStore<'_>) -> Vec<String> {
+    let spec = store.spec();
     let mut args: Vec<String> = vec![
         "--listen".into(),
         format!("0.0.0.0:{DEFAULT_PORT}"),
         "--data-dir".into(),
         DATA_DIR.into(),
         "--durability".into(),
-        spec.durability.as_flag().into(),
+        spec.durability.to_string(),
         "--auth-token-file".into(),
         TOKEN_FILE.into(),
     ];
@@ -215,8 +204,8 @@ fn probe(path: &str, scheme: &str) -> HTTPGetAction {
     }
 }
 
-fn container(store: &DrasiStateStore, image: &str) -> Container {
-    let spec = &store.spec;
+fn container(store: &ValidatedStore<'_>) -> Container {
+    let spec = store.spec();
     // The kubelet does not verify certificates on HTTPS probes, so the
     // probes work with any certificate the user brings.
     let scheme = if spec.tls.is_some() { "HTTPS" } else { "HTTP" };
@@ -250,8 +239,8 @@ fn container(store: &DrasiStateStore, image: &str) -> Container {
 
     Container {
         name: CONTAINER_NAME.to_owned(),
-        image: Some(image.to_owned()),
-        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
+        image: Some(store.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.to_string()),
         args: Some(server_args(store)),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.to_owned()),
@@ -319,9 +308,13 @@ fn secret_volume(name: &str, secret_name: &str, keys: &[&str]) -> Volume {
     }
 }
 
-fn volumes(store: &DrasiStateStore, token_secret: &str) -> Vec<Volume> {
-    let mut volumes = vec![secret_volume("auth", token_secret, &[TOKEN_KEY])];
-    if let Some(tls) = &store.spec.tls {
+fn volumes(store: &ValidatedStore<'_>) -> Vec<Volume> {
+    let mut volumes = vec![secret_volume(
+        "auth",
+        store.token.secret.name(),
+        &[TOKEN_KEY],
+    )];
+    if let Some(tls) = &store.tls {
         volumes.push(secret_volume(
             "tls",
             &tls.secret_name,

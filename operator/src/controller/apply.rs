@@ -1,103 +1,238 @@
-//! Server-side apply and the other writes the reconciler makes.
+//! The `apply` step: server-side applies the desired objects in order and
+//! runs the volume-expansion state machine around the StatefulSet.
+//!
+//! StatefulSet states, per pass:
+//! - none: create it (event `Created`, unless it is being re-created at the
+//!   end of an expansion);
+//! - being deleted (left from an expansion): wait, `VolumeExpanding`;
+//! - template size unchanged: apply;
+//! - size grew, a PVC cannot expand: leave it alone, `Degraded`;
+//! - size grew: patch the PVCs, orphan-delete the StatefulSet (event
+//!   `VolumeExpansionStarted`) and re-create it once it is gone.
 
-use std::fmt::Debug;
-
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::core::NamespaceResourceScope;
-use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::{Client, ResourceExt};
 
-use super::error::Error;
-use crate::crd::{DrasiStateStore, DrasiStateStoreStatus};
-use crate::labels::FIELD_MANAGER;
+use super::Context;
+use super::api::{self, ApiError, describe};
+use super::dereference::Dereferenced;
+use super::events::EventReason;
+use super::expansion::{self, ExpansionPlan};
+use super::status::{Problem, Progress, ProgressingReason, has_reason};
+use crate::builders::{DesiredObjects, connection_secret_name};
+use crate::validated::ValidatedStore;
 
-/// `force`: the operator owns every field it sets; when a human edits one
-/// with kubectl, the operator takes it back on the next pass instead of
-/// failing with a conflict forever.
-fn apply_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
+/// Applying a store's objects failed.
+#[derive(Debug, thiserror::Error)]
+#[error("applying the objects of DrasiStateStore {store}: {source}")]
+pub struct ApplyError {
+    pub store: String,
+    #[source]
+    pub source: ApiError,
 }
 
-/// Server-side applies `object` in `namespace` and returns what the API
-/// server stored (including status, for StatefulSets).
-pub async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Serialize,
-{
-    let name = object.name_any();
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    api.patch(&name, &apply_params(), &Patch::Apply(object))
-        .await
-        .map_err(|e| Error::kube("applying", describe::<K>(namespace, &name), e))
+/// What the pass left behind, for the status.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The StatefulSet as the API server returned it; `None` while it is
+    /// re-created for a volume expansion.
+    pub statefulset: Option<StatefulSet>,
+    /// The store's PVCs, after any expansion patch.
+    pub pvcs: Vec<PersistentVolumeClaim>,
+    /// The volume must grow but cannot.
+    pub problem: Option<Problem>,
+    /// A volume expansion in flight.
+    pub progress: Option<Progress>,
 }
 
-/// Applies the status subresource. Server-side apply (rather than a merge
-/// patch) drops fields the new status no longer sets, e.g. `endpoint`.
-pub async fn apply_status(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    status: &DrasiStateStoreStatus,
-) -> Result<(), Error> {
-    let api: Api<DrasiStateStore> = Api::namespaced(client.clone(), namespace);
-    let body = serde_json::json!({
-        "apiVersion": DrasiStateStore::api_version(&()),
-        "kind": DrasiStateStore::kind(&()),
-        "status": status,
-    });
-    api.patch_status(name, &apply_params(), &Patch::Apply(&body))
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            Error::kube(
-                "updating status of",
-                describe::<DrasiStateStore>(namespace, name),
-                e,
-            )
-        })
-}
-
-/// Fetches an object, `None` when it does not exist.
-pub async fn get_opt<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    api.get_opt(name)
-        .await
-        .map_err(|e| Error::kube("reading", describe::<K>(namespace, name), e))
-}
-
-/// Deletes an object; a missing object counts as deleted.
-pub async fn delete<K>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    params: &DeleteParams,
-) -> Result<(), Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.delete(name, params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        Err(e) => Err(Error::kube("deleting", describe::<K>(namespace, name), e)),
+pub async fn apply(
+    ctx: &Context,
+    store: &ValidatedStore<'_>,
+    desired: &DesiredObjects,
+    found: Dereferenced,
+    regarding: &ObjectReference,
+) -> Result<Applied, ApplyError> {
+    Applier {
+        client: &ctx.client,
+        ctx,
+        store,
+        regarding,
     }
+    .run(desired, found)
+    .await
+    .map_err(|source| ApplyError {
+        store: format!("{}/{}", store.namespace, store.name),
+        source,
+    })
 }
 
-/// `StatefulSet ns/name`, for error messages.
-pub fn describe<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String {
-    format!("{} {namespace}/{name}", K::kind(&()))
+struct Applier<'a> {
+    client: &'a Client,
+    ctx: &'a Context,
+    store: &'a ValidatedStore<'a>,
+    regarding: &'a ObjectReference,
+}
+
+impl Applier<'_> {
+    async fn run(
+        &self,
+        desired: &DesiredObjects,
+        found: Dereferenced,
+    ) -> Result<Applied, ApiError> {
+        let (client, namespace) = (self.client, self.store.namespace.as_str());
+        // Secrets before the pod that mounts them; the headless Service
+        // before the StatefulSet it governs.
+        if let Some(auth) = &desired.auth_secret {
+            api::apply(client, namespace, auth).await?;
+            if self.store.token.generated {
+                tracing::info!(store = %self.key(), secret = %auth.name_any(), "generated the store's token");
+            }
+        }
+        api::apply(client, namespace, &desired.connection_secret).await?;
+        api::apply(client, namespace, &desired.headless_service).await?;
+        api::apply(client, namespace, &desired.service).await?;
+
+        let mut applied = Applied {
+            statefulset: None,
+            pvcs: found.pvcs,
+            problem: None,
+            progress: None,
+        };
+        match found.statefulset {
+            Some(old) if old.metadata.deletion_timestamp.is_some() => {
+                // Applying now would patch the object being deleted.
+                applied.progress = Some(Progress::new(
+                    ProgressingReason::VolumeExpanding,
+                    "waiting for the old StatefulSet to be deleted (its pods keep running) before \
+                     re-creating it with the new volume size",
+                ));
+            }
+            Some(existing) => {
+                let plan = expansion::plan(
+                    &existing,
+                    &desired.statefulset,
+                    &applied.pvcs,
+                    &found.storage_classes,
+                );
+                match plan {
+                    ExpansionPlan::NotNeeded => {
+                        applied.statefulset =
+                            Some(api::apply(client, namespace, &desired.statefulset).await?);
+                    }
+                    ExpansionPlan::Blocked(problem) => {
+                        applied.problem = Some(problem);
+                        applied.statefulset = Some(existing);
+                    }
+                    ExpansionPlan::Expand { from, to, pvcs } => {
+                        self.expand(desired, &mut applied, &from, &to, &pvcs)
+                            .await?;
+                    }
+                }
+            }
+            None => {
+                let created = api::apply(client, namespace, &desired.statefulset).await?;
+                // At the end of a volume expansion the StatefulSet is
+                // re-created, not new.
+                let expanding = has_reason(
+                    self.store.store().status.as_ref(),
+                    ProgressingReason::VolumeExpanding,
+                );
+                if !expanding {
+                    let name = &self.store.name;
+                    let note = format!(
+                        "created StatefulSet {name}, Services {name} and {name}-headless, and Secret {}",
+                        connection_secret_name(name)
+                    );
+                    self.ctx
+                        .events
+                        .normal(self.regarding, EventReason::Created, "Create", note)
+                        .await;
+                }
+                applied.statefulset = Some(created);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Patches the PVCs to `to` and deletes the StatefulSet, orphaning its
+    /// pods, then re-creates it if the API server already removed it.
+    async fn expand(
+        &self,
+        desired: &DesiredObjects,
+        applied: &mut Applied,
+        from: &Quantity,
+        to: &Quantity,
+        pvcs: &[String],
+    ) -> Result<(), ApiError> {
+        let (client, namespace, name) = (
+            self.client,
+            self.store.namespace.as_str(),
+            self.store.name.as_str(),
+        );
+        let note = format!(
+            "expanding {} from {} to {}; re-creating StatefulSet {name} with orphaned pods",
+            if pvcs.is_empty() {
+                "the volume template".to_string()
+            } else {
+                pvcs.join(", ")
+            },
+            from.0,
+            to.0
+        );
+        self.ctx
+            .events
+            .normal(
+                self.regarding,
+                EventReason::VolumeExpansionStarted,
+                "ExpandVolume",
+                note,
+            )
+            .await;
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+        // A merge patch of only the request: the StatefulSet controller owns
+        // the rest of the PVC, and a second pass re-sends the same size
+        // harmlessly.
+        let patch =
+            serde_json::json!({ "spec": { "resources": { "requests": { "storage": to } } } });
+        for pvc in pvcs {
+            let patched = api
+                .patch(pvc, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        "expanding",
+                        describe::<PersistentVolumeClaim>(namespace, pvc),
+                        e,
+                    )
+                })?;
+            if let Some(slot) = applied.pvcs.iter_mut().find(|p| p.name_any() == *pvc) {
+                *slot = patched;
+            }
+        }
+        api::delete::<StatefulSet>(client, namespace, name, &DeleteParams::orphan()).await?;
+        match api::get_opt::<StatefulSet>(client, namespace, name).await? {
+            // Orphan deletion is asynchronous on a real API server.
+            Some(_) => {
+                applied.progress = Some(Progress::new(
+                    ProgressingReason::VolumeExpanding,
+                    format!(
+                        "expanding the volume to {}: re-creating the StatefulSet",
+                        to.0
+                    ),
+                ));
+            }
+            None => {
+                applied.statefulset =
+                    Some(api::apply(client, namespace, &desired.statefulset).await?);
+            }
+        }
+        Ok(())
+    }
+
+    fn key(&self) -> String {
+        format!("{}/{}", self.store.namespace, self.store.name)
+    }
 }

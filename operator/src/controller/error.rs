@@ -1,25 +1,27 @@
-//! Reconcile errors. They name the object and the action, never secret values.
+//! Reconcile errors: API failures, wrapped by the step that met them. They
+//! name the object and the action, never secret values. A problem the user
+//! must fix (a missing Secret, an invalid spec) is not an error: it is
+//! reported in the status and retried on a timer.
 
-use crate::builders::BuildError;
+use super::api::ApiError;
+use super::apply::ApplyError;
+use super::dereference::DereferenceError;
+use super::update_status::StatusError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A Kubernetes API call failed; retried with backoff.
-    #[error("{action} {target}: {source}")]
-    Kube {
-        action: &'static str,
-        target: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Dereference(#[from] DereferenceError),
 
-    /// The builders rejected the spec (validation normally catches this first).
-    #[error("building the desired objects of {store}: {source}")]
-    Build {
-        store: String,
-        #[source]
-        source: BuildError,
-    },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+
+    #[error(transparent)]
+    Status(#[from] StatusError),
+
+    /// Deletion cleanup, or releasing the finalizer of a malformed object.
+    #[error(transparent)]
+    Api(#[from] ApiError),
 
     /// Adding or removing the finalizer, or the wrapped reconcile, failed.
     #[error("{0}")]
@@ -31,35 +33,18 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn kube(action: &'static str, target: impl Into<String>, source: kube::Error) -> Self {
-        Self::Kube {
-            action,
-            target: target.into(),
-            source,
-        }
-    }
-
     /// Low-cardinality label for `reconcile_errors_total{reason}`.
     pub fn metric_reason(&self) -> &'static str {
         match self {
-            Self::Kube { source, .. } => kube_reason(source),
-            Self::Build { .. } => "Build",
+            Self::Dereference(DereferenceError { source, .. })
+            | Self::Apply(ApplyError { source, .. })
+            | Self::Status(StatusError { source, .. })
+            | Self::Api(source) => source.metric_reason(),
             // Apply and cleanup failures are unwrapped by `From`, so what is
             // left is adding or removing the finalizer itself.
             Self::Finalizer(_) => "Finalizer",
             Self::MissingMetadata(_) => "MissingMetadata",
         }
-    }
-}
-
-fn kube_reason(error: &kube::Error) -> &'static str {
-    match error {
-        kube::Error::Api(status) if status.is_not_found() => "NotFound",
-        kube::Error::Api(status) if status.code == 409 => "Conflict",
-        kube::Error::Api(status) if status.code == 403 => "Forbidden",
-        kube::Error::Api(status) if status.code == 422 => "Invalid",
-        kube::Error::Api(_) => "ApiError",
-        _ => "Transport",
     }
 }
 

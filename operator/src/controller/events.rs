@@ -7,20 +7,31 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::labels::FIELD_MANAGER;
+use super::api::FIELD_MANAGER;
 
 /// Event reasons the operator emits; docs/reconciler.md lists them.
-pub mod reasons {
-    pub const CREATED: &str = "Created";
-    pub const READY: &str = "Ready";
-    pub const DEGRADED: &str = "Degraded";
-    pub const PAUSED: &str = "Paused";
-    pub const RESUMED: &str = "Resumed";
-    pub const VOLUME_EXPANSION_STARTED: &str = "VolumeExpansionStarted";
-    pub const VOLUME_EXPANSION_FINISHED: &str = "VolumeExpansionFinished";
-    pub const CLEANUP: &str = "Cleanup";
-    pub const CLEANUP_SKIPPED: &str = "CleanupSkipped";
-    pub const INVALID_OBJECT: &str = "InvalidObject";
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+pub enum EventReason {
+    Created,
+    Ready,
+    Degraded,
+    Paused,
+    Resumed,
+    VolumeExpansionStarted,
+    VolumeExpansionFinished,
+    Cleanup,
+    CleanupSkipped,
+    InvalidObject,
 }
 
 #[derive(Clone)]
@@ -43,7 +54,7 @@ impl EventPublisher {
     pub async fn normal(
         &self,
         regarding: &ObjectReference,
-        reason: &str,
+        reason: EventReason,
         action: &str,
         note: String,
     ) {
@@ -54,7 +65,7 @@ impl EventPublisher {
     pub async fn warning(
         &self,
         regarding: &ObjectReference,
-        reason: &str,
+        reason: EventReason,
         action: &str,
         note: String,
     ) {
@@ -66,7 +77,7 @@ impl EventPublisher {
         &self,
         regarding: &ObjectReference,
         type_: EventType,
-        reason: &str,
+        reason: EventReason,
         action: &str,
         note: String,
     ) {
@@ -81,7 +92,7 @@ impl EventPublisher {
             tracing::warn!(
                 object = regarding.name.as_deref().unwrap_or_default(),
                 namespace = regarding.namespace.as_deref().unwrap_or_default(),
-                reason,
+                %reason,
                 %error,
                 "could not publish event"
             );

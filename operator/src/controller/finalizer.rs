@@ -25,14 +25,16 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::Context;
-use super::apply;
+use super::api::{self, ApiError};
 use super::error::Error;
-use super::events::reasons as event_reasons;
-use super::reconcile::store_key;
+use super::events::EventReason;
 use super::status::terminating_status;
+use super::{Context, store_key};
 use crate::crd::{DrasiStateStore, Phase, PvcRetentionPolicy};
 use crate::labels::selector_string;
+
+/// The finalizer that lets the operator honour `pvcRetention.whenDeleted`.
+pub const FINALIZER: &str = "drasi.io/state-store-cleanup";
 
 /// Consecutive failed cleanups (about four minutes with the backoff) after
 /// which the finalizer is removed anyway.
@@ -46,8 +48,7 @@ pub async fn cleanup(store: &DrasiStateStore, ctx: &Context) -> Result<Action, E
     let regarding = store.object_ref(&());
     // Counted as Terminating until the finalizer is released (the store
     // then leaves the gauge), including while cleanup keeps failing.
-    ctx.metrics
-        .set_phase(&key, Some(Phase::Terminating.as_str()));
+    ctx.metrics.set_phase(&key, Some(Phase::Terminating));
 
     if namespace_terminating(ctx, &namespace).await {
         // No status write: everything in the namespace goes at once anyway.
@@ -71,7 +72,7 @@ pub async fn cleanup(store: &DrasiStateStore, ctx: &Context) -> Result<Action, E
             ctx.metrics.set_phase(&key, None);
             tracing::info!(store = %key, "{note}");
             ctx.events
-                .normal(&regarding, event_reasons::CLEANUP, "Delete", note)
+                .normal(&regarding, EventReason::Cleanup, "Delete", note)
                 .await;
             Ok(Action::await_change())
         }
@@ -86,7 +87,7 @@ pub async fn cleanup(store: &DrasiStateStore, ctx: &Context) -> Result<Action, E
                 );
                 tracing::error!(store = %key, "{note}");
                 ctx.events
-                    .warning(&regarding, event_reasons::CLEANUP_SKIPPED, "Delete", note)
+                    .warning(&regarding, EventReason::CleanupSkipped, "Delete", note)
                     .await;
                 ctx.metrics.set_phase(&key, None);
                 Ok(Action::await_change())
@@ -134,7 +135,7 @@ async fn report_terminating(
         return;
     }
     let name = store.name_any();
-    if let Err(error) = apply::apply_status(&ctx.client, namespace, &name, &status).await {
+    if let Err(error) = api::apply_status(&ctx.client, namespace, &name, &status).await {
         tracing::warn!(store = %store_key(store), %error, "could not write the Terminating status");
     }
 }
@@ -151,7 +152,7 @@ async fn delete_pvcs_if_requested(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| {
-            Error::kube(
+            ApiError::new(
                 "listing",
                 format!("PersistentVolumeClaims of {namespace}/{name}"),
                 e,
@@ -168,7 +169,7 @@ async fn delete_pvcs_if_requested(
         )),
         PvcRetentionPolicy::Delete => {
             for pvc in &names {
-                apply::delete::<PersistentVolumeClaim>(
+                api::delete::<PersistentVolumeClaim>(
                     &ctx.client,
                     namespace,
                     pvc,

@@ -8,12 +8,14 @@
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::{Client, ResourceExt};
 
-use super::error::Error;
+use kube::runtime::wait::Condition;
+use kube::runtime::wait::conditions::is_crd_established;
+
+use super::api::{ApiError, apply_params};
 use crate::crd;
-use crate::labels::FIELD_MANAGER;
 
 /// How often the CRD is re-read while waiting for `Established`.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -21,7 +23,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 #[derive(Debug, thiserror::Error)]
 pub enum ManageCrdError {
     #[error(transparent)]
-    Api(#[from] Error),
+    Api(#[from] ApiError),
     #[error("CustomResourceDefinition {name} not established after {timeout:?}")]
     NotEstablished { name: String, timeout: Duration },
 }
@@ -34,20 +36,16 @@ pub async fn apply_crd(client: &Client, timeout: Duration) -> Result<(), ManageC
     let name = crd.name_any();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let target = format!("CustomResourceDefinition {name}");
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .map_err(|e| Error::kube("applying", target.clone(), e))?;
+    api.patch(&name, &apply_params(), &Patch::Apply(&crd))
+        .await
+        .map_err(|e| ApiError::new("applying", target.clone(), e))?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let current = api
             .get(&name)
             .await
-            .map_err(|e| Error::kube("reading", target.clone(), e))?;
-        if is_established(&current) {
+            .map_err(|e| ApiError::new("reading", target.clone(), e))?;
+        if is_crd_established().matches_object(Some(&current)) {
             tracing::info!(crd = %name, "applied CustomResourceDefinition");
             return Ok(());
         }
@@ -56,15 +54,4 @@ pub async fn apply_crd(client: &Client, timeout: Duration) -> Result<(), ManageC
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-}
-
-fn is_established(crd: &CustomResourceDefinition) -> bool {
-    crd.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
 }

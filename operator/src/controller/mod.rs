@@ -1,18 +1,22 @@
-//! The reconcile loop: reads, server-side applies, status, finalizer.
+//! The reconcile loop: the controller's watches (here), the reconcile
+//! pipeline (`reconcile` drives `dereference`, `validate`, `build`, `apply`
+//! and `update_status`), and deletion cleanup (`finalizer`).
 //!
 //! See docs/reconciler.md for the flow, the conditions and the events.
 
+pub mod api;
 pub mod apply;
 pub mod backoff;
+pub mod dereference;
 pub mod error;
 pub mod events;
 pub mod expansion;
 pub mod finalizer;
-pub mod inputs;
 pub mod manage_crd;
 pub mod reconcile;
 pub mod secret_watch;
 pub mod status;
+pub mod update_status;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,11 +32,22 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::builders::BuildContext;
 use crate::crd::DrasiStateStore;
-use crate::labels::{FINALIZER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::labels::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::metrics::{Health, Metrics};
+use api::ApiError;
+use finalizer::FINALIZER;
 
 pub use error::Error;
 pub use reconcile::{error_policy, reconcile};
+
+/// `namespace/name`, the key of per-store metrics and backoff.
+pub fn store_key(store: &DrasiStateStore) -> String {
+    format!(
+        "{}/{}",
+        store.namespace().unwrap_or_default(),
+        store.name_any()
+    )
+}
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -175,7 +190,7 @@ pub async fn reconcile_guarded(object: Arc<Guarded>, ctx: Arc<Context>) -> Resul
             ctx.events
                 .warning(
                     &object.object_ref(&()),
-                    events::reasons::INVALID_OBJECT,
+                    events::EventReason::InvalidObject,
                     "Reconcile",
                     note,
                 )
@@ -208,11 +223,11 @@ async fn release_invalid(object: &Guarded, ctx: &Context) -> Result<(), Error> {
         .await
         .map(|_| ())
         .map_err(|e| {
-            Error::kube(
+            Error::Api(ApiError::new(
                 "removing the finalizer of",
                 format!("DrasiStateStore {namespace}/{name}"),
                 e,
-            )
+            ))
         })
 }
 

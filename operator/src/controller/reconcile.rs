@@ -1,40 +1,31 @@
-//! One reconcile pass of a `DrasiStateStore`.
+//! One reconcile pass of a `DrasiStateStore`, as a pipeline:
 //!
-//! Flow: finalizer -> paused? -> `Pending` status on the first pass ->
-//! validate -> resolve token and CA -> build -> apply Secrets and Services
-//! -> StatefulSet (with volume expansion) -> observe StatefulSet and PVC ->
-//! pure status -> status write only when it changed -> events on
-//! transitions -> requeue by phase.
+//! dereference (reads) -> validate (pure) -> build (pure) -> apply (writes,
+//! volume expansion) -> update_status (pure status, conditional write,
+//! transition events) -> requeue by phase.
+//!
+//! A paused store skips straight to the status; a store that fails
+//! validation skips build and apply and reports why.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 
-use super::Context;
-use super::apply;
+use super::apply::{Applied, apply};
+use super::dereference::{Dereferenced, dereference};
 use super::error::Error;
-use super::events::reasons as event_reasons;
-use super::expansion::{self, ExpansionPlan};
-use super::finalizer::cleanup;
-use super::inputs;
-use super::status::{
-    Observation, Reasoned, Workload, compute_status, find_condition, pending_status, reasons,
-};
-use crate::builders::{
-    connection_secret_name, data_pvc_name, desired_objects, endpoint, resolved_image,
-};
-use crate::crd::{
-    DrasiStateStore, DrasiStateStoreStatus, Phase, StorageStatus, condition_types, validate,
-};
-use crate::labels::FINALIZER;
+use super::expansion::{data_pvc, pvc_capacity, pvc_progress};
+use super::finalizer::{FINALIZER, cleanup};
+use super::status::{Observation, Problem, Workload};
+use super::update_status::{mark_pending, observation, update_status};
+use super::{Context, store_key};
+use crate::builders::build;
+use crate::crd::{DrasiStateStore, DrasiStateStoreStatus, Phase};
+use crate::validated::{Invalid, validate};
 
 /// Re-check a ready store every 5 minutes. Referenced Secrets are watched
 /// (see `secret_watch`), so this is only a safety net against missed watch
@@ -47,15 +38,6 @@ pub const PROGRESSING_REQUEUE: Duration = Duration::from_secs(10);
 /// StorageClass that now allows expansion, a pod that recovers on its own).
 pub const DEGRADED_REQUEUE: Duration = Duration::from_secs(30);
 
-/// `namespace/name`, the key of per-store metrics and backoff.
-pub fn store_key(store: &DrasiStateStore) -> String {
-    format!(
-        "{}/{}",
-        store.namespace().unwrap_or_default(),
-        store.name_any()
-    )
-}
-
 /// Reconciles one store: the entry point of the controller and of the tests.
 pub async fn reconcile(store: Arc<DrasiStateStore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -66,7 +48,7 @@ pub async fn reconcile(store: Arc<DrasiStateStore>, ctx: Arc<Context>) -> Result
     let api: Api<DrasiStateStore> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, store, |event| async {
         match event {
-            FinalizerEvent::Apply(store) => apply_store(&store, &ctx).await,
+            FinalizerEvent::Apply(store) => reconcile_store(&store, &ctx, &namespace).await,
             FinalizerEvent::Cleanup(store) => cleanup(&store, &ctx).await,
         }
     })
@@ -90,294 +72,69 @@ pub fn error_policy(store: Arc<DrasiStateStore>, error: &Error, ctx: Arc<Context
     Action::requeue(delay)
 }
 
-async fn apply_store(store: &DrasiStateStore, ctx: &Context) -> Result<Action, Error> {
-    let namespace = store
-        .namespace()
-        .ok_or(Error::MissingMetadata("namespace"))?;
-    let name = store
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingMetadata("name"))?;
+async fn reconcile_store(
+    store: &DrasiStateStore,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Action, Error> {
     let regarding = store.object_ref(&());
-    let client = &ctx.client;
-
     if store.spec.paused {
-        let observation = Observation {
+        // Nothing is read or applied.
+        let paused = Observation {
             paused: true,
-            ..base_observation(store, ctx, Workload::Missing)
+            ..observation(store, ctx, Workload::Missing)
         };
-        let status = write_status(store, ctx, &observation).await?;
-        if previous_phase(store) != Some(Phase::Paused) {
-            let note = "spec.paused is true: the operator leaves every object as it is".to_string();
-            ctx.events
-                .normal(&regarding, event_reasons::PAUSED, "Pause", note)
-                .await;
-        }
+        let status = update_status(store, ctx, namespace, &paused, &regarding).await?;
         tracing::info!(store = %store_key(store), "paused, nothing applied");
         return Ok(requeue_for(&status));
     }
-    if previous_phase(store) == Some(Phase::Paused) {
-        let note = "spec.paused is false: reconciling again".to_string();
-        ctx.events
-            .normal(&regarding, event_reasons::RESUMED, "Resume", note)
-            .await;
-    }
+    let pending = mark_pending(store, ctx, namespace).await?;
+    let store = pending.as_ref().unwrap_or(store);
 
-    // The first pass gives the store a phase before anything that can fail:
-    // a store whose objects cannot be applied (API errors, an admission
-    // webhook) would otherwise show no phase at all while it backs off.
-    let with_pending;
-    let store = if previous_phase(store).is_none() {
-        let status = pending_status(store.metadata.generation, &Time(Timestamp::now()));
-        apply::apply_status(client, &namespace, &name, &status).await?;
-        ctx.metrics
-            .set_phase(&store_key(store), Some(Phase::Pending.as_str()));
-        with_pending = DrasiStateStore {
-            status: Some(status),
-            ..store.clone()
-        };
-        &with_pending
-    } else {
-        store
-    };
-
-    let existing_sts = apply::get_opt::<StatefulSet>(client, &namespace, &name).await?;
-
-    let errors = validate(store);
-    if !errors.is_empty() {
-        let message = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        let problem = Reasoned::new(reasons::INVALID_SPEC, message);
-        return degraded(store, ctx, &regarding, existing_sts.as_ref(), problem).await;
-    }
-
-    let inputs = match inputs::resolve(client, store).await? {
-        Ok(inputs) => inputs,
-        Err(problem) => {
-            return degraded(store, ctx, &regarding, existing_sts.as_ref(), problem).await;
+    let found = dereference(&ctx.client, store, namespace).await?;
+    let observed = match validate(store, &ctx.build, &found.referenced) {
+        Err(invalid) => invalid_observation(store, ctx, invalid, &found),
+        Ok(valid) => {
+            let desired = build(&valid);
+            let applied = apply(ctx, &valid, &desired, found, &regarding).await?;
+            applied_observation(store, ctx, applied)
         }
     };
-    let desired =
-        desired_objects(store, &ctx.build, &inputs.resolved).map_err(|source| Error::Build {
-            store: store_key(store),
-            source,
-        })?;
-
-    // Secrets before the pod that mounts them; the headless Service before
-    // the StatefulSet it governs.
-    if let Some(auth) = &desired.auth_secret {
-        apply::apply(client, &namespace, auth).await?;
-        if inputs.generated_token {
-            tracing::info!(store = %store_key(store), secret = %auth.name_any(), "generated the store's token");
-        }
-    }
-    apply::apply(client, &namespace, &desired.connection_secret).await?;
-    apply::apply(client, &namespace, &desired.headless_service).await?;
-    apply::apply(client, &namespace, &desired.service).await?;
-
-    let was_expanding = find_condition(store.status.as_ref(), condition_types::PROGRESSING)
-        .is_some_and(|c| c.status == "True" && c.reason == reasons::VOLUME_EXPANDING);
-    let mut problem = None;
-    let mut progress = None;
-    let statefulset = match existing_sts {
-        // Left over from a volume expansion: wait until it is gone, because
-        // applying now would patch the object being deleted.
-        Some(old) if old.metadata.deletion_timestamp.is_some() => {
-            progress = Some(Reasoned::new(
-                reasons::VOLUME_EXPANDING,
-                "waiting for the old StatefulSet to be deleted (its pods keep running) before \
-                 re-creating it with the new volume size",
-            ));
-            None
-        }
-        Some(existing) => {
-            match expansion::plan(client, &namespace, &existing, &desired.statefulset).await? {
-                ExpansionPlan::NotNeeded => {
-                    Some(apply::apply(client, &namespace, &desired.statefulset).await?)
-                }
-                ExpansionPlan::Blocked(reason) => {
-                    problem = Some(reason);
-                    Some(existing)
-                }
-                ExpansionPlan::Expand { from, to, pvcs } => {
-                    let note = format!(
-                        "expanding {} from {} to {}; re-creating StatefulSet {name} with orphaned pods",
-                        if pvcs.is_empty() {
-                            "the volume template".to_string()
-                        } else {
-                            pvcs.join(", ")
-                        },
-                        from.0,
-                        to.0
-                    );
-                    ctx.events
-                        .normal(
-                            &regarding,
-                            event_reasons::VOLUME_EXPANSION_STARTED,
-                            "ExpandVolume",
-                            note,
-                        )
-                        .await;
-                    expansion::execute(client, &namespace, &name, &to, &pvcs).await?;
-                    match apply::get_opt::<StatefulSet>(client, &namespace, &name).await? {
-                        // Orphan deletion is asynchronous on a real API server.
-                        Some(_) => {
-                            progress = Some(Reasoned::new(
-                                reasons::VOLUME_EXPANDING,
-                                format!(
-                                    "expanding the volume to {}: re-creating the StatefulSet",
-                                    to.0
-                                ),
-                            ));
-                            None
-                        }
-                        None => Some(apply::apply(client, &namespace, &desired.statefulset).await?),
-                    }
-                }
-            }
-        }
-        None => {
-            let created = apply::apply(client, &namespace, &desired.statefulset).await?;
-            // After a volume expansion the StatefulSet is re-created, not new.
-            if !was_expanding {
-                let note = format!(
-                    "created StatefulSet {name}, Services {name} and {name}-headless, and Secret {}",
-                    connection_secret_name(&name)
-                );
-                ctx.events
-                    .normal(&regarding, event_reasons::CREATED, "Create", note)
-                    .await;
-            }
-            Some(created)
-        }
-    };
-
-    let mut observation =
-        base_observation(store, ctx, Workload::from_statefulset(statefulset.as_ref()));
-    let pvc =
-        apply::get_opt::<PersistentVolumeClaim>(client, &namespace, &data_pvc_name(&name)).await?;
-    if let Some(pvc) = &pvc {
-        observation.storage.capacity = expansion::pvc_capacity(pvc);
-        if progress.is_none() {
-            progress = expansion::pvc_progress(pvc);
-        }
-    }
-    observation.problem = problem;
-    observation.progress = progress;
-    let status = write_status(store, ctx, &observation).await?;
-    if was_expanding && observation.progress.is_none() {
-        let note = format!(
-            "the data volume now has {}",
-            observation
-                .storage
-                .capacity
-                .as_ref()
-                .map_or("the requested size", |q| q.0.as_str())
-        );
-        ctx.events
-            .normal(
-                &regarding,
-                event_reasons::VOLUME_EXPANSION_FINISHED,
-                "ExpandVolume",
-                note,
-            )
-            .await;
-    }
-    publish_transition_events(store, ctx, &regarding, &status).await;
+    let status = update_status(store, ctx, namespace, &observed, &regarding).await?;
     Ok(requeue_for(&status))
 }
 
-/// Reports a user-fixable problem without applying anything.
-async fn degraded(
+/// A store that cannot be built: nothing is applied; the running server (if
+/// any) is left alone and its readiness still reported.
+fn invalid_observation(
     store: &DrasiStateStore,
     ctx: &Context,
-    regarding: &ObjectReference,
-    existing_sts: Option<&StatefulSet>,
-    problem: Reasoned,
-) -> Result<Action, Error> {
-    tracing::warn!(store = %store_key(store), reason = problem.reason, message = %problem.message, "degraded");
-    let observation = Observation {
-        problem: Some(problem),
-        ..base_observation(store, ctx, Workload::from_statefulset(existing_sts))
-    };
-    let status = write_status(store, ctx, &observation).await?;
-    publish_transition_events(store, ctx, regarding, &status).await;
-    Ok(requeue_for(&status))
+    invalid: Invalid,
+    found: &Dereferenced,
+) -> Observation {
+    let problem = Problem::new(invalid.reason(), invalid.to_string());
+    tracing::warn!(store = %store_key(store), reason = %problem.reason, message = %problem.message, "degraded");
+    let mut observed = observation(
+        store,
+        ctx,
+        Workload::from_statefulset(found.statefulset.as_ref()),
+    );
+    observed.storage.capacity = data_pvc(store, &found.pvcs).and_then(pvc_capacity);
+    observed.problem = Some(problem);
+    observed
 }
 
-fn base_observation(store: &DrasiStateStore, ctx: &Context, workload: Workload) -> Observation {
-    Observation {
-        generation: store.metadata.generation,
-        paused: false,
-        endpoint: endpoint(store),
-        connection_secret: connection_secret_name(&store.name_any()),
-        image: resolved_image(store, &ctx.build),
-        storage: StorageStatus {
-            requested: Some(store.spec.storage.size.clone()),
-            capacity: None,
-        },
-        workload,
-        problem: None,
-        progress: None,
-    }
-}
-
-/// Computes the status and writes it only when it differs from the current one.
-async fn write_status(
-    store: &DrasiStateStore,
-    ctx: &Context,
-    observation: &Observation,
-) -> Result<DrasiStateStoreStatus, Error> {
-    let now = Time(Timestamp::now());
-    let status = compute_status(store.status.as_ref(), observation, &now);
-    if store.status.as_ref() != Some(&status) {
-        let namespace = store
-            .namespace()
-            .ok_or(Error::MissingMetadata("namespace"))?;
-        apply::apply_status(&ctx.client, &namespace, &store.name_any(), &status).await?;
-    }
-    let phase = status.phase.map(Phase::as_str);
-    ctx.metrics.set_phase(&store_key(store), phase);
-    Ok(status)
-}
-
-async fn publish_transition_events(
-    store: &DrasiStateStore,
-    ctx: &Context,
-    regarding: &ObjectReference,
-    status: &DrasiStateStoreStatus,
-) {
-    let before = previous_phase(store);
-    if status.phase == Some(Phase::Ready) && before != Some(Phase::Ready) {
-        let note = format!(
-            "the store serves at {}; mount Secret {} with envFrom",
-            status.endpoint.as_deref().unwrap_or_default(),
-            status.connection_secret.as_deref().unwrap_or_default()
-        );
-        ctx.events
-            .normal(regarding, event_reasons::READY, "Reconcile", note)
-            .await;
-    }
-    let degraded_now =
-        find_condition(Some(status), condition_types::DEGRADED).filter(|c| c.status == "True");
-    let degraded_before = find_condition(store.status.as_ref(), condition_types::DEGRADED)
-        .filter(|c| c.status == "True");
-    if let Some(now) = degraded_now
-        && degraded_before.is_none_or(|b| b.reason != now.reason)
-    {
-        let note = format!("{}: {}", now.reason, now.message);
-        ctx.events
-            .warning(regarding, event_reasons::DEGRADED, "Reconcile", note)
-            .await;
-    }
-}
-
-fn previous_phase(store: &DrasiStateStore) -> Option<Phase> {
-    store.status.as_ref().and_then(|s| s.phase)
+fn applied_observation(store: &DrasiStateStore, ctx: &Context, applied: Applied) -> Observation {
+    let mut observed = observation(
+        store,
+        ctx,
+        Workload::from_statefulset(applied.statefulset.as_ref()),
+    );
+    let pvc = data_pvc(store, &applied.pvcs);
+    observed.storage.capacity = pvc.and_then(pvc_capacity);
+    observed.problem = applied.problem;
+    observed.progress = applied.progress.or_else(|| pvc.and_then(pvc_progress));
+    observed
 }
 
 fn requeue_for(status: &DrasiStateStoreStatus) -> Action {

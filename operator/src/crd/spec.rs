@@ -56,7 +56,7 @@ pub const SECRET_NAME_PATTERN: &str =
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the store accepts requests"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", description = "URL clients connect to"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("self.metadata.name.size() <= 52").message("metadata.name must be at most 52 characters: the StatefulSet's pod labels append an 11 character revision hash to it"),
+    validation = Rule::new(format!("self.metadata.name.size() <= {MAX_NAME_LENGTH}")).message(format!("metadata.name must be at most {MAX_NAME_LENGTH} characters: the StatefulSet's pod labels append an 11 character revision hash to it").as_str()),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): it names a Service"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -121,21 +121,24 @@ pub struct DrasiStateStoreSpec {
     pub paused: bool,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+// The string form (`Display`, `AsRef<str>`) is the Kubernetes value.
+#[derive(
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+)]
 pub enum ImagePullPolicy {
     Always,
     IfNotPresent,
     Never,
-}
-
-impl ImagePullPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Always => "Always",
-            Self::IfNotPresent => "IfNotPresent",
-            Self::Never => "Never",
-        }
-    }
 }
 
 /// The data volume. `size` may grow (the operator expands the PVC in place)
@@ -182,7 +185,23 @@ fn quantity_string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema
     })
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+// The string form (`Display`, `AsRef<str>`) is the value of the server's
+// `--durability` flag (lowercase), not the spec's spelling.
+#[derive(
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Durability {
     /// A write is acknowledged once committed durably (fsync), grouped with
     /// concurrent writes.
@@ -191,16 +210,6 @@ pub enum Durability {
     /// A write is acknowledged before it is durable; a crash may lose up to
     /// about a second of acknowledged writes.
     Eventual,
-}
-
-impl Durability {
-    /// The value of the server's `--durability` flag.
-    pub fn as_flag(self) -> &'static str {
-        match self {
-            Self::Immediate => "immediate",
-            Self::Eventual => "eventual",
-        }
-    }
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
@@ -250,22 +259,26 @@ pub struct ServiceSpec {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+// The string form (`Display`, `AsRef<str>`) is the Kubernetes value.
+#[derive(
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+)]
 pub enum ServiceType {
     #[default]
     ClusterIP,
     NodePort,
     LoadBalancer,
-}
-
-impl ServiceType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ClusterIP => "ClusterIP",
-            Self::NodePort => "NodePort",
-            Self::LoadBalancer => "LoadBalancer",
-        }
-    }
 }
 
 /// Settings copied into the server pod's template.
@@ -310,18 +323,23 @@ pub struct PvcRetention {
     pub when_deleted: PvcRetentionPolicy,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+// The string form (`Display`, `AsRef<str>`) is the Kubernetes value.
+#[derive(
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+)]
 pub enum PvcRetentionPolicy {
     #[default]
     Retain,
     Delete,
-}
-
-impl PvcRetentionPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Retain => "Retain",
-            Self::Delete => "Delete",
-        }
-    }
 }

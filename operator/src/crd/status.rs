@@ -7,16 +7,30 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Condition types the reconciler maintains.
-pub mod condition_types {
+/// The condition types the reconciler maintains, in the order they appear
+/// in `status.conditions`. The string form is the condition's `type`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+    strum::EnumString,
+)]
+pub enum ConditionType {
     /// True when the server pod is ready and the connection Secret is current.
-    pub const READY: &str = "Ready";
+    Ready,
     /// True while the operator is rolling out a change (new pod, volume
     /// expansion, StatefulSet re-creation).
-    pub const PROGRESSING: &str = "Progressing";
+    Progressing,
     /// True when something needs a human: a missing Secret, a StorageClass
     /// that cannot expand, a pod that does not become ready.
-    pub const DEGRADED: &str = "Degraded";
+    Degraded,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -56,7 +70,23 @@ pub struct DrasiStateStoreStatus {
     pub storage: Option<StorageStatus>,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+// The string form (`Display`, `AsRef<str>`) is the serialized one: the
+// value of `status.phase` and of the `phase` metric label. (A `//`
+// comment: a doc comment would become the schema's description.)
+#[derive(
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 pub enum Phase {
     /// Accepted; the operator has not applied the store's objects yet (the
     /// first pass is running, or failing: see the operator's logs).
@@ -72,28 +102,6 @@ pub enum Phase {
     Paused,
     /// Being deleted; the finalizer is cleaning up (PVC retention).
     Terminating,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "Pending",
-            Self::Provisioning => "Provisioning",
-            Self::Ready => "Ready",
-            Self::Degraded => "Degraded",
-            Self::Paused => "Paused",
-            Self::Terminating => "Terminating",
-        }
-    }
-
-    pub const ALL: [Phase; 6] = [
-        Self::Pending,
-        Self::Provisioning,
-        Self::Ready,
-        Self::Degraded,
-        Self::Paused,
-        Self::Terminating,
-    ];
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]

@@ -1,7 +1,8 @@
 //! The CRD's creation-time rules (schema constraints and CEL rules that do
-//! not involve `oldSelf`), checked without an apiserver. `render` runs them
-//! so that a CR the apiserver would reject fails there too, with the field
-//! named; the builders run them so that a CR that slipped past an older
+//! not involve `oldSelf`), checked without an apiserver. They are the first
+//! check of `validated::validate`, which both `render` and the reconciler
+//! run before building anything: a CR the apiserver would reject fails
+//! `render` too, with the field named, and a CR that slipped past an older
 //! CRD never produces broken objects.
 
 use std::fmt;

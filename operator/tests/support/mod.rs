@@ -147,7 +147,7 @@ impl Harness {
                 "apiVersion": "v1",
                 "kind": "PersistentVolumeClaim",
                 "metadata": {
-                    "name": format!("data-{store}-0"),
+                    "name": drasi_store_operator::builders::data_pvc_name(store),
                     "namespace": NS,
                     "labels": drasi_store_operator::labels::labels(store),
                 },
@@ -280,14 +280,4 @@ pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-}
-
-/// Total reconciliations recorded in the operator's metrics.
-pub fn reconcile_count(metrics: &Metrics) -> u64 {
-    metrics
-        .encode()
-        .lines()
-        .filter(|l| l.starts_with("drasi_store_operator_reconciliations_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }

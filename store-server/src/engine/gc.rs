@@ -8,7 +8,7 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::schema::{GARBAGE, KV, partition_range};
-use super::{EngineError, EngineResult};
+use super::{EngineResult, StorageContext as _};
 
 /// Entries deleted per GC transaction: a few milliseconds of work, so
 /// client writes queued behind a chunk wait briefly.
@@ -28,27 +28,22 @@ pub(crate) enum Progress {
 
 /// Deletes up to `max` entries of the oldest garbage partition.
 pub(crate) fn collect_chunk(txn: &WriteTransaction, max: usize) -> EngineResult<Progress> {
-    let err = |e: redb::StorageError| EngineError::storage("gc", e);
-    let mut garbage = txn
-        .open_table(GARBAGE)
-        .map_err(|e| EngineError::storage("gc open", e))?;
-    let Some(pid) = garbage.first().map_err(err)?.map(|(k, _)| k.value()) else {
+    let mut garbage = txn.open_table(GARBAGE).ctx("gc open")?;
+    let Some(pid) = garbage.first().ctx("gc")?.map(|(k, _)| k.value()) else {
         return Ok(Progress::Idle);
     };
-    let mut kv = txn
-        .open_table(KV)
-        .map_err(|e| EngineError::storage("gc open", e))?;
+    let mut kv = txn.open_table(KV).ctx("gc open")?;
     let mut removed = 0usize;
     {
         // Only entries pulled from the iterator are removed, which is what
         // bounds the chunk.
         let mut extracted = kv
             .extract_from_if(partition_range(pid), |_, _| true)
-            .map_err(err)?;
+            .ctx("gc")?;
         while removed < max {
             match extracted.next() {
                 Some(item) => {
-                    item.map_err(err)?;
+                    item.ctx("gc")?;
                     removed += 1;
                 }
                 None => break,
@@ -57,7 +52,7 @@ pub(crate) fn collect_chunk(txn: &WriteTransaction, max: usize) -> EngineResult<
     }
     let finished = removed < max;
     if finished {
-        garbage.remove(pid).map_err(err)?;
+        garbage.remove(pid).ctx("gc")?;
     }
     Ok(Progress::Removed {
         pid,

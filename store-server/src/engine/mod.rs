@@ -3,28 +3,28 @@
 //! Reads open their own MVCC read transaction and never wait for writers.
 //! Every write goes through the single group-commit writer thread
 //! ([`writer`]), which acknowledges a write only after the commit that
-//! contains it.
+//! contains it; [`tables`] applies the writes inside that commit.
 
 mod gc;
 pub mod schema;
+mod tables;
 pub mod wal;
 mod writer;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use drasi_store_protocol::{EntriesFrame, KeysFrame};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use thiserror::Error;
-use tokio::sync::oneshot;
 
 use crate::config::DurabilityMode;
 use crate::metrics::Metrics;
 use schema::{GARBAGE, KV, META, META_SCHEMA_VERSION, META_STORE_COUNT, META_TOTAL_KEYS, STORES};
-pub use writer::WriteOp;
-use writer::{Reply, WriterHandle, WriterState};
+use writer::{Reply, WriteOp, WriterHandle, WriterState};
 
 #[derive(Debug, Clone, Error)]
 pub enum EngineError {
@@ -34,21 +34,23 @@ pub enum EngineError {
     /// The writer is stopping or stopped: nothing was applied.
     #[error("the store is shutting down or its writer has stopped")]
     Unavailable,
-    /// A batch frame reached the writer in a shape the HTTP layer should
-    /// have rejected; nothing was applied.
-    #[error("malformed batch frame: {0}")]
-    Malformed(String),
     /// A write-ahead log refused the call; nothing was applied.
     #[error("{0}")]
     Wal(wal::WalRefusal),
 }
 
-impl EngineError {
-    pub(crate) fn storage(op: &'static str, err: impl std::fmt::Display) -> Self {
-        EngineError::Storage {
+/// `.ctx(op)` turns any redb error into [`EngineError::Storage`] naming the
+/// operation that failed.
+pub(crate) trait StorageContext<T> {
+    fn ctx(self, op: &'static str) -> EngineResult<T>;
+}
+
+impl<T, E: std::fmt::Display> StorageContext<T> for Result<T, E> {
+    fn ctx(self, op: &'static str) -> EngineResult<T> {
+        self.map_err(|e| EngineError::Storage {
             op,
-            detail: err.to_string(),
-        }
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -140,10 +142,6 @@ impl Engine {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn health(&self) -> EngineHealth {
         match self.writer.state() {
             WriterState::Dead => EngineHealth::WriterDead,
@@ -153,11 +151,6 @@ impl Engine {
             }
             WriterState::Running => EngineHealth::Healthy,
         }
-    }
-
-    /// True while the writer thread runs and the last commit succeeded.
-    pub fn is_ready(&self) -> bool {
-        self.health() == EngineHealth::Healthy
     }
 
     /// Kills the writer thread the way a panic inside redb would.
@@ -179,9 +172,7 @@ impl Engine {
     }
 
     fn read_txn(&self, op: &'static str) -> EngineResult<redb::ReadTransaction> {
-        self.db
-            .begin_read()
-            .map_err(|e| EngineError::storage(op, e))
+        self.db.begin_read().ctx(op)
     }
 
     /// Partition id and key count of a live store.
@@ -190,10 +181,8 @@ impl Engine {
         op: &'static str,
         store: &str,
     ) -> EngineResult<Option<(u64, u64)>> {
-        let stores = txn
-            .open_table(STORES)
-            .map_err(|e| EngineError::storage(op, e))?;
-        let row = stores.get(store).map_err(|e| EngineError::storage(op, e))?;
+        let stores = txn.open_table(STORES).ctx(op)?;
+        let row = stores.get(store).ctx(op)?;
         Ok(row.map(|g| g.value()))
     }
 
@@ -211,12 +200,8 @@ impl Engine {
         let Some((pid, _)) = Self::store_row(&txn, op, store)? else {
             return Ok(None);
         };
-        let kv = txn
-            .open_table(KV)
-            .map_err(|e| EngineError::storage(op, e))?;
-        let value = kv
-            .get((pid, key))
-            .map_err(|e| EngineError::storage(op, e))?;
+        let kv = txn.open_table(KV).ctx(op)?;
+        let value = kv.get((pid, key)).ctx(op)?;
         Ok(value.map(|g| read(g.value())))
     }
 
@@ -240,19 +225,14 @@ impl Engine {
         let Some((pid, _)) = Self::store_row(&txn, OP, store)? else {
             return Ok(Vec::new());
         };
-        let kv = txn
-            .open_table(KV)
-            .map_err(|e| EngineError::storage(OP, e))?;
+        let kv = txn.open_table(KV).ctx(OP)?;
         let mut seen = HashSet::with_capacity(keys.len());
         let mut out = Vec::with_capacity(keys.len());
         for &key in keys {
             if !seen.insert(key) {
                 continue;
             }
-            if let Some(v) = kv
-                .get((pid, key))
-                .map_err(|e| EngineError::storage(OP, e))?
-            {
+            if let Some(v) = kv.get((pid, key)).ctx(OP)? {
                 out.push((key, v.value().to_vec()));
             }
         }
@@ -267,15 +247,10 @@ impl Engine {
         let Some((pid, count)) = Self::store_row(&txn, OP, store)? else {
             return Ok(Vec::new());
         };
-        let kv = txn
-            .open_table(KV)
-            .map_err(|e| EngineError::storage(OP, e))?;
+        let kv = txn.open_table(KV).ctx(OP)?;
         let mut keys = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 20));
-        for item in kv
-            .range(schema::partition_range(pid))
-            .map_err(|e| EngineError::storage(OP, e))?
-        {
-            let (k, _) = item.map_err(|e| EngineError::storage(OP, e))?;
+        for item in kv.range(schema::partition_range(pid)).ctx(OP)? {
+            let (k, _) = item.ctx(OP)?;
             keys.push(k.value().1.to_string());
         }
         Ok(keys)
@@ -295,14 +270,9 @@ impl Engine {
     pub fn totals(&self) -> EngineResult<Totals> {
         const OP: &str = "totals";
         let txn = self.read_txn(OP)?;
-        let meta = txn
-            .open_table(META)
-            .map_err(|e| EngineError::storage(OP, e))?;
+        let meta = txn.open_table(META).ctx(OP)?;
         let read = |name: &str| -> EngineResult<u64> {
-            Ok(meta
-                .get(name)
-                .map_err(|e| EngineError::storage(OP, e))?
-                .map_or(0, |g| g.value()))
+            Ok(meta.get(name).ctx(OP)?.map_or(0, |g| g.value()))
         };
         Ok(Totals {
             keys: read(META_TOTAL_KEYS)?,
@@ -315,20 +285,13 @@ impl Engine {
         const OP: &str = "pending_garbage";
         use redb::ReadableTableMetadata as _;
         let txn = self.read_txn(OP)?;
-        let garbage = txn
-            .open_table(GARBAGE)
-            .map_err(|e| EngineError::storage(OP, e))?;
-        garbage.len().map_err(|e| EngineError::storage(OP, e))
+        let garbage = txn.open_table(GARBAGE).ctx(OP)?;
+        garbage.len().ctx(OP)
     }
 
     /// Sends one write to the group-commit writer and waits for the commit.
-    pub async fn write(&self, op: WriteOp) -> EngineResult<WriteOutcome> {
-        let rx = self.writer.submit(op)?;
-        match rx.await {
-            Ok(result) => result.map(WriteOutcome::from),
-            // The writer dropped the reply: it died mid-group.
-            Err(oneshot::error::RecvError { .. }) => Err(EngineError::Unavailable),
-        }
+    async fn write(&self, op: WriteOp) -> EngineResult<Reply> {
+        self.writer.write(op).await
     }
 
     pub async fn set(&self, store: &str, key: &str, value: Bytes) -> EngineResult<()> {
@@ -351,35 +314,27 @@ impl Engine {
         Ok(out.count > 0)
     }
 
-    /// `frame` is an entries frame already validated against the limits.
-    pub async fn set_many_frame(&self, store: &str, frame: Bytes) -> EngineResult<()> {
+    /// `entries` were decoded and checked against the limits by the caller;
+    /// they are applied atomically.
+    pub async fn set_many(&self, store: &str, entries: EntriesFrame) -> EngineResult<()> {
         self.write(WriteOp::SetMany {
             store: store.into(),
-            frame,
+            entries,
         })
         .await
         .map(drop)
     }
 
-    pub async fn set_many(&self, store: &str, entries: &[(&str, &[u8])]) -> EngineResult<()> {
-        let frame = drasi_store_protocol::encode_entries(entries.iter().copied());
-        self.set_many_frame(store, frame.into()).await
-    }
-
-    /// `frame` is a keys frame already validated against the limits.
-    pub async fn delete_many_frame(&self, store: &str, frame: Bytes) -> EngineResult<u64> {
+    /// `keys` were decoded and checked against the limits by the caller;
+    /// they are deleted atomically. Answers how many existed.
+    pub async fn delete_many(&self, store: &str, keys: KeysFrame) -> EngineResult<u64> {
         let out = self
             .write(WriteOp::DeleteMany {
                 store: store.into(),
-                frame,
+                keys,
             })
             .await?;
         Ok(out.count)
-    }
-
-    pub async fn delete_many(&self, store: &str, keys: &[&str]) -> EngineResult<u64> {
-        let frame = drasi_store_protocol::encode_keys(keys);
-        self.delete_many_frame(store, frame.into()).await
     }
 
     /// Detaches the partition in O(1) and returns how many keys it held;
@@ -407,7 +362,12 @@ impl Engine {
     /// A write-ahead log write through the group-commit writer; the reply
     /// is the op's count (see [`wal::WalOp`]).
     pub async fn wal_write(&self, op: wal::WalOp) -> EngineResult<u64> {
-        Ok(self.write(WriteOp::Wal(op)).await?.count)
+        let source = op.source().to_string();
+        let reply = self.write(WriteOp::Wal(op)).await?;
+        match reply.refusal {
+            None => Ok(reply.count),
+            Some(refusal) => Err(EngineError::Wal(refusal.for_source(source))),
+        }
     }
 
     /// Returns once everything acknowledged so far is durable.
@@ -419,19 +379,6 @@ impl Engine {
     /// final durable commit. Later writes fail with `Unavailable`.
     pub async fn shutdown(&self) -> anyhow::Result<()> {
         self.writer.shutdown().await
-    }
-}
-
-/// What a write returned: `count` is "existed" (0/1) for delete, the
-/// number of keys removed for delete-many and clear, 0 otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteOutcome {
-    pub count: u64,
-}
-
-impl From<Reply> for WriteOutcome {
-    fn from(r: Reply) -> Self {
-        WriteOutcome { count: r.count }
     }
 }
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
+use drasi_store_protocol::{EntriesFrame, KeysFrame};
+
 use super::*;
 
 fn open(dir: &tempfile::TempDir, durability: DurabilityMode) -> Engine {
@@ -135,7 +137,9 @@ fn store_rows_disappear_with_their_last_key() {
         for i in 0..50 {
             let s = format!("store-{i}");
             e.set(&s, "a", Bytes::from_static(b"x")).await.unwrap();
-            e.set_many(&s, &[("b", b"y"), ("c", b"z")]).await.unwrap();
+            e.set_many(&s, EntriesFrame::encode(&[("b", b"y"), ("c", b"z")]))
+                .await
+                .unwrap();
         }
         assert_eq!(
             e.totals().unwrap(),
@@ -148,7 +152,7 @@ fn store_rows_disappear_with_their_last_key() {
             let s = format!("store-{i}");
             assert!(e.delete(&s, "a").await.unwrap());
             assert_eq!(
-                e.delete_many(&s, &["b", "c", "b", "missing"])
+                e.delete_many(&s, KeysFrame::encode(&["b", "c", "b", "missing"]))
                     .await
                     .unwrap(),
                 2
@@ -167,9 +171,12 @@ fn counts_with_duplicates_and_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let e = open(&dir, DurabilityMode::Immediate);
     rt().block_on(async {
-        e.set_many("s", &[("a", b"1"), ("a", b"2"), ("b", b"3")])
-            .await
-            .unwrap();
+        e.set_many(
+            "s",
+            EntriesFrame::encode(&[("a", b"1"), ("a", b"2"), ("b", b"3")]),
+        )
+        .await
+        .unwrap();
         assert_eq!(e.store_info("s").unwrap(), (true, 2));
         assert_eq!(
             e.get("s", "a").unwrap().as_deref(),
@@ -178,10 +185,17 @@ fn counts_with_duplicates_and_overwrites() {
         );
         e.set("s", "a", Bytes::from_static(b"4")).await.unwrap();
         assert_eq!(e.store_info("s").unwrap(), (true, 2));
-        e.set_many("s", &[]).await.unwrap();
-        e.set_many("empty", &[]).await.unwrap();
+        e.set_many("s", EntriesFrame::encode(&[])).await.unwrap();
+        e.set_many("empty", EntriesFrame::encode(&[]))
+            .await
+            .unwrap();
         assert_eq!(e.store_info("empty").unwrap(), (false, 0));
-        assert_eq!(e.delete_many("s", &["a", "a", "zz"]).await.unwrap(), 1);
+        assert_eq!(
+            e.delete_many("s", KeysFrame::encode(&["a", "a", "zz"]))
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(e.store_info("s").unwrap(), (true, 1));
         let got = e.get_many("s", &["b", "b", "a", "x"]).unwrap();
         assert_eq!(got, vec![("b", b"3".to_vec())]);
@@ -199,7 +213,9 @@ fn clear_of_a_large_store_is_collected_in_the_background() {
         for chunk in keys.chunks(5_000) {
             let entries: Vec<(&str, &[u8])> =
                 chunk.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
-            e.set_many("big", &entries).await.unwrap();
+            e.set_many("big", EntriesFrame::encode(&entries))
+                .await
+                .unwrap();
         }
         e.set("small", "k", Bytes::from_static(b"v")).await.unwrap();
         assert_eq!(e.store_info("big").unwrap(), (true, n as u64));
@@ -240,7 +256,9 @@ fn data_survives_reopen_in_both_modes() {
             let e = open(&dir, mode);
             rt.block_on(async {
                 e.set("s", "k", Bytes::from_static(b"v")).await.unwrap();
-                e.set_many("s", &[("a", b"1")]).await.unwrap();
+                e.set_many("s", EntriesFrame::encode(&[("a", b"1")]))
+                    .await
+                    .unwrap();
                 e.shutdown().await.unwrap();
                 assert!(matches!(
                     e.set("s", "late", Bytes::new()).await,
@@ -293,7 +311,7 @@ fn concurrent_writes_share_commits() {
         }
     );
     assert_eq!(e.store_info("s3").unwrap(), (true, 80));
-    assert!(e.is_ready());
+    assert_eq!(e.health(), EngineHealth::Healthy);
 }
 
 #[derive(Debug, Clone)]
@@ -341,12 +359,12 @@ proptest! {
                     }
                     Op::SetMany(s, entries) => {
                         let entries: Vec<(&str, &[u8])> = entries.iter().map(|(k, v)| (KEYS_POOL[*k], v.as_slice())).collect();
-                        e.set_many(STORES_POOL[*s], &entries).await.unwrap();
+                        e.set_many(STORES_POOL[*s], EntriesFrame::encode(&entries)).await.unwrap();
                         m.set_many(STORES_POOL[*s], &entries);
                     }
                     Op::DeleteMany(s, keys) => {
                         let keys: Vec<&str> = keys.iter().map(|k| KEYS_POOL[*k]).collect();
-                        let got = e.delete_many(STORES_POOL[*s], &keys).await.unwrap();
+                        let got = e.delete_many(STORES_POOL[*s], KeysFrame::encode(&keys)).await.unwrap();
                         assert_eq!(got, m.delete_many(STORES_POOL[*s], &keys));
                     }
                     Op::Clear(s) => {

@@ -34,7 +34,23 @@ const POLICY_REJECT: u8 = 0;
 const POLICY_OVERWRITE: u8 = 1;
 const APPEND_ID_BYTES: usize = 16;
 
-/// Why a WAL write was refused; it changed nothing.
+/// Why the writer refused a WAL op; it changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotRegistered,
+    CapacityExhausted,
+}
+
+impl Refusal {
+    pub(crate) fn for_source(self, source: String) -> WalRefusal {
+        match self {
+            Refusal::NotRegistered => WalRefusal::NotRegistered(source),
+            Refusal::CapacityExhausted => WalRefusal::CapacityExhausted(source),
+        }
+    }
+}
+
+/// Why a WAL call was refused, naming the source; it changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalRefusal {
     NotRegistered(String),
@@ -73,6 +89,15 @@ pub enum WalOp {
 }
 
 impl WalOp {
+    pub(crate) fn source(&self) -> &str {
+        match self {
+            WalOp::Register { source, .. }
+            | WalOp::Append { source, .. }
+            | WalOp::Prune { source, .. }
+            | WalOp::Delete { source } => source,
+        }
+    }
+
     pub(crate) fn payload_bytes(&self) -> usize {
         match self {
             WalOp::Append { event, .. } => event.len(),
@@ -88,8 +113,15 @@ fn policy_byte(p: WalCapacityPolicy) -> u8 {
     }
 }
 
+fn storage(op: &'static str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Storage {
+        op,
+        detail: e.to_string(),
+    }
+}
+
 fn st(op: &'static str) -> impl Fn(redb::StorageError) -> EngineError {
-    move |e| EngineError::storage(op, e)
+    move |e| storage(op, e)
 }
 
 fn events_of(source: &str) -> std::ops::RangeInclusive<(&str, u64)> {
@@ -104,12 +136,12 @@ pub(crate) struct WalTables<'txn> {
     append_ids: Table<'txn, (&'static str, u128), u64>,
 }
 
-/// Outer error: abort the group. Inner error: this op changed nothing.
-type Applied = Result<EngineResult<u64>, EngineError>;
+/// Error: abort the group. A refusal: this op changed nothing.
+type Applied = EngineResult<(u64, Option<Refusal>)>;
 
 impl<'txn> WalTables<'txn> {
     pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, EngineError> {
-        let open = |e: redb::TableError| EngineError::storage("open wal table", e);
+        let open = |e: redb::TableError| storage("open wal table", e);
         Ok(WalTables {
             logs: txn.open_table(WAL_LOGS).map_err(open)?,
             events: txn.open_table(WAL_EVENTS).map_err(open)?,
@@ -132,7 +164,7 @@ impl<'txn> WalTables<'txn> {
                         ),
                     )
                     .map_err(st("wal register"))?;
-                Ok(Ok(0))
+                Ok((0, None))
             }
             WalOp::Append {
                 source,
@@ -141,7 +173,7 @@ impl<'txn> WalTables<'txn> {
             } => self.append(source, *append_id, event),
             WalOp::Prune { source, up_to } => {
                 let Some((head, count, max, policy)) = self.log(source)? else {
-                    return Ok(Err(not_registered(source)));
+                    return Ok((0, Some(Refusal::NotRegistered)));
                 };
                 let removed =
                     self.remove_range((source.as_str(), 0)..=(source.as_str(), *up_to))?;
@@ -150,7 +182,7 @@ impl<'txn> WalTables<'txn> {
                         .insert(source.as_str(), (head, count - removed, max, policy))
                         .map_err(st("wal prune"))?;
                 }
-                Ok(Ok(removed))
+                Ok((removed, None))
             }
             WalOp::Delete { source } => {
                 if self
@@ -161,7 +193,7 @@ impl<'txn> WalTables<'txn> {
                 {
                     self.remove_range(events_of(source))?;
                 }
-                Ok(Ok(0))
+                Ok((0, None))
             }
         }
     }
@@ -176,7 +208,7 @@ impl<'txn> WalTables<'txn> {
 
     fn append(&mut self, source: &str, append_id: Option<AppendId>, event: &[u8]) -> Applied {
         let Some((head, mut count, max, policy)) = self.log(source)? else {
-            return Ok(Err(not_registered(source)));
+            return Ok((0, Some(Refusal::NotRegistered)));
         };
         if let Some(AppendId(id)) = append_id
             && let Some(seq) = self
@@ -185,13 +217,11 @@ impl<'txn> WalTables<'txn> {
                 .map_err(st("read wal append id"))?
         {
             // A retry of an append that already committed.
-            return Ok(Ok(seq.value()));
+            return Ok((seq.value(), None));
         }
         if count >= max {
             if policy != POLICY_OVERWRITE {
-                return Ok(Err(EngineError::Wal(WalRefusal::CapacityExhausted(
-                    source.to_string(),
-                ))));
+                return Ok((0, Some(Refusal::CapacityExhausted)));
             }
             // A loop, not one eviction: the log may hold more than
             // `max_events` after a re-register with a smaller limit.
@@ -226,7 +256,7 @@ impl<'txn> WalTables<'txn> {
         self.logs
             .insert(source, (seq, count + 1, max, policy))
             .map_err(st("wal append"))?;
-        Ok(Ok(seq))
+        Ok((seq, None))
     }
 
     /// Removes the events in `range` with their append ids; returns how
@@ -279,16 +309,11 @@ fn read_log(
     op: &'static str,
     source: &str,
 ) -> EngineResult<Option<(u64, u64)>> {
-    let logs = txn
-        .open_table(WAL_LOGS)
-        .map_err(|e| EngineError::storage(op, e))?;
-    Ok(logs
-        .get(source)
-        .map_err(|e| EngineError::storage(op, e))?
-        .map(|g| {
-            let (head, count, _, _) = g.value();
-            (head, count)
-        }))
+    let logs = txn.open_table(WAL_LOGS).map_err(|e| storage(op, e))?;
+    Ok(logs.get(source).map_err(|e| storage(op, e))?.map(|g| {
+        let (head, count, _, _) = g.value();
+        (head, count)
+    }))
 }
 
 fn oldest(
@@ -298,10 +323,10 @@ fn oldest(
 ) -> EngineResult<Option<u64>> {
     let first = events
         .range(events_of(source))
-        .map_err(|e| EngineError::storage(op, e))?
+        .map_err(|e| storage(op, e))?
         .next()
         .transpose()
-        .map_err(|e| EngineError::storage(op, e))?;
+        .map_err(|e| storage(op, e))?;
     Ok(first.map(|(k, _)| k.value().1))
 }
 
@@ -309,9 +334,7 @@ fn oldest(
 pub(crate) fn info(txn: &ReadTransaction, source: &str) -> EngineResult<WalInfo> {
     const OP: &str = "wal info";
     let (head, count) = read_log(txn, OP, source)?.ok_or_else(|| not_registered(source))?;
-    let events = txn
-        .open_table(WAL_EVENTS)
-        .map_err(|e| EngineError::storage(OP, e))?;
+    let events = txn.open_table(WAL_EVENTS).map_err(|e| storage(OP, e))?;
     Ok(WalInfo {
         head_sequence: head,
         oldest_sequence: oldest(&events, OP, source)?,
@@ -327,9 +350,7 @@ pub(crate) type ReadFrom = (Option<u64>, Vec<(u64, Vec<u8>)>);
 pub(crate) fn read_from(txn: &ReadTransaction, source: &str, from: u64) -> EngineResult<ReadFrom> {
     const OP: &str = "wal read_from";
     let (_, count) = read_log(txn, OP, source)?.ok_or_else(|| not_registered(source))?;
-    let events = txn
-        .open_table(WAL_EVENTS)
-        .map_err(|e| EngineError::storage(OP, e))?;
+    let events = txn.open_table(WAL_EVENTS).map_err(|e| storage(OP, e))?;
     let oldest = oldest(&events, OP, source)?;
     if oldest.is_some_and(|o| from < o) {
         return Ok((oldest, Vec::new()));
@@ -337,9 +358,9 @@ pub(crate) fn read_from(txn: &ReadTransaction, source: &str, from: u64) -> Engin
     let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 16));
     for item in events
         .range((source, from)..=(source, u64::MAX))
-        .map_err(|e| EngineError::storage(OP, e))?
+        .map_err(|e| storage(OP, e))?
     {
-        let (k, v) = item.map_err(|e| EngineError::storage(OP, e))?;
+        let (k, v) = item.map_err(|e| storage(OP, e))?;
         let stored = v.value();
         out.push((
             k.value().1,

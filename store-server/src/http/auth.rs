@@ -1,18 +1,15 @@
 //! Bearer-token authentication.
 //!
-//! Tokens come from a file (one per line) that is polled for content
-//! changes: Kubernetes updates Secret volumes by swapping a symlink, which
-//! file-watch APIs miss, so polling the content is what works there.
+//! Tokens come from a file (one per line) that is reloaded when its content
+//! changes (see [`crate::reload`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use subtle::ConstantTimeEq;
 
-/// How often the token file is re-read.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+use crate::reload::Reload;
 
 type Tokens = Arc<Vec<Box<[u8]>>>;
 
@@ -60,45 +57,25 @@ impl TokenSet {
         }
         ok.into()
     }
+}
 
-    /// Re-reads the file; keeps the current tokens when it cannot be read
-    /// or holds none (a half-written Secret must not lock everyone out).
-    async fn reload(&self, last: &mut Option<String>) {
-        let content = match tokio::fs::read_to_string(&self.path).await {
-            Ok(c) => c,
-            Err(err) => {
-                if last.is_some() {
-                    tracing::warn!(path = %self.path.display(), error = %err, "cannot re-read token file; keeping the current tokens");
-                    *last = None;
-                }
-                return;
-            }
-        };
-        if last.as_deref() == Some(content.as_str()) {
-            return;
-        }
-        let tokens = parse(&content);
-        if tokens.is_empty() {
-            tracing::warn!(path = %self.path.display(), "token file is now empty; keeping the current tokens");
-        } else {
-            tracing::info!(path = %self.path.display(), tokens = tokens.len(), "reloaded auth tokens");
-            *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
-        }
-        *last = Some(content);
+impl Reload for TokenSet {
+    type Content = String;
+    const WHAT: &'static str = "auth token file";
+
+    fn read(&self) -> anyhow::Result<String> {
+        std::fs::read_to_string(&self.path)
+            .with_context(|| format!("reading token file {}", self.path.display()))
     }
 
-    /// Polls the file until the task is aborted.
-    pub fn spawn_reloader(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut last = std::fs::read_to_string(&this.path).ok();
-            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                this.reload(&mut last).await;
-            }
-        })
+    fn install(&self, content: &String) -> anyhow::Result<()> {
+        let tokens = parse(content);
+        if tokens.is_empty() {
+            anyhow::bail!("token file {} is now empty", self.path.display());
+        }
+        tracing::info!(path = %self.path.display(), tokens = tokens.len(), "reloaded auth tokens");
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+        Ok(())
     }
 }
 
@@ -116,6 +93,7 @@ pub fn bearer(header: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reload::Poller;
 
     #[test]
     fn parses_lines_and_ignores_blanks() {
@@ -152,12 +130,19 @@ mod tests {
         let path = dir.path().join("tokens");
         std::fs::write(&path, "old").unwrap();
         let set = TokenSet::load(&path).unwrap();
-        let mut last = Some("old".to_string());
+        let mut poller = Poller::new(set.clone());
         std::fs::write(&path, "new").unwrap();
-        set.reload(&mut last).await;
+        poller.poll().await;
         assert!(set.verify(b"new") && !set.verify(b"old"));
         std::fs::write(&path, "").unwrap();
-        set.reload(&mut last).await;
+        poller.poll().await;
         assert!(set.verify(b"new"));
+        std::fs::remove_file(&path).unwrap();
+        poller.poll().await;
+        assert!(set.verify(b"new"));
+        // A file that comes back after a failed read is loaded again.
+        std::fs::write(&path, "newer").unwrap();
+        poller.poll().await;
+        assert!(set.verify(b"newer") && !set.verify(b"new"));
     }
 }

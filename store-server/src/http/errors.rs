@@ -65,7 +65,6 @@ impl From<EngineError> for ApiError {
         let code = match e {
             EngineError::Storage { .. } => ErrorCode::StorageError,
             EngineError::Unavailable => ErrorCode::Unavailable,
-            EngineError::Malformed(_) => ErrorCode::MalformedBody,
             EngineError::Wal(WalRefusal::NotRegistered(_)) => ErrorCode::WalNotRegistered,
             EngineError::Wal(WalRefusal::CapacityExhausted(_)) => ErrorCode::WalCapacityExhausted,
         };

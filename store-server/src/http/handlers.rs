@@ -11,15 +11,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM};
 use drasi_store_protocol::{
-    CountResponse, DeleteResponse, ErrorCode, KeyList, RequestTarget, StoreInfo, decode_entries,
-    decode_keys, encode_entries, parse_query,
+    CountResponse, DeleteResponse, EntriesFrame, ErrorCode, KeyList, KeysFrame, RequestTarget,
+    StoreInfo, decode_keys, encode_entries, parse_query,
 };
 use serde::Serialize;
 
 use super::SharedState;
 use super::errors::ApiError;
 use super::limits::{BodyLimit, check_target, read_body};
-use super::openapi::OPENAPI_JSON;
 use crate::engine::EngineHealth;
 
 type ApiResult = Result<Response, ApiError>;
@@ -144,9 +143,10 @@ pub async fn set_many(
 ) -> ApiResult {
     let t = target(&uri, false, &state)?;
     let frame = read_batch(&state, &headers, body).await?;
-    // Validate everything before the writer sees it: a bad batch changes nothing.
-    decode_entries(&frame, &state.limits)?;
-    state.engine.set_many_frame(&t.store, frame).await?;
+    // Decoded and validated once, here: a bad batch changes nothing, and the
+    // writer applies the typed entries without looking at the frame again.
+    let entries = EntriesFrame::decode(frame, &state.limits)?;
+    state.engine.set_many(&t.store, entries).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -158,8 +158,8 @@ pub async fn delete_many(
 ) -> ApiResult {
     let t = target(&uri, false, &state)?;
     let frame = read_batch(&state, &headers, body).await?;
-    decode_keys(&frame, &state.limits)?;
-    let count = state.engine.delete_many_frame(&t.store, frame).await?;
+    let keys = KeysFrame::decode(frame, &state.limits)?;
+    let count = state.engine.delete_many(&t.store, keys).await?;
     Ok(json(&CountResponse { count }))
 }
 
@@ -210,6 +210,14 @@ pub(crate) struct ProbeFailure {
     pub reason: &'static str,
     pub message: &'static str,
 }
+
+/// Every `reason` a probe can give, for the OpenAPI document.
+pub(crate) const PROBE_REASONS: [&str; 4] = [
+    "writer_dead",
+    "commit_failing",
+    "writer_stopped",
+    "shutting_down",
+];
 
 const WRITER_DEAD: ProbeFailure = ProbeFailure {
     reason: "writer_dead",
@@ -293,8 +301,8 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     }
 }
 
-pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, JSON)], OPENAPI_JSON).into_response()
+pub async fn openapi(State(state): State<SharedState>) -> Response {
+    ([(header::CONTENT_TYPE, JSON)], state.openapi.clone()).into_response()
 }
 
 #[cfg(test)]
@@ -329,6 +337,7 @@ mod tests {
             body_timeout: Duration::from_secs(5),
             tokens: None,
             shutting_down: AtomicBool::new(false),
+            openapi: Bytes::new(),
         })
     }
 
@@ -410,6 +419,16 @@ mod tests {
             assert_eq!(liveness(health).is_ok(), live, "{health:?}");
             assert_eq!(readiness(false, health).is_ok(), ready, "{health:?}");
             assert!(readiness(true, health).is_err());
+            for failure in [
+                liveness(health),
+                readiness(false, health),
+                readiness(true, health),
+            ]
+            .into_iter()
+            .filter_map(Result::err)
+            {
+                assert!(PROBE_REASONS.contains(&failure.reason), "{failure:?}");
+            }
         }
     }
 }

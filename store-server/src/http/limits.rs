@@ -1,17 +1,12 @@
 //! Request-size limits and body reading.
-//!
-//! Bodies are read frame by frame into one buffer sized from
-//! Content-Length (or returned as-is when they arrive in one frame), with
-//! the limit enforced while reading and a deadline on the whole body, so an
-//! oversize or stalled upload is rejected without being buffered twice.
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use drasi_store_protocol::{ErrorCode, Limits, RequestTarget};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::errors::ApiError;
 
@@ -68,17 +63,23 @@ impl BodyLimit {
         }
     }
 
-    fn exceeded(&self, len: u64) -> ApiError {
-        ApiError::new(
-            self.code,
-            format!(
-                "{} is {len} bytes or more, more than the limit of {}",
+    /// `len` is the declared length, when the client sent one.
+    fn exceeded(&self, len: Option<u64>) -> ApiError {
+        let message = match len {
+            Some(len) => format!(
+                "{} is {len} bytes, more than the limit of {}",
                 self.what, self.max
             ),
-        )
+            None => format!("{} is more than the limit of {} bytes", self.what, self.max),
+        };
+        ApiError::new(self.code, message)
     }
 }
 
+/// Reads a whole body under `limit` and within `timeout`: `Limited` stops
+/// at the first frame past the limit, so an oversize upload is never
+/// buffered, and the deadline covers the whole body, so a stalled one ends
+/// in 408. A body that arrives in one frame is returned without a copy.
 pub async fn read_body(
     body: Body,
     headers: &HeaderMap,
@@ -92,11 +93,16 @@ pub async fn read_body(
     if let Some(len) = declared
         && len > limit.max as u64
     {
-        return Err(limit.exceeded(len));
+        return Err(limit.exceeded(Some(len)));
     }
-    let read = collect(body, declared, limit);
+    let read = Limited::new(body, limit.max).collect();
     match tokio::time::timeout(timeout, read).await {
-        Ok(result) => result,
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(limit.exceeded(None)),
+        Ok(Err(e)) => Err(ApiError::new(
+            ErrorCode::MalformedBody,
+            format!("request body could not be read: {e}"),
+        )),
         Err(_) => Err(ApiError::new(
             ErrorCode::RequestTimeout,
             format!(
@@ -105,46 +111,4 @@ pub async fn read_body(
             ),
         )),
     }
-}
-
-async fn collect(
-    mut body: Body,
-    declared: Option<u64>,
-    limit: BodyLimit,
-) -> Result<Bytes, ApiError> {
-    let mut first: Option<Bytes> = None;
-    let mut buf: Option<BytesMut> = None;
-    let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(
-                ErrorCode::MalformedBody,
-                format!("request body could not be read: {e}"),
-            )
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers carry nothing we use
-        };
-        total += data.len();
-        if total > limit.max {
-            return Err(limit.exceeded(total as u64));
-        }
-        match (&mut first, &mut buf) {
-            (None, None) => first = Some(data),
-            (Some(head), None) => {
-                let capacity = declared.map_or(total, |d| d as usize).max(total);
-                let mut b = BytesMut::with_capacity(capacity);
-                b.extend_from_slice(head);
-                b.extend_from_slice(&data);
-                first = None;
-                buf = Some(b);
-            }
-            (_, Some(b)) => b.extend_from_slice(&data),
-        }
-    }
-    Ok(match (first, buf) {
-        (_, Some(b)) => b.freeze(),
-        (Some(head), None) => head,
-        (None, None) => Bytes::new(),
-    })
 }

@@ -1,4 +1,5 @@
-//! The HTTP API (see docs/protocol.md): routing, auth, metrics per request.
+//! The HTTP API (see docs/protocol.md): routing from the protocol's
+//! endpoint table, auth, metrics per request.
 
 pub mod auth;
 pub mod errors;
@@ -13,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{Method, header};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use drasi_store_protocol::routes;
+use axum::routing::{MethodFilter, MethodRouter, on};
+use drasi_store_protocol::endpoints::{self, Endpoint, Method, Operation};
 use drasi_store_protocol::{ErrorCode, Limits};
 
 use crate::engine::Engine;
@@ -34,45 +35,66 @@ pub struct AppState {
     pub tokens: Option<Arc<TokenSet>>,
     /// Set when shutdown starts, so `/readyz` turns away new traffic.
     pub shutting_down: AtomicBool,
+    /// The OpenAPI document, generated once from the endpoint table.
+    pub openapi: bytes::Bytes,
 }
 
 pub type SharedState = Arc<AppState>;
 
 pub fn router(state: SharedState) -> Router {
-    let data = Router::new()
-        .route(
-            routes::KV,
-            get(handlers::kv_get)
-                .head(handlers::kv_head)
-                .put(handlers::kv_put)
-                .delete(handlers::kv_delete),
-        )
-        .route(routes::GET_MANY, post(handlers::get_many))
-        .route(routes::SET_MANY, post(handlers::set_many))
-        .route(routes::DELETE_MANY, post(handlers::delete_many))
-        .route(
-            routes::STORE,
-            get(handlers::store_info).delete(handlers::clear_store),
-        )
-        .route(routes::STORE_KEYS, get(handlers::list_keys))
-        .route(routes::SYNC, post(handlers::sync))
-        .route(routes::WAL_REGISTER, put(wal::register))
-        .route(routes::WAL_APPEND, post(wal::append))
-        .route(routes::WAL_EVENTS, get(wal::events))
-        .route(routes::WAL_PRUNE, post(wal::prune))
-        .route(routes::WAL_INFO, get(wal::info))
-        .route(routes::WAL, delete(wal::delete))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    let public = Router::new()
-        .route(routes::HEALTHZ, get(handlers::healthz))
-        .route(routes::READYZ, get(handlers::readyz))
-        .route(routes::METRICS, get(handlers::metrics))
-        .route(routes::OPENAPI, get(handlers::openapi));
-    data.merge(public)
+    let mut protected = Router::new();
+    let mut public = Router::new();
+    for e in endpoints::ALL {
+        let route = method_router(e);
+        if e.auth {
+            protected = protected.route(e.path, route);
+        } else {
+            public = public.route(e.path, route);
+        }
+    }
+    let protected =
+        protected.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    protected
+        .merge(public)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The handler of one endpoint. Routes on the same path merge, so the
+/// router gets one method router per path, as if written by hand.
+fn method_router(e: &Endpoint) -> MethodRouter<SharedState> {
+    let filter = match e.method {
+        Method::Get => MethodFilter::GET,
+        Method::Head => MethodFilter::HEAD,
+        Method::Put => MethodFilter::PUT,
+        Method::Post => MethodFilter::POST,
+        Method::Delete => MethodFilter::DELETE,
+    };
+    match e.operation {
+        Operation::Get => on(filter, handlers::kv_get),
+        Operation::ContainsKey => on(filter, handlers::kv_head),
+        Operation::Set => on(filter, handlers::kv_put),
+        Operation::Delete => on(filter, handlers::kv_delete),
+        Operation::GetMany => on(filter, handlers::get_many),
+        Operation::SetMany => on(filter, handlers::set_many),
+        Operation::DeleteMany => on(filter, handlers::delete_many),
+        Operation::StoreInfo => on(filter, handlers::store_info),
+        Operation::ClearStore => on(filter, handlers::clear_store),
+        Operation::ListKeys => on(filter, handlers::list_keys),
+        Operation::Sync => on(filter, handlers::sync),
+        Operation::OpenApi => on(filter, handlers::openapi),
+        Operation::Healthz => on(filter, handlers::healthz),
+        Operation::Readyz => on(filter, handlers::readyz),
+        Operation::Metrics => on(filter, handlers::metrics),
+        Operation::WalRegister => on(filter, wal::register),
+        Operation::WalAppend => on(filter, wal::append),
+        Operation::WalReadFrom => on(filter, wal::events),
+        Operation::WalPruneUpTo => on(filter, wal::prune),
+        Operation::WalInfo => on(filter, wal::info),
+        Operation::WalDelete => on(filter, wal::delete),
+    }
 }
 
 async fn require_token(State(state): State<SharedState>, req: Request, next: Next) -> Response {
@@ -118,42 +140,17 @@ fn truncated(path: &str) -> &str {
     }
 }
 
-/// Records `requests_total` and `request_duration_seconds`.
+/// Records `requests_total` and `request_duration_seconds`, labelled with
+/// the endpoint's operation (the StateStoreProvider method where there is
+/// one, so dashboards read like the trait), or `other` for requests that
+/// match no endpoint.
 async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    let operation = operation_name(req.method(), req.uri().path());
+    let operation = Endpoint::find(req.method().as_str(), req.uri().path())
+        .map_or("other", |e| e.operation.as_str());
     let started = Instant::now();
     let response = next.run(req).await;
     state
         .metrics
         .observe_request(operation, response.status().as_u16(), started.elapsed());
     response
-}
-
-/// The metric label of a request: the StateStoreProvider operation it
-/// serves, so dashboards read like the trait.
-fn operation_name(method: &Method, path: &str) -> &'static str {
-    match (path, method.as_str()) {
-        (routes::KV, "GET") => "get",
-        (routes::KV, "PUT") => "set",
-        (routes::KV, "DELETE") => "delete",
-        (routes::KV, "HEAD") => "contains_key",
-        (routes::GET_MANY, _) => "get_many",
-        (routes::SET_MANY, _) => "set_many",
-        (routes::DELETE_MANY, _) => "delete_many",
-        (routes::STORE, "GET") => "store_info",
-        (routes::STORE, "DELETE") => "clear_store",
-        (routes::STORE_KEYS, _) => "list_keys",
-        (routes::SYNC, _) => "sync",
-        (routes::WAL_REGISTER, _) => "wal_register",
-        (routes::WAL_APPEND, _) => "wal_append",
-        (routes::WAL_EVENTS, _) => "wal_read_from",
-        (routes::WAL_PRUNE, _) => "wal_prune_up_to",
-        (routes::WAL_INFO, _) => "wal_info",
-        (routes::WAL, _) => "wal_delete",
-        (routes::OPENAPI, _) => "openapi",
-        (routes::HEALTHZ, _) => "healthz",
-        (routes::READYZ, _) => "readyz",
-        (routes::METRICS, _) => "metrics",
-        _ => "other",
-    }
 }

@@ -1,0 +1,361 @@
+//! The `validate` step: a `DrasiStateStore` plus what it references in the
+//! cluster in, a [`ValidatedStore`] or the reason it cannot be built out.
+//!
+//! Pure (no I/O, no randomness). The reconciler feeds it what
+//! `controller::dereference` read; `render` feeds it placeholders. A
+//! [`ValidatedStore`] is the only input the builders take, so everything
+//! they rely on (a valid spec, a non-empty token, a CA when TLS is on) is
+//! established once, here, and the builders cannot fail.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use kube::ResourceExt;
+
+use crate::builders::{
+    BuildContext, TLS_CA_KEY, TLS_CERT_KEY, TOKEN_KEY, auth_secret_name, client_token,
+    namespace_of, resolved_image,
+};
+use crate::controller::status::DegradedReason;
+use crate::crd::{self, DrasiStateStore, DrasiStateStoreSpec, FieldError, join_field_errors};
+
+/// The `data` of a Secret as read from the cluster.
+pub type SecretData = BTreeMap<String, ByteString>;
+
+/// Where the server's token file comes from, as found in the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSource {
+    /// The token Secret (`spec.auth.existingSecret`, or the generated
+    /// `<name>-auth` read back); `None` when it does not exist.
+    Stored(Option<SecretData>),
+    /// The store's own `<name>-auth` does not exist yet: this freshly
+    /// generated token goes into it. Never used for `existingSecret`.
+    New(String),
+}
+
+/// What a store references in the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Referenced {
+    pub token: TokenSource,
+    /// The `spec.tls.secretName` Secret; `None` when it does not exist or
+    /// TLS is off.
+    pub tls_secret: Option<SecretData>,
+}
+
+/// The Secret the server reads its tokens from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSecret {
+    /// `spec.auth.existingSecret`, owned by the user.
+    Existing(String),
+    /// `<name>-auth`, generated and owned by the operator.
+    Generated(String),
+}
+
+impl TokenSecret {
+    pub fn of(store: &DrasiStateStore) -> Self {
+        match store
+            .spec
+            .auth
+            .as_ref()
+            .and_then(|a| a.existing_secret.clone())
+        {
+            Some(name) => Self::Existing(name),
+            None => Self::Generated(auth_secret_name(&store.name_any())),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Existing(name) | Self::Generated(name) => name,
+        }
+    }
+}
+
+/// Why a store cannot be built: the `Degraded` reason and its message.
+/// None of them carries a secret value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{}", join_field_errors(.0))]
+    Spec(Vec<FieldError>),
+    #[error(
+        "spec.auth.existingSecret names Secret {secret}, which does not exist in namespace {namespace}"
+    )]
+    AuthSecretMissing { secret: String, namespace: String },
+    #[error("Secret {secret} (spec.auth.existingSecret) has no non-empty UTF-8 key {TOKEN_KEY:?}")]
+    AuthSecretInvalid { secret: String },
+    #[error(
+        "the generated Secret {secret} lost its key {TOKEN_KEY:?}; delete the Secret to have a new \
+         token generated (clients must then pick up the new connection Secret)"
+    )]
+    GeneratedSecretInvalid { secret: String },
+    #[error(
+        "spec.tls.secretName names Secret {secret}, which does not exist in namespace {namespace}"
+    )]
+    TlsSecretMissing { secret: String, namespace: String },
+    #[error(
+        "Secret {secret} (spec.tls.secretName) has neither {TLS_CA_KEY:?} nor {TLS_CERT_KEY:?}"
+    )]
+    TlsSecretInvalid { secret: String },
+}
+
+impl Invalid {
+    pub fn reason(&self) -> DegradedReason {
+        match self {
+            Self::Spec(_) => DegradedReason::InvalidSpec,
+            Self::AuthSecretMissing { .. } => DegradedReason::AuthSecretMissing,
+            Self::AuthSecretInvalid { .. } | Self::GeneratedSecretInvalid { .. } => {
+                DegradedReason::AuthSecretInvalid
+            }
+            Self::TlsSecretMissing { .. } => DegradedReason::TlsSecretMissing,
+            Self::TlsSecretInvalid { .. } => DegradedReason::TlsSecretInvalid,
+        }
+    }
+}
+
+/// The server's token file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The whole `token` key: one or more tokens, one per line.
+    pub file: String,
+    /// The one handed to clients: the first non-empty line.
+    pub client: String,
+    pub secret: TokenSecret,
+    /// Generated in this pass: `<name>-auth` does not exist yet.
+    pub generated: bool,
+}
+
+/// TLS with the CA clients trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub secret_name: String,
+    /// `ca.crt` of the TLS Secret, else its `tls.crt`.
+    pub ca_cert_pem: String,
+}
+
+/// A store whose spec is valid and whose referenced Secrets hold what the
+/// builders need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedStore<'a> {
+    store: &'a DrasiStateStore,
+    pub name: String,
+    /// The store's namespace, `default` when the CR has none (`render`).
+    pub namespace: String,
+    /// `spec.image`, else the operator's `--server-image`.
+    pub image: String,
+    pub token: Token,
+    /// `Some` exactly when `spec.tls` is set.
+    pub tls: Option<Tls>,
+}
+
+impl<'a> ValidatedStore<'a> {
+    pub fn store(&self) -> &'a DrasiStateStore {
+        self.store
+    }
+
+    pub fn spec(&self) -> &'a DrasiStateStoreSpec {
+        &self.store.spec
+    }
+}
+
+/// Checks the spec against the CRD's creation-time rules (`crd::validate`),
+/// then what the referenced Secrets hold.
+pub fn validate<'a>(
+    store: &'a DrasiStateStore,
+    ctx: &BuildContext,
+    referenced: &Referenced,
+) -> Result<ValidatedStore<'a>, Invalid> {
+    let errors = crd::validate(store);
+    if !errors.is_empty() {
+        return Err(Invalid::Spec(errors));
+    }
+    let namespace = namespace_of(store);
+    let secret = TokenSecret::of(store);
+    let (file, generated) = match (&secret, &referenced.token) {
+        (TokenSecret::Generated(_), TokenSource::New(token)) => (Some(token.clone()), true),
+        (_, TokenSource::Stored(Some(data))) => (utf8_value(data, TOKEN_KEY), false),
+        // `dereference` hands out a new token only for a missing `<name>-auth`,
+        // so a missing Secret here is the user's `existingSecret`.
+        (_, TokenSource::Stored(None)) | (TokenSecret::Existing(_), TokenSource::New(_)) => {
+            return Err(Invalid::AuthSecretMissing {
+                secret: secret.name().to_owned(),
+                namespace,
+            });
+        }
+    };
+    let Some((file, client)) =
+        file.and_then(|file| client_token(&file).map(str::to_owned).map(|c| (file, c)))
+    else {
+        return Err(match secret {
+            TokenSecret::Existing(secret) => Invalid::AuthSecretInvalid { secret },
+            TokenSecret::Generated(secret) => Invalid::GeneratedSecretInvalid { secret },
+        });
+    };
+    let tls = match &store.spec.tls {
+        None => None,
+        Some(tls) => {
+            let secret = tls.secret_name.clone();
+            let Some(data) = &referenced.tls_secret else {
+                return Err(Invalid::TlsSecretMissing { secret, namespace });
+            };
+            let ca = [TLS_CA_KEY, TLS_CERT_KEY]
+                .into_iter()
+                .find_map(|key| utf8_value(data, key));
+            let Some(ca_cert_pem) = ca else {
+                return Err(Invalid::TlsSecretInvalid { secret });
+            };
+            Some(Tls {
+                secret_name: secret,
+                ca_cert_pem,
+            })
+        }
+    };
+    Ok(ValidatedStore {
+        store,
+        name: store.name_any(),
+        namespace,
+        image: resolved_image(store, ctx),
+        token: Token {
+            file,
+            client,
+            secret,
+            generated,
+        },
+        tls,
+    })
+}
+
+/// A key's value when it is non-blank UTF-8.
+fn utf8_value(data: &SecretData, key: &str) -> Option<String> {
+    let value = String::from_utf8(data.get(key)?.0.clone()).ok()?;
+    (!value.trim().is_empty()).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ctx() -> BuildContext {
+        BuildContext {
+            server_image: "img:1".to_owned(),
+        }
+    }
+
+    fn store(spec: serde_json::Value) -> DrasiStateStore {
+        serde_json::from_value(json!({
+            "apiVersion": "drasi.io/v1alpha1",
+            "kind": "DrasiStateStore",
+            "metadata": { "name": "s", "namespace": "ns" },
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> Option<SecretData> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        )
+    }
+
+    fn referenced(token: TokenSource, tls: Option<SecretData>) -> Referenced {
+        Referenced {
+            token,
+            tls_secret: tls,
+        }
+    }
+
+    #[test]
+    fn a_new_token_is_used_for_the_generated_secret() {
+        let s = store(json!({}));
+        let valid = validate(
+            &s,
+            &ctx(),
+            &referenced(TokenSource::New("abc".into()), None),
+        )
+        .unwrap();
+        assert_eq!(valid.token.secret, TokenSecret::Generated("s-auth".into()));
+        assert!(valid.token.generated);
+        assert_eq!(
+            (valid.token.file.as_str(), valid.token.client.as_str()),
+            ("abc", "abc")
+        );
+        assert_eq!(valid.image, "img:1");
+        assert_eq!(valid.tls, None);
+    }
+
+    #[test]
+    fn the_first_token_line_is_handed_to_clients() {
+        let s = store(json!({ "auth": { "existingSecret": "mine" } }));
+        let found = referenced(TokenSource::Stored(data(&[("token", "\n b \na\n")])), None);
+        let valid = validate(&s, &ctx(), &found).unwrap();
+        assert_eq!(valid.token.secret, TokenSecret::Existing("mine".into()));
+        assert!(!valid.token.generated);
+        assert_eq!(valid.token.client, "b");
+    }
+
+    #[test]
+    fn secret_problems_have_their_reason() {
+        let existing = store(json!({ "auth": { "existingSecret": "mine" } }));
+        let missing = validate(
+            &existing,
+            &ctx(),
+            &referenced(TokenSource::Stored(None), None),
+        );
+        let err = missing.unwrap_err();
+        assert_eq!(err.reason(), DegradedReason::AuthSecretMissing);
+        assert!(err.to_string().contains("mine"), "{err}");
+        // A new token never stands in for the user's Secret.
+        let new = validate(
+            &existing,
+            &ctx(),
+            &referenced(TokenSource::New("x".into()), None),
+        );
+        assert_eq!(new.unwrap_err().reason(), DegradedReason::AuthSecretMissing);
+        let blank = referenced(TokenSource::Stored(data(&[("token", " \n")])), None);
+        assert_eq!(
+            validate(&existing, &ctx(), &blank).unwrap_err(),
+            Invalid::AuthSecretInvalid {
+                secret: "mine".into()
+            }
+        );
+        let generated = store(json!({}));
+        let lost = referenced(TokenSource::Stored(data(&[("other", "x")])), None);
+        let err = validate(&generated, &ctx(), &lost).unwrap_err();
+        assert_eq!(err.reason(), DegradedReason::AuthSecretInvalid);
+        assert!(err.to_string().contains("delete the Secret"), "{err}");
+
+        let tls = store(json!({ "tls": { "secretName": "cert" } }));
+        let token = || TokenSource::New("t".into());
+        let err = validate(&tls, &ctx(), &referenced(token(), None)).unwrap_err();
+        assert_eq!(err.reason(), DegradedReason::TlsSecretMissing);
+        let err = validate(
+            &tls,
+            &ctx(),
+            &referenced(token(), data(&[("tls.key", "k")])),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), DegradedReason::TlsSecretInvalid);
+        // ca.crt is preferred; tls.crt stands in for a self-signed certificate.
+        let both = data(&[("ca.crt", "CA"), ("tls.crt", "CERT")]);
+        let valid = validate(&tls, &ctx(), &referenced(token(), both)).unwrap();
+        assert_eq!(valid.tls.unwrap().ca_cert_pem, "CA");
+        let leaf = data(&[("tls.crt", "CERT")]);
+        let valid = validate(&tls, &ctx(), &referenced(token(), leaf)).unwrap();
+        assert_eq!(valid.tls.unwrap().ca_cert_pem, "CERT");
+    }
+
+    #[test]
+    fn an_invalid_spec_is_reported_before_any_secret() {
+        let s = store(json!({ "auth": { "existingSecret": "Bad_Name" } }));
+        let err = validate(&s, &ctx(), &referenced(TokenSource::Stored(None), None)).unwrap_err();
+        assert_eq!(err.reason(), DegradedReason::InvalidSpec);
+        assert!(
+            err.to_string().contains("spec.auth.existingSecret"),
+            "{err}"
+        );
+    }
+}
