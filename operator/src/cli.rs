@@ -46,8 +46,8 @@ impl Cli {
 pub enum Command {
     /// Run the controller (the default).
     Run(RunArgs),
-    /// Print the DrasiStateStore CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML (DrasiStateStore's by default).
+    Crd(CrdArgs),
     /// Print every object the operator would apply for a DrasiStateStore, without a cluster.
     Render(RenderArgs),
     /// Print the ClusterRole rules the operator needs, as YAML.
@@ -63,6 +63,12 @@ pub struct RunArgs {
     /// Default drasi-store-server image for stores without `spec.image`.
     #[arg(long, env = "DRASI_OPERATOR_SERVER_IMAGE", default_value = DEFAULT_SERVER_IMAGE)]
     pub server_image: String,
+
+    /// Images a store may run (`spec.image`), comma-separated: repositories
+    /// (any tag or digest of exactly that repository) or globs with `*`
+    /// [default: the repository of --server-image].
+    #[arg(long, env = "DRASI_OPERATOR_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
 
     /// Address of the `/metrics`, `/healthz` and `/readyz` endpoints.
     #[arg(
@@ -111,6 +117,13 @@ impl RunArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct CrdArgs {
+    /// `metadata.name` of the CRD to print, e.g. `drasistatestorebackups.drasi.io`.
+    #[arg(long, default_value = "drasistatestores.drasi.io")]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct RenderArgs {
     /// DrasiStateStore manifest to render, `-` for standard input.
     #[arg(short = 'f', long = "filename")]
@@ -119,12 +132,29 @@ pub struct RenderArgs {
     /// Default drasi-store-server image for stores without `spec.image`.
     #[arg(long, env = "DRASI_OPERATOR_SERVER_IMAGE", default_value = DEFAULT_SERVER_IMAGE)]
     pub server_image: String,
+    /// Images a store may run (`spec.image`), comma-separated: repositories
+    /// (any tag or digest of exactly that repository) or globs with `*`
+    /// [default: the repository of --server-image].
+    #[arg(long, env = "DRASI_OPERATOR_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// The build settings of `server_image` and `allowed_images` flags.
+pub fn build_context(
+    server_image: &str,
+    allowed_images: &[String],
+) -> crate::builders::BuildContext {
+    crate::builders::BuildContext {
+        server_image: server_image.to_owned(),
+        allowed_images: crate::builders::ImagePolicy::new(allowed_images)
+            .or_repository_of(server_image),
+    }
 }
 
 fn non_empty(value: Option<&str>) -> Option<&str> {
@@ -179,6 +209,8 @@ mod tests {
                 "stores",
                 "--server-image",
                 "registry.local/server:dev",
+                "--allowed-images",
+                "registry.local/server, registry.local/team/*",
                 "--metrics-addr",
                 "127.0.0.1:9090",
                 "--leader-elect",
@@ -193,6 +225,9 @@ mod tests {
             let run = run_args(&args);
             assert_eq!(run.watch_namespace(), Some("stores"));
             assert_eq!(run.server_image, "registry.local/server:dev");
+            let build = build_context(&run.server_image, &run.allowed_images);
+            assert!(build.allowed_images.allows("registry.local/team/x:1"));
+            assert!(!build.allowed_images.allows("registry.local/other:1"));
             assert_eq!(run.metrics_addr, "127.0.0.1:9090".parse().unwrap());
             assert!(run.leader_elect);
             assert!(run.manage_crd);
@@ -200,6 +235,14 @@ mod tests {
             assert_eq!(run.leader_election_lease, "my-lease");
             assert_eq!(run.log_format, LogFormat::Json);
         }
+    }
+
+    #[test]
+    fn without_allowed_images_only_the_default_repository_is_allowed() {
+        let run = run_args(&["drasi-store-operator", "--server-image", "reg/server:2"]);
+        let build = build_context(&run.server_image, &run.allowed_images);
+        assert!(build.allowed_images.allows("reg/server:3"));
+        assert!(!build.allowed_images.allows("reg/other:3"));
     }
 
     #[test]
@@ -237,14 +280,14 @@ mod tests {
             assert_eq!(env.as_deref(), Some(expected.as_str()), "--{long}");
             checked += 1;
         }
-        assert_eq!(checked, 8, "every documented run flag is checked");
+        assert_eq!(checked, 9, "every documented run flag is checked");
     }
 
     #[test]
     fn other_subcommands_parse() {
         assert!(matches!(
             parse(&["drasi-store-operator", "crd"]),
-            Command::Crd
+            Command::Crd(CrdArgs { name }) if name == "drasistatestores.drasi.io"
         ));
         assert!(matches!(
             parse(&["drasi-store-operator", "rbac"]),

@@ -27,6 +27,26 @@ pub const RESERVED_LABEL_KEYS: [&str; 5] = [
     PART_OF_LABEL,
 ];
 
+/// Label a user's Secret must carry before a store may mount it
+/// (`spec.auth.existingSecret`, `spec.tls.secretName`): its value is the
+/// store's name, or `true` for every store in the namespace. A label rather
+/// than an annotation so `kubectl get secrets -l drasi.io/state-store-access`
+/// lists every Secret that stores may read.
+pub const ACCESS_LABEL: &str = "drasi.io/state-store-access";
+/// The [`ACCESS_LABEL`] value that lets every store in the namespace mount it.
+pub const ACCESS_ANY_STORE: &str = "true";
+
+/// Whether a Secret with `labels` opted in to being mounted by `store`.
+pub fn opted_in(labels: Option<&BTreeMap<String, String>>, store: &str) -> bool {
+    labels
+        .and_then(|l| l.get(ACCESS_LABEL))
+        .is_some_and(|v| v == store || v == ACCESS_ANY_STORE)
+}
+
+/// Label of the pods the store's NetworkPolicy admits by default
+/// (`spec.networkPolicy` without `clients`): its value is the store's name.
+pub const CLIENT_LABEL: &str = "drasi.io/state-store-client";
+
 /// Pod template annotation holding the hash of the inputs that shape the pod.
 pub const CONFIG_HASH_ANNOTATION: &str = "drasi.io/config-hash";
 

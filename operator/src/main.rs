@@ -10,8 +10,7 @@ use clap::Parser;
 use kube::Client;
 use tokio::sync::watch;
 
-use drasi_store_operator::builders::BuildContext;
-use drasi_store_operator::cli::{Cli, Command, LogFormat, RenderArgs, RunArgs};
+use drasi_store_operator::cli::{self, Cli, Command, LogFormat, RenderArgs, RunArgs};
 use drasi_store_operator::controller::{self, Context};
 use drasi_store_operator::leader::{self, LeaderElectionConfig, LeaderExit};
 use drasi_store_operator::metrics::{self, Health, Metrics};
@@ -22,7 +21,9 @@ const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let result = match Cli::parse().into_command() {
-        Command::Crd => print_output(&crd::crd_yaml()),
+        Command::Crd(args) => crd::crd_yaml_named(&args.name)
+            .with_context(|| format!("no CustomResourceDefinition named {}", args.name))
+            .and_then(|yaml| print_output(&yaml)),
         Command::Rbac => print_output(&rbac::cluster_role_rules_yaml()),
         Command::Render(args) => render_command(&args),
         // `run` logs its own errors through tracing.
@@ -62,9 +63,7 @@ fn render_command(args: &RenderArgs) -> anyhow::Result<()> {
         std::fs::read_to_string(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?
     };
-    let ctx = BuildContext {
-        server_image: args.server_image.clone(),
-    };
+    let ctx = cli::build_context(&args.server_image, &args.allowed_images);
     let output = render::render(&input, &ctx)
         .with_context(|| format!("rendering {}", args.file.display()))?;
     print_output(&output)
@@ -135,9 +134,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context::new(
         client.clone(),
-        BuildContext {
-            server_image: args.server_image.clone(),
-        },
+        cli::build_context(&args.server_image, &args.allowed_images),
         metrics,
         Some(identity.clone()),
     ));

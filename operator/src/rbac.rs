@@ -31,6 +31,44 @@ const RULES: &[Rule] = &[
         verbs: &["get", "patch"],
         resource_names: &[],
     },
+    // Backups: watched by their own controller, which only ever writes
+    // their status (no finalizer, no spec change).
+    Rule {
+        group: "drasi.io",
+        resources: &["drasistatestorebackups"],
+        verbs: &["get", "list", "watch"],
+        resource_names: &[],
+    },
+    Rule {
+        group: "drasi.io",
+        resources: &["drasistatestorebackups/status"],
+        verbs: &["get", "patch"],
+        resource_names: &[],
+    },
+    // Backup Jobs: created once (never applied over, so never patched) and
+    // watched. Never deleted by the operator: a Job goes with its backup
+    // through its owner reference.
+    Rule {
+        group: "batch",
+        resources: &["jobs"],
+        verbs: &["get", "list", "watch", "create"],
+        resource_names: &[],
+    },
+    // A finished backup Job's pod, read only: its log's last line is the
+    // backup's summary (size, records, checksum); a failed one's
+    // termination message is the error.
+    Rule {
+        group: "",
+        resources: &["pods"],
+        verbs: &["list"],
+        resource_names: &[],
+    },
+    Rule {
+        group: "",
+        resources: &["pods/log"],
+        verbs: &["get"],
+        resource_names: &[],
+    },
     // Owned objects: watched (`.owns()`), server-side applied (`create` is
     // needed when an apply creates the object), and the StatefulSet is
     // deleted with orphan propagation during volume expansion.
@@ -52,6 +90,15 @@ const RULES: &[Rule] = &[
         group: "",
         resources: &["secrets"],
         verbs: &["get", "list", "watch", "create", "patch"],
+        resource_names: &[],
+    },
+    // The optional NetworkPolicy `N`: read every pass (ownership), applied
+    // with `networkPolicy.enabled`, deleted when it is turned off. Not
+    // watched (no list/watch): drift is taken back at the periodic resync.
+    Rule {
+        group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["get", "create", "patch", "delete"],
         resource_names: &[],
     },
     // PVCs come from the StatefulSet's volumeClaimTemplate: read for capacity,
@@ -96,7 +143,10 @@ const RULES: &[Rule] = &[
         group: "apiextensions.k8s.io",
         resources: &["customresourcedefinitions"],
         verbs: &["get", "patch"],
-        resource_names: &["drasistatestores.drasi.io"],
+        resource_names: &[
+            "drasistatestores.drasi.io",
+            "drasistatestorebackups.drasi.io",
+        ],
     },
     Rule {
         group: "apiextensions.k8s.io",
@@ -269,7 +319,23 @@ mod tests {
             attrs("DELETE", "/apis/apps/v1/namespaces/ns/statefulsets/s", "").is_allowed_by(&rules)
         );
         assert!(!attrs("DELETE", "/api/v1/namespaces/ns/secrets/s", "").is_allowed_by(&rules));
-        assert!(!attrs("GET", "/api/v1/namespaces/ns/pods", "").is_allowed_by(&rules));
+        // Pods: listed (a backup Job's pod) and their logs read, nothing else.
+        assert!(attrs("GET", "/api/v1/namespaces/ns/pods", "").is_allowed_by(&rules));
+        assert!(attrs("GET", "/api/v1/namespaces/ns/pods/p/log", "").is_allowed_by(&rules));
+        assert!(!attrs("GET", "/api/v1/namespaces/ns/pods/p", "").is_allowed_by(&rules));
+        assert!(!attrs("DELETE", "/api/v1/namespaces/ns/pods/p", "").is_allowed_by(&rules));
+        // Backup Jobs go with their backup; the operator never deletes one.
+        assert!(attrs("POST", "/apis/batch/v1/namespaces/ns/jobs", "").is_allowed_by(&rules));
+        assert!(!attrs("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
+        assert!(!attrs("PUT", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
+        assert!(!attrs("PATCH", "/apis/batch/v1/namespaces/ns/jobs/j", "").is_allowed_by(&rules));
+        // Backups: only their status is written.
+        let backups = "/apis/drasi.io/v1alpha1/namespaces/ns/drasistatestorebackups";
+        assert!(attrs("GET", backups, "watch=true").is_allowed_by(&rules));
+        assert!(attrs("PATCH", &format!("{backups}/b/status"), "").is_allowed_by(&rules));
+        assert!(!attrs("PATCH", &format!("{backups}/b"), "").is_allowed_by(&rules));
+        assert!(!attrs("DELETE", &format!("{backups}/b"), "").is_allowed_by(&rules));
+        assert!(!attrs("POST", backups, "").is_allowed_by(&rules));
         assert!(
             attrs(
                 "PATCH",

@@ -166,6 +166,9 @@ fn placeholders(store: &DrasiStateStore) -> Referenced {
                 ca_placeholder(&tls.secret_name),
             )
         }),
+        // No cluster to ask: the Secrets are assumed labelled and nothing
+        // is in the way.
+        ..Referenced::default()
     }
 }
 
@@ -248,9 +251,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> BuildContext {
-        BuildContext {
-            server_image: "ghcr.io/drasi-project/drasi-store-server:0.1.0".to_owned(),
-        }
+        BuildContext::new("ghcr.io/drasi-project/drasi-store-server:0.1.0")
     }
 
     fn kinds(yaml: &str) -> Vec<(String, String)> {

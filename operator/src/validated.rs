@@ -18,6 +18,8 @@ use crate::builders::{
 };
 use crate::controller::status::DegradedReason;
 use crate::crd::{self, DrasiStateStore, DrasiStateStoreSpec, FieldError, join_field_errors};
+use crate::labels::ACCESS_LABEL;
+use crate::rotation::{Requested, RotationState};
 
 /// The `data` of a Secret as read from the cluster.
 pub type SecretData = BTreeMap<String, ByteString>;
@@ -34,12 +36,30 @@ pub enum TokenSource {
 }
 
 /// What a store references in the cluster.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Referenced {
     pub token: TokenSource,
     /// The `spec.tls.secretName` Secret; `None` when it does not exist or
     /// TLS is off.
     pub tls_secret: Option<SecretData>,
+    /// Objects named like ones the store owns (`<name>`, `<name>-headless`,
+    /// `<name>-auth`, `<name>-connection`, the StatefulSet) that exist but
+    /// are not controlled by this store, e.g. `Secret <name>-auth`.
+    pub not_owned: Vec<String>,
+    /// User Secrets the store references (`auth.existingSecret`,
+    /// `tls.secretName`) that exist but do not carry the opt-in label
+    /// [`ACCESS_LABEL`](crate::labels::ACCESS_LABEL) for this store.
+    pub not_opted_in: Vec<String>,
+    /// The token rotation recorded on the generated `<name>-auth`, already
+    /// advanced to this pass (see [`crate::rotation`]); ignored with
+    /// `existingSecret`.
+    pub rotation: RotationState,
+}
+
+impl Default for TokenSource {
+    fn default() -> Self {
+        Self::Stored(None)
+    }
 }
 
 /// The Secret the server reads its tokens from.
@@ -96,6 +116,22 @@ pub enum Invalid {
         "Secret {secret} (spec.tls.secretName) has neither {TLS_CA_KEY:?} nor {TLS_CERT_KEY:?}"
     )]
     TlsSecretInvalid { secret: String },
+    #[error(
+        "{object} already exists and is not controlled by this DrasiStateStore; the operator \
+         never takes over an object it did not create: delete or rename it, or pick another \
+         store name"
+    )]
+    ObjectNotOwned { object: String },
+    #[error(
+        "Secret {secret} is referenced by the spec but does not opt in to being mounted: label it \
+         {ACCESS_LABEL}={store} (or {ACCESS_LABEL}=true for every store in the namespace)"
+    )]
+    SecretNotOptedIn { secret: String, store: String },
+    #[error(
+        "image {image} is not allowed by the operator's --allowed-images ({allowed}); use an \
+         allowed image or ask the operator's administrator to allow it"
+    )]
+    ImageNotAllowed { image: String, allowed: String },
 }
 
 impl Invalid {
@@ -108,6 +144,9 @@ impl Invalid {
             }
             Self::TlsSecretMissing { .. } => DegradedReason::TlsSecretMissing,
             Self::TlsSecretInvalid { .. } => DegradedReason::TlsSecretInvalid,
+            Self::ObjectNotOwned { .. } => DegradedReason::ObjectNotOwned,
+            Self::SecretNotOptedIn { .. } => DegradedReason::SecretNotOptedIn,
+            Self::ImageNotAllowed { .. } => DegradedReason::ImageNotAllowed,
         }
     }
 }
@@ -122,6 +161,9 @@ pub struct Token {
     pub secret: TokenSecret,
     /// Generated in this pass: `<name>-auth` does not exist yet.
     pub generated: bool,
+    /// The rotation state `<name>-auth` records; always the default with
+    /// `existingSecret`.
+    pub rotation: RotationState,
 }
 
 /// TLS with the CA clients trust.
@@ -168,6 +210,24 @@ pub fn validate<'a>(
     if !errors.is_empty() {
         return Err(Invalid::Spec(errors));
     }
+    if let Some(object) = referenced.not_owned.first() {
+        return Err(Invalid::ObjectNotOwned {
+            object: object.clone(),
+        });
+    }
+    if let Some(secret) = referenced.not_opted_in.first() {
+        return Err(Invalid::SecretNotOptedIn {
+            secret: secret.clone(),
+            store: store.name_any(),
+        });
+    }
+    let image = resolved_image(store, ctx);
+    if !ctx.allowed_images.allows(&image) {
+        return Err(Invalid::ImageNotAllowed {
+            image,
+            allowed: ctx.allowed_images.to_string(),
+        });
+    }
     let namespace = namespace_of(store);
     let secret = TokenSecret::of(store);
     let (file, generated) = match (&secret, &referenced.token) {
@@ -209,16 +269,27 @@ pub fn validate<'a>(
             })
         }
     };
+    let rotation = match (&secret, &referenced.token) {
+        (TokenSecret::Existing(_), _) => RotationState::default(),
+        // A new `<name>-auth` records the trigger it was created under, so
+        // that creating a store never starts a rotation.
+        (TokenSecret::Generated(_), TokenSource::New(_)) => RotationState {
+            trigger: Requested::of(store).trigger,
+            stage: None,
+        },
+        (TokenSecret::Generated(_), TokenSource::Stored(_)) => referenced.rotation.clone(),
+    };
     Ok(ValidatedStore {
         store,
         name: store.name_any(),
         namespace,
-        image: resolved_image(store, ctx),
+        image,
         token: Token {
             file,
             client,
             secret,
             generated,
+            rotation,
         },
         tls,
     })
@@ -237,9 +308,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> BuildContext {
-        BuildContext {
-            server_image: "img:1".to_owned(),
-        }
+        BuildContext::new("img:1")
     }
 
     fn store(spec: serde_json::Value) -> DrasiStateStore {
@@ -265,6 +334,7 @@ mod tests {
         Referenced {
             token,
             tls_secret: tls,
+            ..Referenced::default()
         }
     }
 
@@ -295,6 +365,12 @@ mod tests {
         assert_eq!(valid.token.secret, TokenSecret::Existing("mine".into()));
         assert!(!valid.token.generated);
         assert_eq!(valid.token.client, "b");
+        // `#` lines are comments to the server, so never a client token.
+        let commented = referenced(
+            TokenSource::Stored(data(&[("token", "# rotated 2026-11\nc\n")])),
+            None,
+        );
+        assert_eq!(validate(&s, &ctx(), &commented).unwrap().token.client, "c");
     }
 
     #[test]
@@ -357,5 +433,41 @@ mod tests {
             err.to_string().contains("spec.auth.existingSecret"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn objects_the_store_does_not_own_are_never_adopted() {
+        let s = store(json!({}));
+        let found = Referenced {
+            not_owned: vec!["Secret ns/s-connection".into()],
+            ..referenced(TokenSource::New("t".repeat(32)), None)
+        };
+        let err = validate(&s, &ctx(), &found).unwrap_err();
+        assert_eq!(err.reason(), DegradedReason::ObjectNotOwned);
+        assert!(err.to_string().contains("Secret ns/s-connection"), "{err}");
+    }
+
+    #[test]
+    fn referenced_secrets_must_opt_in() {
+        let s = store(json!({ "auth": { "existingSecret": "mine" } }));
+        let found = Referenced {
+            not_opted_in: vec!["mine".into()],
+            ..referenced(TokenSource::Stored(data(&[("token", "x")])), None)
+        };
+        let err = validate(&s, &ctx(), &found).unwrap_err();
+        assert_eq!(err.reason(), DegradedReason::SecretNotOptedIn);
+        let message = err.to_string();
+        assert!(message.contains("mine") && message.contains("drasi.io/state-store-access=s"));
+    }
+
+    #[test]
+    fn images_outside_the_allow_list_are_refused() {
+        let s = store(json!({ "image": "evil.example/miner:1" }));
+        let found = referenced(TokenSource::New("t".repeat(32)), None);
+        let err = validate(&s, &ctx(), &found).unwrap_err();
+        assert_eq!(err.reason(), DegradedReason::ImageNotAllowed);
+        assert!(err.to_string().contains("evil.example/miner:1"), "{err}");
+        let ok = store(json!({ "image": "img:2" }));
+        assert_eq!(validate(&ok, &ctx(), &found).unwrap().image, "img:2");
     }
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use drasi_store_operator::builders::{
-    BuildContext, DesiredObjects, ResolvedInputs, config_hash, desired_objects, endpoint,
+    BuildContext, DesiredObjects, ImagePolicy, ResolvedInputs, config_hash, desired_objects,
+    endpoint,
 };
 use drasi_store_operator::crd::{DrasiStateStore, Durability};
 use drasi_store_operator::labels::{self, CONFIG_HASH_ANNOTATION};
@@ -20,9 +21,11 @@ const UID: &str = "5d3c2a1b-0000-4000-8000-000000000001";
 const TOKEN: &str = "test-token-0123456789abcdef";
 const CA: &str = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n";
 
+/// Builders do not check images (`validate` does): any image is allowed here.
 fn ctx() -> BuildContext {
     BuildContext {
-        server_image: "ghcr.io/drasi-project/drasi-store-server:0.1.0".to_owned(),
+        allowed_images: ImagePolicy::new(["*"]),
+        ..BuildContext::new("ghcr.io/drasi-project/drasi-store-server:0.1.0")
     }
 }
 
@@ -79,7 +82,7 @@ fn secret_text(secret: &Secret) -> BTreeMap<String, String> {
 
 #[test]
 fn snapshots_of_every_object() {
-    for sample in ["minimal", "full", "tls", "existing-secret"] {
+    for sample in ["minimal", "full", "tls", "existing-secret", "hardened"] {
         let store = example(&format!("{sample}.yaml"));
         insta::assert_yaml_snapshot!(sample, build(&store).all());
     }
@@ -92,6 +95,7 @@ fn every_object_has_labels_namespace_and_controller_owner() {
         "full.yaml",
         "tls.yaml",
         "existing-secret.yaml",
+        "hardened.yaml",
     ] {
         let store = example(sample);
         let name = store.metadata.name.clone().unwrap();
@@ -267,7 +271,7 @@ fn validation_problems_name_the_secret_and_never_echo_it() {
 /// rules behind them, checked on every sample.
 #[test]
 fn server_args_follow_the_spec() {
-    for sample in ["minimal", "full", "tls", "existing-secret"] {
+    for sample in ["minimal", "full", "tls", "existing-secret", "hardened"] {
         let store = example(&format!("{sample}.yaml"));
         let args = container(&build(&store)).args.unwrap();
         let value = |flag: &str| {
@@ -307,7 +311,7 @@ fn server_args_follow_the_spec() {
 /// exact lists).
 #[test]
 fn probes_ports_and_mounts() {
-    for sample in ["minimal", "full", "tls", "existing-secret"] {
+    for sample in ["minimal", "full", "tls", "existing-secret", "hardened"] {
         let store = example(&format!("{sample}.yaml"));
         let objects = build(&store);
         let pod = objects.statefulset.spec.template.spec.clone().unwrap();
@@ -522,7 +526,8 @@ fn hash_changes_with_inputs_that_shape_the_pod() {
     }
     // The operator-wide default image is an input too, when spec.image is unset.
     let other = BuildContext {
-        server_image: "example/server:2".into(),
+        allowed_images: ImagePolicy::new(["*"]),
+        ..BuildContext::new("example/server:2")
     };
     let t = desired_objects(&base, &other, &inputs(&base)).unwrap();
     assert_ne!(
@@ -603,4 +608,144 @@ fn hash_is_stable_across_operator_versions() {
         value,
         "5c77509edc6bf619c4c9d5a8a63fb4abeb8b787c5d37e6b95b57ddefea3b3ff1"
     );
+}
+
+fn network_policy(store: &DrasiStateStore) -> serde_json::Value {
+    serde_json::to_value(build(store).network_policy.expect("a NetworkPolicy")).unwrap()
+}
+
+#[test]
+fn network_policy_only_when_enabled() {
+    assert!(build(&example("minimal.yaml")).network_policy.is_none());
+    let mut disabled = example("full.yaml");
+    disabled.spec.network_policy.as_mut().unwrap().enabled = false;
+    assert!(build(&disabled).network_policy.is_none());
+    // Nor does it touch the pod: enabling it rolls nothing.
+    assert_eq!(template(&disabled), template(&example("full.yaml")));
+}
+
+#[test]
+fn network_policy_admits_clients_scrapers_and_peers_only() {
+    let store = example("full.yaml");
+    let policy = network_policy(&store);
+    let spec = &policy["spec"];
+    let selector = serde_json::to_value(labels::selector_labels("orders-state")).unwrap();
+    assert_eq!(spec["podSelector"]["matchLabels"], selector);
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    assert!(spec.get("egress").is_none());
+    let rules = spec["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 3);
+    let port = |i: usize| {
+        let ports = rules[i]["ports"].as_array().unwrap();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0]["protocol"], "TCP");
+        ports[0]["port"].as_i64().unwrap()
+    };
+    // Clients as listed, on the API port.
+    let np = store.spec.network_policy.as_ref().unwrap();
+    assert_eq!(
+        rules[0]["from"],
+        serde_json::to_value(np.clients.as_ref().unwrap()).unwrap()
+    );
+    assert_eq!(port(0), 7070);
+    // Only the store's own pods on the peer port.
+    assert_eq!(
+        rules[1]["from"],
+        serde_json::json!([{ "podSelector": { "matchLabels": selector } }])
+    );
+    assert_eq!(port(1), 7071);
+    // The scrapers on the port that serves /metrics.
+    assert_eq!(
+        rules[2]["from"],
+        serde_json::to_value(np.metrics_scrapers.as_ref().unwrap()).unwrap()
+    );
+    assert_eq!(port(2), 7070);
+}
+
+#[test]
+fn network_policy_defaults_to_the_client_label_and_no_scrapers() {
+    let mut store = example("hardened.yaml");
+    store.spec.network_policy.as_mut().unwrap().metrics_scrapers = None;
+    let policy = network_policy(&store);
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "no scraper rule without metricsScrapers");
+    assert_eq!(
+        rules[0]["from"],
+        serde_json::json!([{ "podSelector": { "matchLabels": {
+            labels::CLIENT_LABEL: "orders-state"
+        } } }])
+    );
+}
+
+#[test]
+fn network_policy_is_applied_before_the_services_and_the_statefulset() {
+    let kinds: Vec<String> = build(&example("hardened.yaml"))
+        .all()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Secret",
+            "Secret",
+            "NetworkPolicy",
+            "Service",
+            "Service",
+            "StatefulSet"
+        ]
+    );
+}
+
+#[test]
+fn empty_network_policy_peers_are_invalid() {
+    let mut store = example("full.yaml");
+    let np = store.spec.network_policy.as_mut().unwrap();
+    np.metrics_scrapers = Some(vec![Default::default()]);
+    np.clients = Some(vec![]);
+    let err = desired_objects(&store, &ctx(), &inputs(&store)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("spec.networkPolicy.metricsScrapers[0]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("spec.networkPolicy.clients: must not be empty"),
+        "{text}"
+    );
+}
+
+#[test]
+fn network_policy_admits_the_stores_backup_jobs_when_it_has_destinations() {
+    let mut store = example("full.yaml");
+    assert!(store.spec.backup.is_none());
+    let without = network_policy(&store);
+    store.spec.backup = Some(
+        serde_json::from_value(serde_json::json!({ "destinations": [
+            { "name": "s3", "objectStore": { "bucket": "b", "credentialsSecret": "creds" } }] }))
+        .unwrap(),
+    );
+    let policy = network_policy(&store);
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    let before = without["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), before.len() + 1);
+    let backup_rule = rules
+        .iter()
+        .find(|r| r["from"][0]["podSelector"]["matchLabels"][labels::COMPONENT_LABEL] == "backup")
+        .expect("an ingress rule for backup pods");
+    assert_eq!(backup_rule["ports"][0]["port"], 7070);
+    // The rule selects exactly what the backup Job's pods carry.
+    let selected: BTreeMap<String, String> =
+        serde_json::from_value(backup_rule["from"][0]["podSelector"]["matchLabels"].clone())
+            .unwrap();
+    let job_labels = drasi_store_operator::backup::job::job_labels("orders-state", "any-backup");
+    for (k, v) in &selected {
+        assert_eq!(job_labels.get(k), Some(v), "backup pods lack {k}={v}");
+    }
+    assert_eq!(selected["app.kubernetes.io/instance"], "orders-state");
+    // Declaring destinations neither changes nor rolls the store's pod, and
+    // the pod never sees the bucket credentials.
+    assert_eq!(template(&store), template(&example("full.yaml")));
+    let sts = serde_json::to_string(&build(&store).statefulset).unwrap();
+    assert!(!sts.contains("creds") && !sts.contains("AWS_"));
 }

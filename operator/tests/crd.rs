@@ -132,11 +132,13 @@ fn spec_fields_enums_and_defaults() {
         fields,
         [
             "auth",
+            "backup",
             "durability",
             "image",
             "imagePullPolicy",
             "imagePullSecrets",
             "limits",
+            "networkPolicy",
             "paused",
             "pod",
             "pvcRetention",
@@ -169,6 +171,17 @@ fn spec_fields_enums_and_defaults() {
         values(&spec["service"]["properties"]["type"]),
         serde_json::json!(["ClusterIP", "NodePort", "LoadBalancer"])
     );
+    let rotation = &spec["auth"]["properties"]["rotation"]["properties"];
+    assert_eq!(
+        rotation["gracePeriodSeconds"]["minimum"].as_f64(),
+        Some(120.0)
+    );
+    assert_eq!(rotation["trigger"]["maxLength"].as_u64(), Some(63));
+    let policy = &spec["networkPolicy"]["properties"];
+    assert_eq!(policy["enabled"]["type"], "boolean");
+    assert_eq!(policy["clients"]["minItems"].as_u64(), Some(1));
+    assert_eq!(policy["clients"]["maxItems"].as_u64(), Some(32));
+    assert_eq!(policy["metricsScrapers"]["maxItems"].as_u64(), Some(32));
     let limits = &spec["limits"]["properties"];
     assert_eq!(limits["maxKeyBytes"]["minimum"].as_f64(), Some(1.0));
     assert_eq!(limits["maxKeyBytes"]["maximum"].as_f64(), Some(65536.0));
@@ -294,4 +307,52 @@ fn status_conditions_are_a_map_list_keyed_by_type() {
             "Terminating"
         ])
     );
+}
+
+/// Fails when `crds/drasistatestorebackups.drasi.io.yaml` drifts from the
+/// types. `DRASI_UPDATE_CRD=1` rewrites it.
+#[test]
+fn committed_backup_crd_matches_generated() {
+    let path = repo_root().join(crd::BACKUP_CRD_FILE);
+    let generated = crd::crd_yaml_named("drasistatestorebackups.drasi.io").expect("backup CRD");
+    if std::env::var_os("DRASI_UPDATE_CRD").is_some() {
+        std::fs::write(&path, &generated).expect("write CRD file");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date; regenerate it with\n  cargo run -p drasi-store-operator -- crd \
+         --name drasistatestorebackups.drasi.io > {}",
+        crd::BACKUP_CRD_FILE,
+        crd::BACKUP_CRD_FILE
+    );
+}
+
+#[test]
+fn backup_crd_names() {
+    let crd = serde_json::to_value(
+        crd::all_crds()
+            .into_iter()
+            .find(|(file, _)| *file == crd::BACKUP_CRD_FILE)
+            .expect("backup CRD listed")
+            .1,
+    )
+    .unwrap();
+    assert_eq!(crd["metadata"]["name"], "drasistatestorebackups.drasi.io");
+    let names = &crd["spec"]["names"];
+    assert_eq!(names["kind"], "DrasiStateStoreBackup");
+    assert_eq!(names["plural"], "drasistatestorebackups");
+    assert_eq!(names["shortNames"], serde_json::json!(["dssbackup"]));
+    assert_eq!(names["categories"], serde_json::json!(["drasi"]));
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    let v = version(&crd);
+    assert_eq!(v["name"], "v1alpha1");
+    assert!(v["subresources"]["status"].is_object());
+    let phases = &schema(&crd)["properties"]["status"]["properties"]["phase"]["enum"];
+    for phase in ["Pending", "Running", "Completed", "Failed"] {
+        assert!(
+            phases.as_array().unwrap().iter().any(|p| p == phase),
+            "{phase} in {phases}"
+        );
+    }
 }

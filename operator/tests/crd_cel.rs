@@ -156,10 +156,12 @@ fn every_rule_compiles() {
     let mut rules = Vec::new();
     rules_in(&schema, "", &mut rules);
     // name length, name format, size positive, size grow-only, class
-    // immutable, pod.annotations, pod.labels.
+    // immutable, pod.annotations, pod.labels, auth rotation only for the
+    // generated token, and the backup destinations' unique names, one-of
+    // objectStore/volume, endpoint scheme, relative path.
     assert_eq!(
         rules.len(),
-        7,
+        12,
         "the CRD's CEL rules changed; extend this test to execute the new ones: {rules:#?}"
     );
 
@@ -214,6 +216,10 @@ fn expected_cel_rejection(fixture: &str) -> (&'static str, &'static str) {
             "pod.labels must not set the app.kubernetes.io/",
         ),
         "storage-size-zero.yaml" => ("spec.storage", "storage.size must be a positive quantity"),
+        "rotation-with-existing-secret.yaml" => (
+            "spec.auth",
+            "spec.auth.rotation rotates the generated <name>-auth token",
+        ),
         other => panic!(
             "tests/fixtures/invalid-crs/{other} is marked `# rejected-by: cel`: add the rule \
              that must reject it to expected_cel_rejection() in {}",
@@ -452,4 +458,129 @@ fn storage_class_name_cannot_be_set_changed_or_removed_after_creation() {
         "{}",
         describe(&errors)
     );
+}
+
+// ---------------------------------------------------------------------------
+// Backups: spec.backup.destinations, and the DrasiStateStoreBackup CRD.
+// ---------------------------------------------------------------------------
+
+/// Exactly one rule rejected the object by evaluating to false, with a
+/// message containing `message` (wherever the rule sits).
+#[track_caller]
+fn assert_rejected_with(result: Result<(), Vec<ValidationError>>, message: &str) {
+    let errors = result.expect_err(&format!("accepted, but \"{message}\" should reject it"));
+    assert!(
+        errors.len() == 1
+            && errors[0].kind == ErrorKind::ValidationFailure
+            && errors[0].message.contains(message),
+        "expected exactly one ValidationFailure containing {message:?}, got:\n{}",
+        describe(&errors)
+    );
+}
+
+fn with_destinations(destinations: Value) -> Value {
+    store("s", json!({ "backup": { "destinations": destinations } }))
+}
+
+#[test]
+fn backup_destination_rules() {
+    let s3 = json!({ "name": "s3", "objectStore": { "bucket": "b-1",
+        "endpoint": "https://s3.example", "credentialsSecret": "c" } });
+    let vol = json!({ "name": "vol", "volume": { "claimName": "pvc", "path": "a/b" } });
+    assert_accepted(
+        validate(&with_destinations(json!([s3, vol])), None),
+        "two distinct destinations",
+    );
+    assert_accepted(
+        validate(
+            &with_destinations(json!([{ "name": "m", "objectStore": {
+                "bucket": "bbb", "endpoint": "http://minio:9000" } }])),
+            None,
+        ),
+        "http endpoint",
+    );
+    assert_rejected_with(
+        validate(&with_destinations(json!([s3, s3])), None),
+        "spec.backup.destinations must have unique names",
+    );
+    assert_rejected_with(
+        validate(
+            &with_destinations(json!([{ "name": "both", "objectStore": { "bucket": "bbb" },
+                "volume": { "claimName": "pvc" } }])),
+            None,
+        ),
+        "exactly one of objectStore and volume",
+    );
+    assert_rejected_with(
+        validate(&with_destinations(json!([{ "name": "none" }])), None),
+        "exactly one of objectStore and volume",
+    );
+    assert_rejected_with(
+        validate(
+            &with_destinations(json!([{ "name": "f", "objectStore": {
+                "bucket": "bbb", "endpoint": "file:///etc" } }])),
+            None,
+        ),
+        "objectStore.endpoint must be an http:// or https:// URL",
+    );
+    for path in ["/abs", "a/../b", ".."] {
+        assert_rejected_with(
+            validate(
+                &with_destinations(json!([{ "name": "v", "volume": {
+                    "claimName": "pvc", "path": path } }])),
+                None,
+            ),
+            "volume.path must be relative and must not contain '..'",
+        );
+    }
+}
+
+fn backup_schema() -> Value {
+    let (_, crd) = crd::all_crds()
+        .into_iter()
+        .find(|(file, _)| *file == crd::BACKUP_CRD_FILE)
+        .expect("the backup CRD");
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("an openAPIV3Schema");
+    serde_json::to_value(schema).unwrap()
+}
+
+#[test]
+fn backup_crd_rules_compile_and_run() {
+    let schema = backup_schema();
+    let mut rules = Vec::new();
+    rules_in(&schema, "", &mut rules);
+    // name length, immutable spec, and status.destination's copies of the
+    // destination rules (one-of, endpoint scheme, relative path).
+    assert_eq!(rules.len(), 5, "{rules:#?}");
+    let mut count = 0;
+    let mut errors = Vec::new();
+    compiled_rules(&compile_schema(&schema), "", &mut count, &mut errors);
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(count, 5);
+
+    let backup = |name: &str, spec: Value| {
+        json!({ "apiVersion": "drasi.io/v1alpha1", "kind": "DrasiStateStoreBackup",
+                "metadata": { "name": name, "namespace": "default" }, "spec": spec })
+    };
+    let run = |object: &Value, old: Option<&Value>| {
+        Validator::new()
+            .validate(&schema, object, old)
+            .map_err(|e| e.into_vec())
+    };
+    let ok = backup("orders-1", json!({ "store": "orders" }));
+    assert_accepted(run(&ok, None), "a backup");
+    assert_accepted(run(&ok, Some(&ok)), "a no-op update");
+    assert_rejected_with(
+        run(&backup(&"b".repeat(64), json!({ "store": "orders" })), None),
+        "metadata.name must be at most 63 characters",
+    );
+    let moved = backup(
+        "orders-1",
+        json!({ "store": "orders", "destination": "vol" }),
+    );
+    assert_rejected_with(run(&moved, Some(&ok)), "spec is immutable");
 }

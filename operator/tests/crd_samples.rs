@@ -10,9 +10,7 @@ use drasi_store_operator::render::render;
 use samples::{file_name, yaml_files};
 
 fn ctx() -> BuildContext {
-    BuildContext {
-        server_image: "ghcr.io/drasi-project/drasi-store-server:0.1.0".to_owned(),
-    }
+    BuildContext::new("ghcr.io/drasi-project/drasi-store-server:0.1.0")
 }
 
 #[test]

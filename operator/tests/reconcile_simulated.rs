@@ -3,6 +3,8 @@
 //! used; what a real API server adds (admission, garbage collection, the
 //! StatefulSet controller) is played by the tests where it matters.
 
+// The shared harness serves several test binaries; this one uses only part of it.
+#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use drasi_store_operator::controller::{self, Error, error_policy, reconcile_guar
 use drasi_store_operator::crd::{DrasiStateStore, Phase};
 use drasi_store_operator::leader::{LeaderElectionConfig, LeaderExit, run_with_leader_election};
 use drasi_store_operator::metrics::Health;
+use drasi_store_operator::rotation;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
@@ -521,15 +524,7 @@ async fn growing_storage_on_a_non_expandable_class_degrades_and_touches_nothing(
         condition(&store, "Degraded"),
         ("True".into(), "VolumeExpansionNotSupported".into())
     );
-    let message = &store
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap()
-        .message;
+    let message = &condition_of(&store, "Degraded").message;
     assert!(message.contains("allowVolumeExpansion"), "{message}");
     let touched: Vec<_> = h
         .object_writes()
@@ -963,11 +958,16 @@ async fn manage_crd_applies_the_crd_and_waits_until_it_is_established() {
     let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/drasistatestores.drasi.io";
     // Plays the API server's CRD controller: establish the CRD once it exists.
     let server = h.server.clone();
+    let backup_path =
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/drasistatestorebackups.drasi.io";
     let establish = tokio::spawn(async move {
-        wait_for("CRD applied", || server.get(path).is_some()).await;
-        server.update(path, |crd| {
-            crd["status"] = json!({ "conditions": [{ "type": "Established", "status": "True" }] });
-        });
+        for crd_path in [path, backup_path] {
+            wait_for("CRD applied", || server.get(crd_path).is_some()).await;
+            server.update(crd_path, |crd| {
+                crd["status"] =
+                    json!({ "conditions": [{ "type": "Established", "status": "True" }] });
+            });
+        }
     });
     drasi_store_operator::controller::manage_crd::apply_crd(&h.ctx.client, Duration::from_secs(10))
         .await
@@ -1055,5 +1055,217 @@ async fn a_field_the_operator_stops_setting_is_removed() {
     let sts = h.server.get(&sts_path(NAME)).unwrap();
     let volumes = sts["spec"]["template"]["spec"]["volumes"].to_string();
     assert!(!volumes.contains("orders-tls"), "{volumes}");
+    h.assert_rbac_covers_every_request();
+}
+
+/// Moves the start of the rotation stage recorded on `<name>-auth` back by
+/// `seconds`, as if that much time had passed.
+fn age_rotation_stage(h: &Harness, seconds: i64) {
+    h.server.update(&secret_path("orders-auth"), |secret| {
+        let since = secret["metadata"]["annotations"][rotation::SINCE_ANNOTATION]
+            .as_str()
+            .expect("a rotation stage is recorded")
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .unwrap();
+        let earlier = since
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+            .unwrap();
+        secret["metadata"]["annotations"][rotation::SINCE_ANNOTATION] = json!(earlier.to_string());
+    });
+}
+
+fn auth_annotation(h: &Harness, key: &str) -> Option<String> {
+    h.server.get(&secret_path("orders-auth")).unwrap()["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_rotation_trigger_overlaps_old_and_new_token_and_requeues_each_step_on_time() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({})).await;
+    h.mark_statefulset_ready(NAME);
+    pass(&h).await;
+    let auth =
+        || secret_value(&h.server.get(&secret_path("orders-auth")).unwrap(), "token").unwrap();
+    let old = auth();
+    assert_eq!(
+        connection_value(&h, "DRASI_STATE_STORE_TOKEN"),
+        Some(old.clone())
+    );
+    let template_hash = config_hash(&h.server.get(&sts_path(NAME)).unwrap());
+
+    h.edit_spec(
+        NAME,
+        |spec| {
+            spec["auth"] =
+                json!({ "rotation": { "trigger": "2026-11-30", "gracePeriodSeconds": 600 } })
+        },
+    );
+    let action = pass(&h).await;
+    // Staged: the server accepts both, clients still get the old token.
+    let lines: Vec<String> = auth().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], old);
+    let new = lines[1].clone();
+    assert_eq!(new.len(), 64);
+    assert_ne!(new, old);
+    assert_eq!(
+        connection_value(&h, "DRASI_STATE_STORE_TOKEN"),
+        Some(old.clone())
+    );
+    assert_eq!(
+        auth_annotation(&h, rotation::STAGE_ANNOTATION).as_deref(),
+        Some("Staged")
+    );
+    assert_eq!(
+        auth_annotation(&h, rotation::TRIGGER_ANNOTATION).as_deref(),
+        Some("2026-11-30")
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(121)));
+    assert!(
+        h.event_reasons()
+            .contains(&"TokenRotationStarted".to_string())
+    );
+
+    // A pass before the step is due changes nothing.
+    pass(&h).await;
+    assert_eq!(auth(), format!("{old}\n{new}"));
+
+    age_rotation_stage(&h, 120);
+    let action = pass(&h).await;
+    // Switched: clients get the new token, the old one stays valid.
+    assert_eq!(auth(), format!("{new}\n{old}"));
+    assert_eq!(
+        connection_value(&h, "DRASI_STATE_STORE_TOKEN"),
+        Some(new.clone())
+    );
+    assert_eq!(
+        auth_annotation(&h, rotation::STAGE_ANNOTATION).as_deref(),
+        Some("Switched")
+    );
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(300)),
+        "grace 600 s > ready requeue"
+    );
+    assert!(
+        h.event_reasons()
+            .contains(&"TokenRotationSwitched".to_string())
+    );
+
+    age_rotation_stage(&h, 599);
+    let action = pass(&h).await;
+    assert_eq!(
+        auth(),
+        format!("{new}\n{old}"),
+        "the grace period is not over"
+    );
+    // Requeued for the end of the grace period (about 2 s, measured on
+    // the real clock), not after the 5-minute resync.
+    assert_ne!(action, Action::requeue(Duration::from_secs(300)));
+
+    age_rotation_stage(&h, 1);
+    pass(&h).await;
+    // Finished: only the new token; the stage annotations are gone, the
+    // trigger stays so that it does not rotate again.
+    assert_eq!(auth(), new);
+    assert_eq!(
+        connection_value(&h, "DRASI_STATE_STORE_TOKEN"),
+        Some(new.clone())
+    );
+    assert_eq!(auth_annotation(&h, rotation::STAGE_ANNOTATION), None);
+    assert_eq!(auth_annotation(&h, rotation::SINCE_ANNOTATION), None);
+    assert_eq!(
+        auth_annotation(&h, rotation::TRIGGER_ANNOTATION).as_deref(),
+        Some("2026-11-30")
+    );
+    assert!(
+        h.event_reasons()
+            .contains(&"TokenRotationFinished".to_string())
+    );
+    pass(&h).await;
+    assert_eq!(auth(), new, "the same trigger never rotates twice");
+    // The pod template never changed: rotation needs no restart.
+    assert_eq!(
+        config_hash(&h.server.get(&sts_path(NAME)).unwrap()),
+        template_hash
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+/// One reconcile pass, boxed: this test awaits many passes, and unboxed
+/// their futures would overflow the test thread's stack in a debug build.
+async fn pass(h: &Harness) -> Action {
+    Box::pin(h.reconcile(NAME)).await.expect("reconcile")
+}
+
+fn network_policy_path(name: &str) -> String {
+    format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{name}")
+}
+
+#[tokio::test]
+async fn network_policy_follows_spec_and_never_touches_someone_elses() {
+    let h = Harness::new();
+    // Someone's own NetworkPolicy named like the store, while the store's
+    // is off: none of the store's business, left alone, nothing blocked.
+    h.server.put(
+        "networkpolicies",
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": { "name": NAME, "namespace": NS },
+            "spec": { "podSelector": {}, "policyTypes": ["Ingress"] },
+        }),
+    );
+    h.create_and_apply(NAME, json!({})).await;
+    let foreign = h.server.get(&network_policy_path(NAME)).unwrap();
+    assert!(foreign["metadata"].get("ownerReferences").is_none());
+    assert!(
+        h.server.get(&sts_path(NAME)).is_some(),
+        "the store was applied"
+    );
+
+    // Turned on while that policy is in the way: Degraded, never adopted.
+    h.edit_spec(NAME, |spec| {
+        spec["networkPolicy"] = json!({ "enabled": true })
+    });
+    pass(&h).await;
+    assert_eq!(
+        condition(&h.store(NAME), "Degraded"),
+        ("True".into(), "ObjectNotOwned".into())
+    );
+    assert_eq!(
+        h.server.get(&network_policy_path(NAME)).unwrap()["spec"],
+        foreign["spec"]
+    );
+
+    // Once its owner deletes it, the store's own policy is applied.
+    let policies: kube::Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        kube::Api::namespaced(h.ctx.client.clone(), NS);
+    policies.delete(NAME, &Default::default()).await.unwrap();
+    assert!(h.server.get(&network_policy_path(NAME)).is_none());
+    pass(&h).await;
+    let policy = h.server.get(&network_policy_path(NAME)).expect("applied");
+    assert_eq!(
+        policy["metadata"]["ownerReferences"][0]["kind"],
+        "DrasiStateStore"
+    );
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["drasi.io/state-store-client"],
+        NAME
+    );
+    assert_eq!(condition(&h.store(NAME), "Degraded").0, "False");
+
+    // Turned off: the store's policy is deleted.
+    h.edit_spec(NAME, |spec| spec["networkPolicy"]["enabled"] = json!(false));
+    pass(&h).await;
+    assert!(h.server.get(&network_policy_path(NAME)).is_none());
+    let deletes = h
+        .writes()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path == network_policy_path(NAME))
+        .count();
+    assert_eq!(deletes, 2, "the owner's delete above, then the operator's");
     h.assert_rbac_covers_every_request();
 }

@@ -235,22 +235,23 @@ fn utf8<'a>(frame: &'a Bytes, span: &Range<usize>) -> &'a str {
     unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
-fn put_u32(out: &mut Vec<u8>, n: usize) {
+// The framing primitives, shared with the mixed batch frame (`mixed.rs`).
+pub(crate) fn put_u32(out: &mut Vec<u8>, n: usize) {
     let n = u32::try_from(n).expect("batch frame lengths fit in u32");
     out.extend_from_slice(&n.to_be_bytes());
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     put_u32(out, bytes.len());
     out.extend_from_slice(bytes);
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
         if self.buf.len() < n {
             return Err(BatchError::Truncated);
         }
@@ -259,9 +260,15 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u32(&mut self) -> Result<usize, BatchError> {
+    pub(crate) fn u32(&mut self) -> Result<usize, BatchError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    /// A length-prefixed byte string.
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], BatchError> {
+        let len = self.u32()?;
+        self.take(len)
     }
 
     fn count(&mut self, limits: &Limits) -> Result<usize, BatchError> {

@@ -5,7 +5,7 @@
 //! generates its OpenAPI document from it, so a route cannot exist in one
 //! place and be missing or different in another.
 
-use crate::{routes, wal};
+use crate::{routes, snapshot, wal};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,6 +47,15 @@ pub enum Operation {
     ClearStore,
     ListKeys,
     Sync,
+    /// `GET /v1/admin/snapshot`: stream a snapshot (docs/backup.md).
+    Snapshot,
+    /// `POST /v1/admin/import`: replace whole stores from a snapshot.
+    Import,
+    /// The server's durability mode and version.
+    Info,
+    /// Many independent get/set/delete/contains_key calls in one request
+    /// (see [`crate::mixed`]).
+    Batch,
     OpenApi,
     Healthz,
     Readyz,
@@ -74,6 +83,10 @@ impl Operation {
             Operation::ClearStore => "clear_store",
             Operation::ListKeys => "list_keys",
             Operation::Sync => "sync",
+            Operation::Snapshot => "snapshot",
+            Operation::Import => "import",
+            Operation::Info => "info",
+            Operation::Batch => "batch",
             Operation::OpenApi => "openapi",
             Operation::Healthz => "healthz",
             Operation::Readyz => "readyz",
@@ -97,6 +110,9 @@ pub enum Query {
     /// `source` plus the optional or required parameters named here (see
     /// [`crate::wal`]).
     Source(&'static [&'static str]),
+    /// `store` repeated any number of times, none meaning every store
+    /// ([`snapshot::encode_selection`]).
+    StoreSelection,
 }
 
 /// The shape of a request or response body.
@@ -109,9 +125,15 @@ pub enum Body {
     KeysFrame,
     /// An entries frame ([`crate::batch`]).
     EntriesFrame,
+    /// A mixed batch request frame ([`crate::mixed`]).
+    MixedBatchFrame,
+    /// A mixed batch answer frame: one result per call ([`crate::mixed`]).
+    MixedResultsFrame,
     /// JSON described by the named schema: one of this crate's types, or
     /// `ProbeBody` for the health probes.
     Json(&'static str),
+    /// A snapshot stream ([`snapshot::CONTENT_TYPE`], see [`crate::snapshot`]).
+    Snapshot,
     /// The OpenAPI document itself.
     OpenApiDocument,
     /// Prometheus/OpenMetrics text.
@@ -301,6 +323,47 @@ pub const SYNC: Endpoint = data(
     Body::Empty,
     "Answers once everything acknowledged so far is durable",
 );
+pub const SNAPSHOT: Endpoint = data(
+    Method::Get,
+    snapshot::SNAPSHOT_PATH,
+    Operation::Snapshot,
+    Query::StoreSelection,
+    Body::Empty,
+    200,
+    Body::Snapshot,
+    "Stream a consistent snapshot of every store, or of the selected store_ids",
+);
+pub const IMPORT: Endpoint = data(
+    Method::Post,
+    snapshot::IMPORT_PATH,
+    Operation::Import,
+    Query::None,
+    Body::Snapshot,
+    200,
+    Body::Json("ImportResponse"),
+    "Replace exactly the stores a snapshot holds (and those it selects), in one commit",
+);
+pub const INFO: Endpoint = data(
+    Method::Get,
+    routes::INFO,
+    Operation::Info,
+    Query::None,
+    Body::Empty,
+    200,
+    Body::Json("ServerInfo"),
+    "The server's durability mode and version",
+);
+pub const BATCH: Endpoint = data(
+    Method::Post,
+    routes::BATCH,
+    Operation::Batch,
+    Query::None,
+    Body::MixedBatchFrame,
+    200,
+    Body::MixedResultsFrame,
+    "Many independent get/set/delete/contains_key calls, each with its own result; \
+     writes answered after the commit that holds them; a call with bad input fails alone",
+);
 pub const OPENAPI: Endpoint = public(
     routes::OPENAPI,
     Operation::OpenApi,
@@ -388,7 +451,7 @@ pub const WAL_DELETE: Endpoint = data(
 );
 
 /// Every endpoint the server serves.
-pub const ALL: [&Endpoint; 21] = [
+pub const ALL: [&Endpoint; 25] = [
     &GET,
     &CONTAINS_KEY,
     &SET,
@@ -400,6 +463,10 @@ pub const ALL: [&Endpoint; 21] = [
     &CLEAR_STORE,
     &LIST_KEYS,
     &SYNC,
+    &SNAPSHOT,
+    &IMPORT,
+    &INFO,
+    &BATCH,
     &OPENAPI,
     &HEALTHZ,
     &READYZ,

@@ -12,8 +12,10 @@ pub mod endpoints;
 pub mod env;
 pub mod error;
 pub mod limits;
+pub mod mixed;
 pub mod query;
 pub mod routes;
+pub mod snapshot;
 pub mod types;
 pub mod wal;
 
@@ -23,5 +25,11 @@ pub use batch::{
 pub use endpoints::{Endpoint, Operation};
 pub use error::{ErrorBody, ErrorCode};
 pub use limits::Limits;
+pub use mixed::{
+    MixedError, MixedKind, MixedOp, MixedResult, decode_mixed_ops, decode_mixed_results,
+    encode_mixed_ops, encode_mixed_results,
+};
 pub use query::{QueryError, RequestTarget, encode_query, parse_query};
-pub use types::{CountResponse, DeleteResponse, KeyList, StoreInfo};
+pub use types::{
+    CountResponse, DeleteResponse, Durability, ImportResponse, KeyList, ServerInfo, StoreInfo,
+};

@@ -3,7 +3,10 @@
 //! `store_id` and `key` never appear in the path: they travel as
 //! percent-encoded query parameters (see [`crate::query`]) so that empty
 //! strings, `/`, `..`, `?`, `#` and any other UTF-8 survive every proxy and
-//! router unchanged.
+//! router unchanged. When that query would make the URI too long (HTTP/1
+//! servers refuse URIs over 64 KiB, and a 64 KiB key of multi-byte UTF-8
+//! is 192 KiB percent-encoded), the same encoded query travels in
+//! [`TARGET_HEADER`] instead.
 
 /// Server port, named `http` in Kubernetes objects.
 pub const DEFAULT_PORT: u16 = 7070;
@@ -22,6 +25,9 @@ pub const DELETE_MANY: &str = "/v1/kv/delete-many";
 pub const STORE: &str = "/v1/store";
 /// `GET` -> [`crate::KeyList`]. Query: `store`.
 pub const STORE_KEYS: &str = "/v1/store/keys";
+/// `POST`, body: mixed batch of independent single-key calls (see
+/// [`crate::mixed`]); response: one result per call.
+pub const BATCH: &str = "/v1/batch";
 /// `POST` -> 204 once everything acknowledged so far is durable.
 pub const SYNC: &str = "/v1/sync";
 /// Write-ahead logs of DrasiLib transient sources (see [`crate::wal`]);
@@ -39,6 +45,8 @@ pub const WAL_PRUNE: &str = "/v1/wal/prune";
 pub const WAL_INFO: &str = "/v1/wal/info";
 /// `DELETE` -> 204 (delete_wal; also when there was no log).
 pub const WAL: &str = "/v1/wal";
+/// `GET` -> [`crate::ServerInfo`] (durability mode, version).
+pub const INFO: &str = "/v1/info";
 /// `GET` -> OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = "/v1/openapi.json";
 
@@ -54,3 +62,18 @@ pub const JSON: &str = "application/json";
 /// client can tell "no such key" from "no such route" even on `HEAD`, which
 /// has no body.
 pub const KEY_NOT_FOUND_HEADER: &str = "x-drasi-key-not-found";
+
+/// On every answer: the server's durability mode, `immediate` or
+/// `eventual` (see [`crate::Durability`]), so a client learns it from any
+/// call without asking `/v1/info`.
+pub const DURABILITY_HEADER: &str = "x-drasi-durability";
+
+/// Carries the request's target (`store=..&key=..`, encoded exactly like
+/// the query string, see [`crate::encode_query`]) instead of the query
+/// string. A request carries its target in one place only: both is a
+/// `400 invalid_query`.
+pub const TARGET_HEADER: &str = "x-drasi-target";
+
+/// Longest encoded target the client puts in the URI; longer ones go in
+/// [`TARGET_HEADER`]. Far below every proxy's URI limit.
+pub const MAX_TARGET_IN_URI: usize = 2048;

@@ -33,3 +33,58 @@ pub struct StoreInfo {
 pub struct KeyList {
     pub keys: Vec<String>,
 }
+
+/// Answer to `POST /v1/admin/import`: what the imported snapshot held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImportResponse {
+    /// Records written.
+    pub records: u64,
+    /// The store_ids replaced, sorted: every store_id with records plus
+    /// those a selective snapshot lists (emptied when it holds none).
+    pub stores: Vec<String>,
+    /// Length of the snapshot stream.
+    pub bytes: u64,
+    /// The snapshot's SHA-256 (its trailer checksum), in hex.
+    pub sha256: String,
+}
+
+/// How the server commits writes (`--durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A write is acknowledged after its commit reached the disk (fsync).
+    Immediate,
+    /// A write is acknowledged before its commit reaches the disk; a crash
+    /// loses about the last second of acknowledged writes.
+    Eventual,
+}
+
+impl Durability {
+    /// As on the wire, in [`ServerInfo`] and the durability header.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Durability::Immediate => "immediate",
+            Durability::Eventual => "eventual",
+        }
+    }
+
+    /// Parses the durability header's value.
+    pub fn from_header(value: &[u8]) -> Option<Self> {
+        match value {
+            b"immediate" => Some(Durability::Immediate),
+            b"eventual" => Some(Durability::Eventual),
+            _ => None,
+        }
+    }
+}
+
+/// Answer to `GET /v1/info`: what a client needs to know about the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerInfo {
+    pub durability: Durability,
+    /// The server's version (its crate version).
+    pub version: String,
+}

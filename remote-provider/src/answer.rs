@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use drasi_store_protocol::{Limits, decode_entries};
+use drasi_store_protocol::{Limits, MixedResult, decode_entries, decode_mixed_results};
 use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -23,7 +23,7 @@ const UNBOUNDED: Limits = Limits {
 };
 
 async fn body(response: Response) -> Result<bytes::Bytes, Failure> {
-    response.bytes().await.map_err(Failure::Transport)
+    response.bytes().await.map_err(Failure::from_reqwest)
 }
 
 /// `GET /v1/kv`: the raw value, or `None` for the key-not-found 404.
@@ -70,4 +70,10 @@ pub(crate) async fn entries(response: Response) -> Result<HashMap<String, Vec<u8
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_vec()))
         .collect())
+}
+
+/// `POST /v1/batch`: one result per call.
+pub(crate) async fn mixed(response: Response) -> Result<Vec<MixedResult>, Failure> {
+    let bytes = body(response).await?;
+    decode_mixed_results(&bytes).map_err(|e| Failure::Decode(format!("bad batch answer: {e}")))
 }

@@ -35,6 +35,8 @@ pub struct RemoteStateStoreProviderBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     max_retries: u32,
+    batching: bool,
+    batch_always: bool,
 }
 
 impl fmt::Debug for RemoteStateStoreProviderBuilder {
@@ -51,6 +53,7 @@ impl fmt::Debug for RemoteStateStoreProviderBuilder {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_retries", &self.max_retries)
+            .field("batching", &self.batching)
             .finish()
     }
 }
@@ -64,6 +67,8 @@ impl RemoteStateStoreProviderBuilder {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_retries: DEFAULT_MAX_RETRIES,
+            batching: true,
+            batch_always: false,
         }
     }
 
@@ -116,12 +121,34 @@ impl RemoteStateStoreProviderBuilder {
         self
     }
 
+    /// Whether concurrent single-key calls (`get`, `set`, `delete`,
+    /// `contains_key`) that pile up behind requests in flight may share one
+    /// batch request (default: yes). Each call keeps its own result and its
+    /// own durability guarantee either way; without batching every call is
+    /// its own request, which costs a round trip (and, for writes, a share
+    /// of a commit) per call under concurrency.
+    pub fn batching(mut self, enabled: bool) -> Self {
+        self.batching = enabled;
+        self
+    }
+
+    /// Sends every `get`, `set`, `delete` and `contains_key` (up to 64 KiB)
+    /// through the batch route, even when nothing else is in flight. That only adds
+    /// work at low concurrency; it exists so tests can hold the batch path
+    /// to the same contract as the single-key routes.
+    #[doc(hidden)]
+    pub fn batch_every_call(mut self, yes: bool) -> Self {
+        self.batch_always = yes;
+        self
+    }
+
     /// Validates the configuration, reads the token and CA files, and
     /// starts the provider's I/O runtime. Connects lazily: a server that is
     /// down now does not make this fail.
     pub fn build(self) -> Result<RemoteStateStoreProvider, StateStoreError> {
-        self.build_transport()
-            .map(RemoteStateStoreProvider::from_transport)
+        let transport = self.build_transport()?;
+        transport.prefetch_durability();
+        Ok(RemoteStateStoreProvider::from_transport(transport))
     }
 
     /// Everything `build` does, for any provider that talks to the server
@@ -155,6 +182,8 @@ impl RemoteStateStoreProviderBuilder {
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             max_retries: self.max_retries,
+            batching: self.batching,
+            batch_always: self.batch_always,
         })
         .map_err(config_error)?;
         Ok(transport)
@@ -169,7 +198,7 @@ impl RemoteStateStoreProvider {
     /// |---|---|
     /// | `DRASI_STATE_STORE_URL` | required, `http://…` or `https://…` |
     /// | `DRASI_STATE_STORE_TOKEN` | bearer token, inline |
-    /// | `DRASI_STATE_STORE_TOKEN_FILE` | file holding the token, re-read when it changes |
+    /// | `DRASI_STATE_STORE_TOKEN_FILE` | file holding the token (its first line that is not blank or a `#` comment), re-read when it changes |
     /// | `DRASI_STATE_STORE_CA_CERT` | PEM of the server's CA, inline (TLS only) |
     /// | `DRASI_STATE_STORE_CA_FILE` | file holding that PEM |
     ///

@@ -2,7 +2,9 @@
 //!
 //! Every message names the operation, the store and the server so that a log
 //! line alone says where to look. Messages never contain the token, values or
-//! keys (keys may embed business identifiers; store ids are plugin ids).
+//! keys: keys may embed business identifiers, and errors end up in logs and
+//! traces that are far less protected than the store itself. Store ids are
+//! plugin ids, chosen by the app's author, so they stay.
 
 use std::fmt::{self, Write as _};
 
@@ -26,6 +28,8 @@ pub(crate) enum Op {
     StoreExists,
     KeyCount,
     Sync,
+    /// `GET /v1/info`, for [`drasi_lib::StateStoreProvider::is_durable`].
+    ServerInfo,
     WalRegister,
     WalAppend,
     WalReadFrom,
@@ -49,6 +53,7 @@ impl Op {
             Op::StoreExists => "store_exists",
             Op::KeyCount => "key_count",
             Op::Sync => "sync",
+            Op::ServerInfo => "server_info",
             Op::WalRegister => "register",
             Op::WalAppend => "append",
             Op::WalReadFrom => "read_from",
@@ -110,7 +115,10 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// reqwest appends `for url (...)` to its messages, and the query string
+    /// carries the store id and the key: strip it before the error is kept.
     pub(crate) fn from_reqwest(err: reqwest::Error) -> Self {
+        let err = err.without_url();
         if err.is_connect() {
             Failure::Connect(err)
         } else {
@@ -155,25 +163,31 @@ impl CallContext<'_> {
     }
 
     pub(crate) fn into_error(self, failure: Failure) -> StateStoreError {
+        self.error_for(&failure)
+    }
+
+    /// Like [`Self::into_error`] for a failure shared by several calls (a
+    /// batch request that failed as a whole).
+    pub(crate) fn error_for(&self, failure: &Failure) -> StateStoreError {
         let prefix = self.prefix();
         match failure {
             Failure::Connect(err) => StateStoreError::StorageError(format!(
                 "{prefix}: cannot connect: {}",
-                error_chain(&err)
+                error_chain(err)
             )),
             Failure::Transport(err) if err.is_timeout() => StateStoreError::StorageError(format!(
                 "{prefix}: timed out waiting for the server: {}",
-                error_chain(&err)
+                error_chain(err)
             )),
             Failure::Transport(err) => StateStoreError::StorageError(format!(
                 "{prefix}: request failed: {}",
-                error_chain(&err)
+                error_chain(err)
             )),
             Failure::Decode(detail) => {
                 StateStoreError::SerializationError(format!("{prefix}: bad answer: {detail}"))
             }
             Failure::Local(detail) => StateStoreError::Other(format!("{prefix}: {detail}")),
-            Failure::Status { status, body } => status_error(&prefix, status, body),
+            Failure::Status { status, body } => status_error(&prefix, *status, body.as_ref()),
         }
     }
 }
@@ -198,8 +212,8 @@ impl CallContext<'_> {
     }
 }
 
-fn status_error(prefix: &str, status: StatusCode, body: Option<ErrorBody>) -> StateStoreError {
-    let detail = match &body {
+fn status_error(prefix: &str, status: StatusCode, body: Option<&ErrorBody>) -> StateStoreError {
+    let detail = match body {
         Some(body) => format!(
             "HTTP {} {}: {}",
             status.as_u16(),
@@ -208,7 +222,7 @@ fn status_error(prefix: &str, status: StatusCode, body: Option<ErrorBody>) -> St
         ),
         None => format!("HTTP {status}"),
     };
-    let code = body.as_ref().map(|b| b.code);
+    let code = body.map(|b| b.code);
     match (status.as_u16(), code) {
         (413, _) => StateStoreError::Other(format!(
             "{prefix}: rejected as too large by the server's limits ({detail})"

@@ -46,6 +46,11 @@
 //!
 //! * Each call is one HTTP request over a pooled keep-alive connection;
 //!   values travel as raw bytes, batches in the protocol's binary frames.
+//!   When single-key calls (`get`, `set`, `delete`, `contains_key`) pile up
+//!   behind requests in flight, the queued ones go out together in one
+//!   request, each with its own result and guarantee: many concurrent
+//!   writes then share one round trip and one durable commit, while a lone
+//!   call never waits.
 //! * Requests run on a small I/O runtime owned by the provider, so calls may
 //!   come from any tokio runtime — including the short-lived per-call
 //!   runtimes DrasiLib uses for dynamically loaded plugins.
@@ -59,6 +64,7 @@
 //!   them fails with a message saying so and changes nothing.
 
 mod answer;
+mod batcher;
 mod builder;
 mod error;
 mod provider;

@@ -1,5 +1,6 @@
 //! The `drasi_lib::StateStoreProvider` implementation: one HTTP request per
-//! trait call, shaped by `drasi_store_protocol`.
+//! trait call, shaped by `drasi_store_protocol`, except that concurrent
+//! single-key calls may share a batch request (see [`crate::batcher`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -7,12 +8,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use drasi_lib::{StateStoreProvider, state_store::StateStoreResult};
+use drasi_lib::{StateStoreError, StateStoreProvider, state_store::StateStoreResult};
 use drasi_store_protocol::{
-    CountResponse, DeleteResponse, KeyList, StoreInfo, encode_entries, encode_keys, endpoints,
+    CountResponse, KeyList, MixedKind, MixedResult, StoreInfo, encode_entries, encode_keys,
+    endpoints,
 };
 
 use crate::answer;
+use crate::batcher::Call;
 use crate::builder::RemoteStateStoreProviderBuilder;
 use crate::error::Op;
 use crate::transport::Transport;
@@ -44,6 +47,23 @@ impl RemoteStateStoreProvider {
         self.transport.server()
     }
 
+    async fn single(
+        &self,
+        kind: MixedKind,
+        store_id: &str,
+        key: &str,
+        value: Bytes,
+    ) -> StateStoreResult<MixedResult> {
+        self.transport
+            .single_key(Call {
+                kind,
+                store: store_id.to_owned(),
+                key: key.to_owned(),
+                value,
+            })
+            .await
+    }
+
     async fn store_info(&self, op: Op, store_id: &str) -> StateStoreResult<StoreInfo> {
         let t = &self.transport;
         t.call(
@@ -68,6 +88,20 @@ impl fmt::Debug for RemoteStateStoreProvider {
     }
 }
 
+/// A result kind the operation never produces: a server bug.
+fn unexpected(op: Op, store_id: &str, result: &MixedResult) -> StateStoreError {
+    let kind = match result {
+        MixedResult::Done => "done",
+        MixedResult::Value(_) => "a value",
+        MixedResult::Absent => "absent",
+        MixedResult::Present => "present",
+        MixedResult::Error(_) => "an error",
+    };
+    StateStoreError::SerializationError(format!(
+        "remote state store: {op} on store {store_id:?}: the server answered {kind}, which {op} never returns"
+    ))
+}
+
 fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
@@ -75,57 +109,46 @@ fn to_usize(n: u64) -> usize {
 #[async_trait]
 impl StateStoreProvider for RemoteStateStoreProvider {
     async fn get(&self, store_id: &str, key: &str) -> StateStoreResult<Option<Vec<u8>>> {
-        let t = &self.transport;
-        t.call(
-            Op::Get,
-            &endpoints::GET,
-            Some(store_id),
-            Some(key),
-            None,
-            answer::value,
-        )
-        .await
+        match self
+            .single(MixedKind::Get, store_id, key, Bytes::new())
+            .await?
+        {
+            MixedResult::Value(v) => Ok(Some(v)),
+            MixedResult::Absent => Ok(None),
+            other => Err(unexpected(Op::Get, store_id, &other)),
+        }
     }
 
     async fn set(&self, store_id: &str, key: &str, value: Vec<u8>) -> StateStoreResult<()> {
-        let t = &self.transport;
-        t.call(
-            Op::Set,
-            &endpoints::SET,
-            Some(store_id),
-            Some(key),
-            Some(Bytes::from(value)),
-            answer::unit,
-        )
-        .await
+        match self
+            .single(MixedKind::Set, store_id, key, Bytes::from(value))
+            .await?
+        {
+            MixedResult::Done => Ok(()),
+            other => Err(unexpected(Op::Set, store_id, &other)),
+        }
     }
 
     async fn delete(&self, store_id: &str, key: &str) -> StateStoreResult<bool> {
-        let t = &self.transport;
-        let answer: DeleteResponse = t
-            .call(
-                Op::Delete,
-                &endpoints::DELETE,
-                Some(store_id),
-                Some(key),
-                None,
-                answer::json::<DeleteResponse>,
-            )
-            .await?;
-        Ok(answer.existed)
+        match self
+            .single(MixedKind::Delete, store_id, key, Bytes::new())
+            .await?
+        {
+            MixedResult::Present => Ok(true),
+            MixedResult::Absent => Ok(false),
+            other => Err(unexpected(Op::Delete, store_id, &other)),
+        }
     }
 
     async fn contains_key(&self, store_id: &str, key: &str) -> StateStoreResult<bool> {
-        let t = &self.transport;
-        t.call(
-            Op::ContainsKey,
-            &endpoints::CONTAINS_KEY,
-            Some(store_id),
-            Some(key),
-            None,
-            answer::exists,
-        )
-        .await
+        match self
+            .single(MixedKind::ContainsKey, store_id, key, Bytes::new())
+            .await?
+        {
+            MixedResult::Present => Ok(true),
+            MixedResult::Absent => Ok(false),
+            other => Err(unexpected(Op::ContainsKey, store_id, &other)),
+        }
     }
 
     async fn get_many(
@@ -231,9 +254,15 @@ impl StateStoreProvider for RemoteStateStoreProvider {
             .await
     }
 
-    /// The server acknowledges a write only once it is committed (durably,
-    /// unless it runs with `--durability eventual`).
+    /// True only when the server says it runs `--durability immediate`
+    /// (every acknowledged write is fsynced). Learnt from the server: from
+    /// the durability header of any answer, or from `GET /v1/info`, which
+    /// [`RemoteStateStoreProviderBuilder::build`] starts asking in the
+    /// background. When nothing is known yet, this asks the server and
+    /// waits up to about the request timeout; when the server cannot be
+    /// reached it answers `false` (durability cannot be proven) and asks
+    /// again on the next call.
     fn is_durable(&self) -> bool {
-        true
+        self.transport.durability() == Some(drasi_store_protocol::Durability::Immediate)
     }
 }

@@ -109,10 +109,18 @@ impl fmt::Debug for TokenSource {
     }
 }
 
+/// The file's first line that is neither blank nor a `#` comment: the
+/// server's token file format, where further lines are tokens the server
+/// also accepts (during a rotation), never part of this one.
 fn read_token_file(path: &Path) -> Result<HeaderValue, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
-    bearer(&text).map_err(|e| format!("token file {}: {e}", path.display()))
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_default();
+    bearer(line).map_err(|e| format!("token file {}: {e}", path.display()))
 }
 
 /// Secrets often end with a newline (`echo token > file`); surrounding
@@ -162,6 +170,17 @@ mod tests {
         std::fs::write(&path, "three").unwrap();
         std::thread::sleep(REFRESH_INTERVAL + Duration::from_millis(50));
         assert_eq!(t.header().unwrap(), "Bearer three");
+    }
+
+    #[test]
+    fn file_takes_the_first_token_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "# rotated by ops\n\n  current \nprevious\n").unwrap();
+        let t = TokenSource::file(path.clone()).unwrap();
+        assert_eq!(t.header().unwrap(), "Bearer current");
+        std::fs::write(&path, "# only a comment\n").unwrap();
+        assert!(TokenSource::file(path).is_err());
     }
 
     #[test]

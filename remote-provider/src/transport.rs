@@ -15,17 +15,20 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use drasi_lib::StateStoreError;
 use drasi_store_protocol::endpoints::{self, Endpoint, Query};
-use drasi_store_protocol::{ErrorBody, encode_query, routes};
+use drasi_store_protocol::{Durability, ErrorBody, ServerInfo, encode_query, routes};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Response, StatusCode, Url};
 use tokio::runtime::Handle;
 
+use crate::answer;
+use crate::batcher::{self, Batcher, Call, CallResult};
 use crate::error::{CallContext, Failure, Op};
 use crate::retry::RetryPolicy;
 use crate::token::TokenSource;
@@ -50,6 +53,38 @@ pub(crate) struct Shared {
     /// `base` without credentials, for messages.
     pub(crate) server: String,
     retry: RetryPolicy,
+    /// The server's durability mode as last seen (see [`DurabilityCache`]).
+    durability: DurabilityCache,
+    /// Bounds a blocking `/v1/info` lookup.
+    timeout: Duration,
+    pub(crate) batcher: Batcher,
+}
+
+/// What the server said about its durability: from the `x-drasi-durability`
+/// header of any answer, or from `/v1/info`. Unknown (0) until the first
+/// answer.
+#[derive(Default)]
+struct DurabilityCache(AtomicU8);
+
+impl DurabilityCache {
+    const IMMEDIATE: u8 = 1;
+    const EVENTUAL: u8 = 2;
+
+    fn set(&self, durability: Durability) {
+        let v = match durability {
+            Durability::Immediate => Self::IMMEDIATE,
+            Durability::Eventual => Self::EVENTUAL,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<Durability> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::IMMEDIATE => Some(Durability::Immediate),
+            Self::EVENTUAL => Some(Durability::Eventual),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) struct TransportConfig {
@@ -60,6 +95,8 @@ pub(crate) struct TransportConfig {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_retries: u32,
+    pub(crate) batching: bool,
+    pub(crate) batch_always: bool,
 }
 
 pub(crate) struct Transport {
@@ -105,6 +142,9 @@ impl Transport {
                 retry: RetryPolicy {
                     max_retries: config.max_retries,
                 },
+                durability: DurabilityCache::default(),
+                timeout: config.timeout,
+                batcher: Batcher::new(config.batching, config.batch_always),
             }),
             handle,
             _runtime: runtime,
@@ -123,25 +163,36 @@ impl Transport {
         self.shared.retry.max_retries
     }
 
-    /// `<base><path>[?store=..[&key=..]]`.
-    fn url(&self, endpoint: &Endpoint, store: Option<&str>, key: Option<&str>) -> String {
-        let base = &self.shared.base;
-        let Some(store) = store else {
-            return format!("{base}{}", endpoint.path);
-        };
-        let query = encode_query(store, key);
-        let mut url = String::with_capacity(base.len() + endpoint.path.len() + 1 + query.len());
-        url.push_str(base);
-        url.push_str(endpoint.path);
-        url.push('?');
-        url.push_str(&query);
-        url
+    /// Starts learning the server's durability in the background, so that
+    /// [`Transport::durability`] rarely has to wait.
+    pub(crate) fn prefetch_durability(&self) {
+        let shared = Arc::clone(&self.shared);
+        self.handle.spawn(async move {
+            let _ = shared.fetch_durability().await;
+        });
     }
 
-    /// `<base><path>?<query>` for an endpoint whose query the caller
-    /// encoded (the WAL routes).
-    pub(crate) fn url_with_query(&self, endpoint: &Endpoint, query: &str) -> String {
-        format!("{}{}?{query}", self.shared.base, endpoint.path)
+    /// The server's durability: cached from any earlier answer, otherwise
+    /// asked from `/v1/info`, waiting at most about the request timeout
+    /// (blocking the calling thread, never the provider's runtime). `None`
+    /// when the server cannot be reached; the next call asks again.
+    pub(crate) fn durability(&self) -> Option<Durability> {
+        if let Some(known) = self.shared.durability.get() {
+            return Some(known);
+        }
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::clone(&self.shared);
+        self.handle.spawn(async move {
+            let _ = tx.send(shared.fetch_durability().await);
+        });
+        let wait = self.shared.timeout + Duration::from_secs(1);
+        rx.recv_timeout(wait).ok().flatten()
+    }
+
+    /// A single-key call (get, set, delete, contains_key), batched with
+    /// concurrent ones when they pile up (see [`crate::batcher`]).
+    pub(crate) async fn single_key(&self, call: Call) -> CallResult {
+        batcher::call(&self.shared, &self.handle, call).await
     }
 
     /// Calls `endpoint` for trait method `op`; `store` and `key` are the
@@ -167,13 +218,16 @@ impl Transport {
                 Query::None => (false, false),
                 Query::Store => (true, false),
                 Query::StoreAndKey => (true, true),
+                // The admin snapshot route; the provider never calls it.
+                Query::StoreSelection => (store.is_some(), false),
+                // The WAL routes go through `call_with_query`.
                 Query::Source(_) => (false, false),
             },
             "{} takes other query parameters",
             endpoint.operation.as_str()
         );
-        let url = self.url(endpoint, store, key);
-        self.call_raw(op, endpoint, url, body, decode)
+        let query = store.map(|store| encode_query(store, key));
+        self.call_with_query(op, endpoint, query, body, decode)
             .await
             .map_err(|(failure, attempts)| {
                 CallContext {
@@ -186,14 +240,15 @@ impl Transport {
             })
     }
 
-    /// Sends `endpoint`'s request to `url` (with its retries) on the owned
-    /// runtime and hands back the last failure and the number of attempts,
-    /// for callers with their own error type.
-    pub(crate) async fn call_raw<T, D, Fut>(
+    /// Sends `endpoint`'s request with an already encoded `query` (in the
+    /// URI, or in the target header when long) on the owned runtime, with
+    /// the usual retries, and hands back the last failure and the number of
+    /// attempts, for callers with their own error type (the WAL).
+    pub(crate) async fn call_with_query<T, D, Fut>(
         &self,
         op: Op,
         endpoint: &'static Endpoint,
-        url: String,
+        query: Option<String>,
         body: Option<Bytes>,
         decode: D,
     ) -> Result<T, (Failure, u32)>
@@ -202,17 +257,12 @@ impl Transport {
         D: Fn(Response) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, Failure>> + Send + 'static,
     {
-        let method = match endpoint.method {
-            endpoints::Method::Get => Method::GET,
-            endpoints::Method::Head => Method::HEAD,
-            endpoints::Method::Put => Method::PUT,
-            endpoints::Method::Post => Method::POST,
-            endpoints::Method::Delete => Method::DELETE,
-        };
+        let (url, target) = self.shared.url(endpoint, query);
+        let method = method_of(endpoint);
         let shared = Arc::clone(&self.shared);
         let task = self.handle.spawn(async move {
             shared
-                .execute(op, method, &url, body.as_ref(), &decode)
+                .execute(op, method, &url, target.as_deref(), body.as_ref(), &decode)
                 .await
         });
         match task.await {
@@ -228,12 +278,79 @@ impl Transport {
     }
 }
 
+/// The reqwest method of an endpoint.
+pub(crate) fn method_of(endpoint: &Endpoint) -> Method {
+    match endpoint.method {
+        endpoints::Method::Get => Method::GET,
+        endpoints::Method::Head => Method::HEAD,
+        endpoints::Method::Put => Method::PUT,
+        endpoints::Method::Post => Method::POST,
+        endpoints::Method::Delete => Method::DELETE,
+    }
+}
+
 impl Shared {
-    async fn execute<T, D, Fut>(
+    async fn fetch_durability(&self) -> Option<Durability> {
+        let url = format!("{}{}", self.base, endpoints::INFO.path);
+        match self
+            .execute(
+                Op::ServerInfo,
+                Method::GET,
+                &url,
+                None,
+                None,
+                &answer::json::<ServerInfo>,
+            )
+            .await
+        {
+            Ok(info) => {
+                self.durability.set(info.durability);
+                Some(info.durability)
+            }
+            Err((failure, attempts)) => {
+                let err = CallContext {
+                    op: Op::ServerInfo,
+                    store: None,
+                    server: &self.server,
+                    attempts,
+                }
+                .into_error(failure);
+                tracing::debug!(error = %err, "cannot learn the server's durability");
+                None
+            }
+        }
+    }
+
+    /// `<base><path>[?<query>]`, or, when the query would be longer than
+    /// [`routes::MAX_TARGET_IN_URI`], `<base><path>` and the query for the
+    /// target header: every store id, key and source id within the
+    /// server's limit stays reachable, however long it is once encoded.
+    pub(crate) fn url(
+        &self,
+        endpoint: &Endpoint,
+        query: Option<String>,
+    ) -> (String, Option<String>) {
+        let base = &self.base;
+        let Some(query) = query else {
+            return (format!("{base}{}", endpoint.path), None);
+        };
+        if query.len() > routes::MAX_TARGET_IN_URI {
+            return (format!("{base}{}", endpoint.path), Some(query));
+        }
+        let mut url = String::with_capacity(base.len() + endpoint.path.len() + 1 + query.len());
+        url.push_str(base);
+        url.push_str(endpoint.path);
+        url.push('?');
+        url.push_str(&query);
+        (url, None)
+    }
+
+    pub(crate) async fn execute<T, D, Fut>(
         &self,
         op: Op,
         method: Method,
         url: &str,
+        target: Option<&str>,
         body: Option<&Bytes>,
         decode: &D,
     ) -> Result<T, (Failure, u32)>
@@ -246,7 +363,7 @@ impl Shared {
         let mut token_reloaded = false;
         loop {
             attempts += 1;
-            let failure = match self.attempt(&method, &url, body, decode).await {
+            let failure = match self.attempt(&method, &url, target, body, decode).await {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
@@ -274,6 +391,7 @@ impl Shared {
         &self,
         method: &Method,
         url: &Url,
+        target: Option<&str>,
         body: Option<&Bytes>,
         decode: &D,
     ) -> Result<T, Failure>
@@ -285,6 +403,9 @@ impl Shared {
         if let Some(auth) = self.token.header() {
             request = request.header(AUTHORIZATION, auth);
         }
+        if let Some(target) = target {
+            request = request.header(routes::TARGET_HEADER, target);
+        }
         if let Some(body) = body {
             // Bytes clones share the buffer, so a retry does not copy values.
             request = request
@@ -292,6 +413,13 @@ impl Shared {
                 .body(body.clone());
         }
         let response = request.send().await.map_err(Failure::from_reqwest)?;
+        if let Some(durability) = response
+            .headers()
+            .get(routes::DURABILITY_HEADER)
+            .and_then(|v| Durability::from_header(v.as_bytes()))
+        {
+            self.durability.set(durability);
+        }
         let status = response.status();
         let key_not_found = status == StatusCode::NOT_FOUND
             && response

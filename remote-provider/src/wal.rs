@@ -170,11 +170,6 @@ impl RemoteWalProvider {
         self.transport.server()
     }
 
-    fn url(&self, endpoint: &Endpoint, source: &str, extra: &[(&str, String)]) -> String {
-        self.transport
-            .url_with_query(endpoint, &encode_wal_query(source, extra))
-    }
-
     async fn ensure_registered(&self, source_id: &str) -> Result<(), WalError> {
         if self.registered.read().await.contains_key(source_id) {
             Ok(())
@@ -183,12 +178,14 @@ impl RemoteWalProvider {
         }
     }
 
+    /// One WAL call. The transport puts `query` in the URI, or in the
+    /// target header when a long source id makes it too long there.
     async fn call<T, D, Fut>(
         &self,
         op: Op,
         source_id: &str,
         endpoint: &'static Endpoint,
-        url: String,
+        query: String,
         body: Option<Bytes>,
         decode: D,
     ) -> Result<T, WalError>
@@ -198,7 +195,7 @@ impl RemoteWalProvider {
         Fut: std::future::Future<Output = Result<T, Failure>> + Send + 'static,
     {
         self.transport
-            .call_raw(op, endpoint, url, body, decode)
+            .call_with_query(op, endpoint, Some(query), body, decode)
             .await
             .map_err(|(failure, attempts)| {
                 CallContext {
@@ -213,12 +210,12 @@ impl RemoteWalProvider {
 
     async fn info(&self, source_id: &str) -> Result<WalInfo, WalError> {
         self.ensure_registered(source_id).await?;
-        let url = self.url(&endpoints::WAL_INFO, source_id, &[]);
+        let query = encode_wal_query(source_id, &[]);
         self.call(
             Op::WalInfo,
             source_id,
             &endpoints::WAL_INFO,
-            url,
+            query,
             None,
             answer::json::<WalInfo>,
         )
@@ -289,12 +286,12 @@ impl WalProvider for RemoteWalProvider {
         }
         let body = serde_json::to_vec(&wire_config(&config))
             .map_err(|e| WalError::SerializationError(format!("encoding WAL config: {e}")))?;
-        let url = self.url(&endpoints::WAL_REGISTER, source_id, &[]);
+        let query = encode_wal_query(source_id, &[]);
         self.call(
             Op::WalRegister,
             source_id,
             &endpoints::WAL_REGISTER,
-            url,
+            query,
             Some(Bytes::from(body)),
             answer::unit,
         )
@@ -309,17 +306,13 @@ impl WalProvider for RemoteWalProvider {
         }
         self.ensure_registered(source_id).await?;
         let bytes = wal_codec::encode(event).map_err(|e| codec_error(source_id, None, e))?;
-        let url = self.url(
-            &endpoints::WAL_APPEND,
-            source_id,
-            &[(APPEND_ID_PARAM, new_append_id().to_hex())],
-        );
+        let query = encode_wal_query(source_id, &[(APPEND_ID_PARAM, new_append_id().to_hex())]);
         let answer: AppendResponse = self
             .call(
                 Op::WalAppend,
                 source_id,
                 &endpoints::WAL_APPEND,
-                url,
+                query,
                 Some(Bytes::from(bytes)),
                 answer::json::<AppendResponse>,
             )
@@ -333,17 +326,13 @@ impl WalProvider for RemoteWalProvider {
         sequence: u64,
     ) -> Result<Vec<(u64, SourceChange)>, WalError> {
         self.ensure_registered(source_id).await?;
-        let url = self.url(
-            &endpoints::WAL_READ_FROM,
-            source_id,
-            &[(FROM_PARAM, sequence.to_string())],
-        );
+        let query = encode_wal_query(source_id, &[(FROM_PARAM, sequence.to_string())]);
         let frame = self
             .call(
                 Op::WalReadFrom,
                 source_id,
                 &endpoints::WAL_READ_FROM,
-                url,
+                query,
                 None,
                 answer::bytes,
             )
@@ -376,17 +365,13 @@ impl WalProvider for RemoteWalProvider {
 
     async fn prune_up_to(&self, source_id: &str, sequence: u64) -> Result<u64, WalError> {
         self.ensure_registered(source_id).await?;
-        let url = self.url(
-            &endpoints::WAL_PRUNE_UP_TO,
-            source_id,
-            &[(UP_TO_PARAM, sequence.to_string())],
-        );
+        let query = encode_wal_query(source_id, &[(UP_TO_PARAM, sequence.to_string())]);
         let answer: CountResponse = self
             .call(
                 Op::WalPruneUpTo,
                 source_id,
                 &endpoints::WAL_PRUNE_UP_TO,
-                url,
+                query,
                 None,
                 answer::json::<CountResponse>,
             )
@@ -409,12 +394,12 @@ impl WalProvider for RemoteWalProvider {
     async fn delete_wal(&self, source_id: &str) -> Result<(), WalError> {
         validate_source_id(source_id)
             .map_err(|reason| WalError::InvalidSourceId(source_id.to_string(), reason))?;
-        let url = self.url(&endpoints::WAL_DELETE, source_id, &[]);
+        let query = encode_wal_query(source_id, &[]);
         self.call(
             Op::WalDelete,
             source_id,
             &endpoints::WAL_DELETE,
-            url,
+            query,
             None,
             answer::unit,
         )

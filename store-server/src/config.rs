@@ -26,6 +26,15 @@ pub enum DurabilityMode {
     Eventual,
 }
 
+impl From<DurabilityMode> for drasi_store_protocol::Durability {
+    fn from(mode: DurabilityMode) -> Self {
+        match mode {
+            DurabilityMode::Immediate => Self::Immediate,
+            DurabilityMode::Eventual => Self::Eventual,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -91,6 +100,20 @@ pub struct Config {
     #[arg(long, env = "DRASI_STORE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
+    /// Largest `get_many` answer, in bytes; a larger one is refused with
+    /// `413 response_too_large` before it is built.
+    #[arg(long, env = "DRASI_STORE_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_response_bytes: usize,
+
+    /// Most bytes of request bodies held at once, over all requests; a
+    /// request that does not fit gets `503 unavailable` with `Retry-After`.
+    #[arg(
+        long,
+        env = "DRASI_STORE_MAX_INFLIGHT_BODY_BYTES",
+        default_value_t = 256 * 1024 * 1024
+    )]
+    pub max_inflight_body_bytes: usize,
+
     /// redb page cache size, in bytes.
     #[arg(long, env = "DRASI_STORE_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES)]
     pub cache_bytes: usize,
@@ -105,6 +128,26 @@ pub struct Config {
         default_value_t = 30_000
     )]
     pub request_body_timeout_ms: u64,
+
+    /// Most connections served at once; a small reserve beyond it answers
+    /// only the health probes. Lowered at startup when the open-file limit
+    /// cannot hold that many.
+    #[arg(long, env = "DRASI_STORE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Close a connection that had no request in flight for this long.
+    #[arg(long, env = "DRASI_STORE_IDLE_TIMEOUT_MS", default_value_t = 120_000)]
+    pub idle_timeout_ms: u64,
+
+    /// How long the database may stay closed after an I/O error (e.g. a
+    /// full disk) while the server tries to reopen it, before `/healthz`
+    /// fails so that the pod is restarted.
+    #[arg(
+        long,
+        env = "DRASI_STORE_DB_RECOVERY_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub db_recovery_timeout_ms: u64,
 
     /// How long shutdown waits for in-flight requests before closing them.
     #[arg(
@@ -133,6 +176,14 @@ impl Config {
         Duration::from_millis(self.request_body_timeout_ms)
     }
 
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn db_recovery_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_recovery_timeout_ms)
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
@@ -154,6 +205,20 @@ impl Config {
         }
         if self.request_body_timeout_ms == 0 {
             anyhow::bail!("--request-body-timeout-ms must be > 0");
+        }
+        if self.max_response_bytes == 0 || self.max_inflight_body_bytes == 0 {
+            anyhow::bail!("--max-response-bytes and --max-inflight-body-bytes must be > 0");
+        }
+        if self.max_inflight_body_bytes < self.max_body_bytes
+            || self.max_inflight_body_bytes < self.max_value_bytes
+        {
+            anyhow::bail!(
+                "--max-inflight-body-bytes must be at least --max-body-bytes and \
+                 --max-value-bytes, or the largest request could never be read"
+            );
+        }
+        if self.max_connections == 0 || self.idle_timeout_ms == 0 {
+            anyhow::bail!("--max-connections and --idle-timeout-ms must be > 0");
         }
         Ok(())
     }

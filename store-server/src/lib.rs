@@ -1,17 +1,21 @@
 //! drasi-store-server: a durable, redb-backed network state store serving
 //! the DrasiLib `StateStoreProvider` contract over HTTP.
 //!
-//! Layout: [`config`] (flags), [`engine`] (redb storage and the
+//! Layout: [`config`] (flags), [`backup`] (backup/restore subcommands), [`engine`] (redb storage and the
 //! group-commit writer), [`http`] (routes, auth, limits, errors),
 //! [`metrics`], `tls`, `reload` (polled-file reloading for tokens and
 //! certificates), [`server`] (listener and graceful shutdown) and
 //! `telemetry` (logging). docs/server.md ("Where things live") and
 //! docs/protocol.md describe the behaviour.
 
+pub mod backup;
+mod bridge;
 pub mod config;
+mod connections;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+mod process;
 mod reload;
 pub mod server;
 mod telemetry;
@@ -25,10 +29,17 @@ pub use config::{Config, DurabilityMode, LogFormat};
 pub use server::{Server, start};
 
 /// The `drasi-store-server` binary: parse flags, serve until SIGTERM or
-/// SIGINT, drain, commit, exit 0.
+/// SIGINT, drain, commit, exit 0. A first argument naming a data-protection
+/// subcommand (`backup`, `restore`, ...) runs that instead.
 pub fn cli_main() -> ExitCode {
-    let config = Config::parse();
+    let args: Vec<_> = std::env::args_os().collect();
+    if backup::is_subcommand(&args) {
+        telemetry::init(LogFormat::Text);
+        return backup::main(backup::AdminCli::parse_from(args));
+    }
+    let config = Config::parse_from(args);
     telemetry::init(config.log_format);
+    process::harden();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("drasi-store")

@@ -2,8 +2,9 @@
 //!
 //! The accept loop is our own (hyper-util's auto HTTP/1.1 + h2c/h2 server)
 //! rather than `axum::serve`: it lets one code path serve plain TCP and
-//! TLS, set TCP_NODELAY on every socket, bound header read time, and drain
-//! connections through hyper-util's `GracefulShutdown` with a deadline.
+//! TLS, set TCP_NODELAY on every socket, cap connections, put deadlines on
+//! every connection ([`crate::connections`]), and drain connections with a
+//! deadline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,16 +13,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::connections;
 use crate::engine::{Engine, EngineOptions};
 use crate::http::auth::TokenSet;
 use crate::http::{AppState, router};
@@ -42,6 +42,7 @@ pub struct Server {
 /// Opens the database, binds the listener and returns once it accepts.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
+    crate::backup::refuse_interrupted_restore(&config.data_dir)?;
     let tokens = match &config.auth_token_file {
         Some(path) => Some(TokenSet::load(path)?),
         None => {
@@ -59,6 +60,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         path: config.db_path(),
         durability: config.durability,
         cache_bytes: config.cache_bytes,
+        recovery_timeout: config.db_recovery_timeout(),
     };
     let engine_metrics = metrics.clone();
     // Opening may repair a large file after a crash: keep it off the executor.
@@ -85,6 +87,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         tokens,
         shutting_down: AtomicBool::new(false),
         openapi: crate::http::openapi::document_json().into(),
+        spool_dir: config.data_dir.clone(),
+        durability: config.durability.into(),
+        max_response_bytes: config.max_response_bytes,
+        body_budget: crate::http::limits::BodyBudget::new(config.max_inflight_body_bytes),
     });
     let app = router(state.clone());
     let (stop, stop_rx) = watch::channel(false);
@@ -93,8 +99,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         app,
         tls.clone(),
         stop_rx,
-        config.request_body_timeout(),
-        config.shutdown_timeout(),
+        ConnectionOptions {
+            first_request_timeout: config.request_body_timeout(),
+            idle_timeout: config.idle_timeout(),
+            drain_timeout: config.shutdown_timeout(),
+            max_connections: connections::effective_cap(config.max_connections),
+            max_header_bytes: header_room(config.max_key_bytes),
+        },
     ));
     tracing::info!(
         addr = %local_addr,
@@ -134,23 +145,51 @@ impl Server {
     }
 }
 
+/// Connection settings, from the flags.
+struct ConnectionOptions {
+    /// TLS handshake + protocol detection + first request headers.
+    first_request_timeout: Duration,
+    idle_timeout: Duration,
+    drain_timeout: Duration,
+    max_connections: usize,
+    /// Room for request headers: a target header with a store id and a key
+    /// of `--max-key-bytes` each, percent-encoded.
+    max_header_bytes: usize,
+}
+
+/// hyper's default HTTP/1 read buffer, the floor of `max_header_bytes`.
+const DEFAULT_HEADER_BYTES: usize = 8192 + 4096 * 100;
+
+/// Every UTF-8 byte of a store id or key may become `%XX`: three bytes
+/// each, plus room for the rest of the headers.
+fn header_room(max_key_bytes: usize) -> usize {
+    (max_key_bytes.saturating_mul(6) + 64 * 1024).max(DEFAULT_HEADER_BYTES)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
-    header_timeout: Duration,
-    drain_timeout: Duration,
+    options: ConnectionOptions,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(options.first_request_timeout)
+        .max_buf_size(options.max_header_bytes)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(connections::H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(connections::H2_KEEP_ALIVE_TIMEOUT);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let normal = Arc::new(Semaphore::new(options.max_connections));
+    let reserve = Arc::new(Semaphore::new(connections::PROBE_RESERVE));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -158,25 +197,66 @@ async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
-            Ok(conn) => conn,
+            Ok(conn) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                conn
+            }
             Err(err) => {
-                // Typically EMFILE: back off instead of spinning.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Typically EMFILE: every accept fails until descriptors
+                // are freed, so back off (up to a second) instead of
+                // spinning and flooding the log.
+                if backoff == ACCEPT_BACKOFF_MIN {
+                    tracing::warn!(error = %err, "accept failed; backing off");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
+        let accepted_at = tokio::time::Instant::now();
+        let (permit, admission, deadlines) = if let Ok(p) = normal.clone().try_acquire_owned() {
+            (
+                p,
+                connections::Admission::Normal,
+                connections::Deadlines {
+                    first_request: accepted_at + options.first_request_timeout,
+                    idle: options.idle_timeout,
+                },
+            )
+        } else if let Ok(p) = reserve.clone().try_acquire_owned() {
+            (
+                p,
+                connections::Admission::ProbesOnly,
+                connections::Deadlines {
+                    first_request: accepted_at
+                        + connections::RESERVE_DEADLINE.min(options.first_request_timeout),
+                    idle: Duration::from_millis(100),
+                },
+            )
+        } else {
+            tracing::debug!(%peer, "connection limit and probe reserve full; closing");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
+        let app = app.clone();
         let builder = builder.clone();
         let tls = tls.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let result = match tls {
-                None => serve(&builder, watcher, stream, service).await,
+                None => connections::serve(&builder, stream, app, admission, deadlines, stop).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve(&builder, watcher, tls_stream, service).await,
+                    match tokio::time::timeout_at(deadlines.first_request, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            connections::serve(
+                                &builder, tls_stream, app, admission, deadlines, stop,
+                            )
+                            .await
+                        }
                         Ok(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "TLS handshake failed");
                             return;
@@ -194,32 +274,30 @@ async fn accept_loop(
         });
     }
     drop(listener);
+    let open = (options.max_connections - normal.available_permits())
+        + (connections::PROBE_RESERVE - reserve.available_permits());
     tracing::info!(
-        connections = graceful.count(),
+        connections = open,
         "stopped accepting; draining in-flight requests"
     );
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+    // Every connection holds a permit until it ends, so getting all of them
+    // back means every connection drained.
+    let drained = async {
+        let _a = normal.acquire_many(options.max_connections as u32).await;
+        let _b = reserve
+            .acquire_many(connections::PROBE_RESERVE as u32)
+            .await;
+    };
+    if tokio::time::timeout(options.drain_timeout, drained)
         .await
         .is_err()
     {
         tracing::warn!(
-            timeout_ms = drain_timeout.as_millis() as u64,
+            timeout_ms = options.drain_timeout.as_millis() as u64,
             "some connections did not finish before the shutdown timeout"
         );
     }
 }
 
-type Service = TowerToHyperService<Router>;
-
-async fn serve<IO>(
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-    io: IO,
-    service: Service,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    watcher.watch(conn.into_owned()).await
-}
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);

@@ -23,18 +23,27 @@ async fn status_with(t: &common::TestServer, token: &str) -> u16 {
 async fn rotated_token_file_takes_effect_without_restart() {
     let t = start_server(&[]).await;
     assert_eq!(status_with(&t, TOKEN).await, 200);
-    assert_eq!(status_with(&t, "next").await, 401);
+    assert_eq!(status_with(&t, "next-token-0123456789").await, 401);
 
     // Kubernetes swaps Secret files atomically: write aside, rename over.
     let staged = t.dir.path().join("tokens.new");
-    std::fs::write(&staged, "next\n\n  second  \n").unwrap();
+    std::fs::write(
+        &staged,
+        "next-token-0123456789\n\n  # a comment is not a token\n  second-token-0123456789  \n",
+    )
+    .unwrap();
     std::fs::rename(&staged, &t.token_file).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while status_with(&t, "next").await != 200 {
+    while status_with(&t, "next-token-0123456789").await != 200 {
         assert!(Instant::now() < deadline, "rotated token never accepted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(status_with(&t, "second").await, 200);
+    assert_eq!(status_with(&t, "second-token-0123456789").await, 200);
+    assert_eq!(
+        status_with(&t, "# a comment is not a token").await,
+        401,
+        "a comment line was accepted as a token"
+    );
     assert_eq!(
         status_with(&t, TOKEN).await,
         401,
@@ -44,7 +53,7 @@ async fn rotated_token_file_takes_effect_without_restart() {
     // An emptied file keeps the last good tokens.
     std::fs::write(&t.token_file, "").unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(status_with(&t, "next").await, 200);
+    assert_eq!(status_with(&t, "next-token-0123456789").await, 200);
 }
 
 #[tokio::test]
@@ -60,6 +69,13 @@ async fn refuses_to_start_without_auth_or_with_empty_token_file() {
     let config = common::config(&dir, &empty, &[]);
     let err = format!("{:#}", start(config).await.err().expect("must refuse"));
     assert!(err.contains("no tokens"), "{err}");
+
+    let short = dir.path().join("short");
+    std::fs::write(&short, "# tokens\nshort-one\n").unwrap();
+    let config = common::config(&dir, &short, &[]);
+    let err = format!("{:#}", start(config).await.err().expect("must refuse"));
+    assert!(err.contains("shorter than the minimum of 16"), "{err}");
+    assert!(!err.contains("short-one"), "{err}");
 
     let config = Config::parse_from([
         "x",

@@ -140,15 +140,7 @@ async fn health_metrics_and_openapi_need_no_token() {
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    let text = t
-        .client
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = t.metrics().await;
     for needle in [
         "drasi_store_requests_total{operation=\"set\",status=\"204\"} 1",
         "drasi_store_request_duration_seconds_bucket",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use drasi_store_protocol::encode_query;
 
-const TOKEN: &str = "sigterm-token";
+const TOKEN: &str = "sigterm-token-0123456789";
 
 fn spawn_server(data: &std::path::Path, tokens: &std::path::Path) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_drasi-store-server"))

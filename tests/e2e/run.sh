@@ -14,6 +14,9 @@
 #      reads it back; also checks that a request without the token is refused;
 #   5. deletes the store pod, waits for it to come back Ready, and reads the
 #      value again with a second Job: the data survived on the PersistentVolume;
+#   5b. backs the store up with a DrasiStateStoreBackup to a volume destination
+#      (the PVC e2e-backups) and checks the backup Completed with one record
+#      and a SHA-256;
 #   6. deletes the DrasiStateStore and checks the finalizer ran and the PVC was
 #      retained (pvcRetention.whenDeleted defaults to Retain);
 #   7. cleans up (helm uninstall, namespaces), unless E2E_KEEP=1.
@@ -133,6 +136,22 @@ echo "operator is up; its /metrics answers through service/$RELEASE-metrics"
 # --- 3. a store -----------------------------------------------------------------
 log "creating DrasiStateStore $STORE in $E2E_NAMESPACE"
 kubectl create namespace "$E2E_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# The volume backups go to (step 5b).
+{
+  cat <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: e2e-backups
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 256Mi
+YAML
+  [ -n "${STORAGE_CLASS:-}" ] && printf '  storageClassName: %s\n' "$STORAGE_CLASS"
+  true
+} | kubectl apply -n "$E2E_NAMESPACE" -f -
 {
   cat <<YAML
 apiVersion: drasi.io/v1alpha1
@@ -140,6 +159,12 @@ kind: DrasiStateStore
 metadata:
   name: $STORE
 spec:
+  backup:
+    destinations:
+      - name: volume
+        volume:
+          claimName: e2e-backups
+          path: e2e
   storage:
     size: 256Mi
 YAML
@@ -253,6 +278,30 @@ run_job e2e-read "$PRELUDE"'
 got=$(kv --retry 10 --retry-all-errors --retry-delay 2 -H "$auth")
 [ "$got" = "$value" ] || { echo "after the restart read \"$got\", want \"$value\""; exit 1; }
 echo "after the pod restart the value is still $value"'
+
+# --- 5b. a backup ----------------------------------------------------------------
+log "backing up $STORE with a DrasiStateStoreBackup"
+kubectl apply -n "$E2E_NAMESPACE" -f - <<YAML
+apiVersion: drasi.io/v1alpha1
+kind: DrasiStateStoreBackup
+metadata:
+  name: $STORE-e2e
+spec:
+  store: $STORE
+YAML
+if ! kubectl wait --for=jsonpath='{.status.phase}'=Completed "dssbackup/$STORE-e2e" \
+     -n "$E2E_NAMESPACE" --timeout="$E2E_TIMEOUT"; then
+  kubectl get dssbackup "$STORE-e2e" -n "$E2E_NAMESPACE" -o yaml || true
+  die "DrasiStateStoreBackup $STORE-e2e did not complete"
+fi
+records="$(kubectl get dssbackup "$STORE-e2e" -n "$E2E_NAMESPACE" -o 'jsonpath={.status.records}')"
+sha="$(kubectl get dssbackup "$STORE-e2e" -n "$E2E_NAMESPACE" -o 'jsonpath={.status.sha256}')"
+location="$(kubectl get dssbackup "$STORE-e2e" -n "$E2E_NAMESPACE" -o 'jsonpath={.status.location}')"
+[ "$records" = 1 ] || die "backup $STORE-e2e holds $records records, want 1"
+[ ${#sha} -eq 64 ] || die "backup $STORE-e2e has no SHA-256 ($sha)"
+[ "$location" = "pvc://e2e-backups/e2e/$E2E_NAMESPACE/$STORE/$STORE-e2e.snap" ] \
+  || die "unexpected backup location $location"
+echo "backup $STORE-e2e: $records record, sha256 $sha at $location"
 
 # --- 6. deletion honours pvcRetention -------------------------------------------
 log "deleting DrasiStateStore $STORE (pvcRetention.whenDeleted: Retain)"

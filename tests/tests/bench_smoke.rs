@@ -19,7 +19,13 @@ async fn quick_bench_measures_every_workload() -> anyhow::Result<()> {
                 .unwrap_or_else(|| panic!("no result for {subject} / {workload}"));
             assert!(m.ops > 0, "{subject} / {workload}: no calls completed");
             assert!(m.entries_per_sec > 0.0, "{subject} / {workload}");
+            assert!(m.client_cpu_per_op.is_some(), "{subject} / {workload}");
         }
+        let remote = report.find(&workload, Subject::Remote).expect("checked");
+        assert!(
+            remote.server_cpu_per_op.is_some(),
+            "{workload}: no server CPU reading"
+        );
     }
     if bench::redis::available() {
         assert!(
@@ -27,7 +33,14 @@ async fn quick_bench_measures_every_workload() -> anyhow::Result<()> {
                 .measurements
                 .iter()
                 .any(|m| m.subject == Subject::RedisFsyncAlways && m.ops > 0),
-            "redis is installed but produced no result"
+            "redis is installed but redis-benchmark produced no result"
+        );
+        assert!(
+            report
+                .measurements
+                .iter()
+                .any(|m| m.subject == Subject::RedisCrateFsyncAlways && m.ops > 0),
+            "redis is installed but the redis crate produced no result"
         );
     }
     let rss = report.rss.as_ref().expect("RSS measured");
@@ -36,6 +49,6 @@ async fn quick_bench_measures_every_workload() -> anyhow::Result<()> {
 
     let text = report.render();
     assert!(text.contains("## Targets"), "{text}");
-    assert_eq!(report.targets().len(), 12);
+    assert_eq!(report.targets().len(), 17);
     Ok(())
 }

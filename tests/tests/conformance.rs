@@ -1,7 +1,9 @@
 //! One conformance suite for every `StateStoreProvider`: drasi-lib's
 //! `MemoryStateStoreProvider` (the semantic reference), the embedded
 //! `RedbStateStoreProvider`, and `RemoteStateStoreProvider` over a real
-//! `drasi-store-server` process. Each test gets a fresh provider (and, for
+//! `drasi-store-server` process: on a fresh data dir, on a data dir
+//! restored from a backup, and with every single-key call sent through the
+//! batch route. Each test gets a fresh provider (and, for
 //! remote, its own server), so cases cannot interfere.
 
 #[path = "conformance/cases.rs"]
@@ -35,6 +37,8 @@ macro_rules! suites {
         suite!(memory: $($case),*);
         suite!(redb: $($case),*);
         suite!(remote: $($case),*);
+        suite!(restored: $($case),*);
+        suite!(remote_batched: $($case),*);
     };
 }
 
@@ -68,6 +72,14 @@ fn remote_matches_memory_on_random_sequences() {
     let (server, _dir) = subjects::start_server(&["--durability", "eventual"]);
     let remote = subjects::remote_provider(&server);
     run_model(&remote, "remote");
+}
+
+/// The same with every single-key call going through the batch route.
+#[test]
+fn remote_batched_matches_memory_on_random_sequences() {
+    let (server, _dir) = subjects::start_server(&["--durability", "eventual"]);
+    let remote = subjects::batched_provider(&server);
+    run_model(&remote, "remote (batched)");
 }
 
 /// The same for the embedded redb provider, as a check that the model and

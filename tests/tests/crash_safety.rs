@@ -20,6 +20,7 @@ use anyhow::{Context, bail, ensure};
 use drasi_lib::StateStoreProvider;
 use drasi_state_store_remote::RemoteStateStoreProvider;
 use drasi_store_tests::ServerProcess;
+use drasi_store_tests::bench::server_metrics::MetricsProbe;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
 const TOKEN: &str = "crash-safety-token";
@@ -30,6 +31,9 @@ const STORES: [&str; 4] = ["crash/orders", "crash reactions", "crash-%41?#", "cr
 const WRITERS: usize = 32;
 /// Writers share clients, as the reactions of one DrasiLib app share one.
 const CLIENTS: usize = 8;
+/// All writers on one client: their single-key calls pile up behind each
+/// other and go out in batch requests.
+const ONE_CLIENT: usize = 1;
 const KEYS_PER_WRITER: usize = 12;
 /// A bound on each writer so a server that never dies cannot hang the test.
 const MAX_OPS_PER_WRITER: usize = 20_000;
@@ -188,16 +192,17 @@ async fn start(data_dir: &Path, durability: &str) -> anyhow::Result<ServerProces
 /// Runs `WRITERS` writers until `stop` is set or their first failure.
 fn spawn_writers(
     server: &ServerProcess,
+    clients: usize,
     cycle: usize,
     seed: u64,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<WriterLog>>> {
-    let clients: Vec<_> = (0..CLIENTS)
+    let clients: Vec<_> = (0..clients)
         .map(|_| provider(server))
         .collect::<anyhow::Result<_>>()?;
     let mut handles = Vec::with_capacity(WRITERS);
     for writer in 0..WRITERS {
-        let client = Arc::clone(&clients[writer % CLIENTS]);
+        let client = Arc::clone(&clients[writer % clients.len()]);
         let stop = Arc::clone(&stop);
         let mut rng =
             Rng(seed ^ ((cycle * WRITERS + writer) as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
@@ -258,6 +263,8 @@ fn spawn_writers(
 struct LoadOutcome {
     acked: usize,
     logs: Vec<WriterLog>,
+    /// Batch requests the server had answered just before it was stopped.
+    batch_requests: f64,
 }
 
 async fn collect(handles: Vec<tokio::task::JoinHandle<WriterLog>>) -> anyhow::Result<LoadOutcome> {
@@ -271,6 +278,7 @@ async fn collect(handles: Vec<tokio::task::JoinHandle<WriterLog>>) -> anyhow::Re
     Ok(LoadOutcome {
         acked: logs.iter().map(|l| l.acked.len()).sum(),
         logs,
+        batch_requests: 0.0,
     })
 }
 
@@ -378,6 +386,7 @@ fn verify(
 /// server with `stop` (kill -9 or SIGTERM) and collects what was acked.
 async fn load_then_stop<F>(
     server: ServerProcess,
+    clients: usize,
     cycle: usize,
     rng: &mut Rng,
     stop_server: F,
@@ -386,12 +395,16 @@ where
     F: FnOnce(ServerProcess) -> anyhow::Result<()> + Send + 'static,
 {
     let stop = Arc::new(AtomicBool::new(false));
-    let handles = spawn_writers(&server, cycle, rng.next(), Arc::clone(&stop))?;
+    let handles = spawn_writers(&server, clients, cycle, rng.next(), Arc::clone(&stop))?;
     let delay = Duration::from_millis(200 + rng.below(601));
     tokio::time::sleep(delay).await;
+    let batch_requests = MetricsProbe::new(&server.url(), TOKEN)?
+        .requests("batch")
+        .await?;
     tokio::task::spawn_blocking(move || stop_server(server)).await??;
     stop.store(true, Ordering::Relaxed);
-    let outcome = collect(handles).await?;
+    let mut outcome = collect(handles).await?;
+    outcome.batch_requests = batch_requests;
     ensure!(
         outcome.acked > 0,
         "cycle {cycle}: no write was acknowledged in {delay:?} of load"
@@ -414,7 +427,7 @@ async fn acknowledged_writes_survive_repeated_kill9() -> anyhow::Result<()> {
         let server = start(&data_dir, "immediate")
             .await
             .with_context(|| format!("cycle {cycle}: server did not come up on the data dir"))?;
-        let outcome = load_then_stop(server, cycle, &mut rng, |s| s.kill9()).await?;
+        let outcome = load_then_stop(server, CLIENTS, cycle, &mut rng, |s| s.kill9()).await?;
         let restarted = start(&data_dir, "immediate").await.with_context(|| {
             format!("cycle {cycle}: server did not reopen the database after kill -9")
         })?;
@@ -427,6 +440,39 @@ async fn acknowledged_writes_survive_repeated_kill9() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The same guarantee on the batched path: every writer shares one client,
+/// so most single-key writes travel in `POST /v1/batch` requests, and each
+/// acknowledged one must survive `kill -9` exactly like a lone write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_batched_writes_survive_repeated_kill9() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("data");
+    let mut rng = Rng::seeded("kill9-batched");
+    let mut model = Model::new();
+    let mut batches = 0.0;
+    for cycle in 0..3 {
+        let server = start(&data_dir, "immediate").await?;
+        let outcome = load_then_stop(server, ONE_CLIENT, cycle, &mut rng, |s| s.kill9()).await?;
+        batches += outcome.batch_requests;
+        let restarted = start(&data_dir, "immediate").await.with_context(|| {
+            format!("cycle {cycle}: server did not reopen the database after kill -9")
+        })?;
+        let actual = read_all(&*provider(&restarted)?).await?;
+        verify(&mut model, &outcome, &actual, cycle)?;
+        eprintln!(
+            "cycle {cycle}: verified {} keys after {} batch requests",
+            model.len(),
+            outcome.batch_requests
+        );
+        restarted.kill9()?;
+    }
+    ensure!(
+        batches > 0.0,
+        "32 writers on one client never produced a batch request: the batched path went untested"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_load_exits_zero_and_keeps_acknowledged_writes() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -435,7 +481,7 @@ async fn sigterm_mid_load_exits_zero_and_keeps_acknowledged_writes() -> anyhow::
     let mut model = Model::new();
     for cycle in 0..2 {
         let server = start(&data_dir, "immediate").await?;
-        let outcome = load_then_stop(server, cycle, &mut rng, |s| {
+        let outcome = load_then_stop(server, CLIENTS, cycle, &mut rng, |s| {
             let status = s.terminate(Duration::from_secs(20))?;
             ensure!(
                 status.success(),
@@ -462,7 +508,7 @@ async fn eventual_durability_database_reopens_after_kill9() -> anyhow::Result<()
     let mut rng = Rng::seeded("eventual");
     for cycle in 0..2 {
         let server = start(&data_dir, "eventual").await?;
-        let outcome = load_then_stop(server, cycle, &mut rng, |s| s.kill9()).await?;
+        let outcome = load_then_stop(server, CLIENTS, cycle, &mut rng, |s| s.kill9()).await?;
         let restarted = start(&data_dir, "eventual")
             .await
             .with_context(|| format!("cycle {cycle}: eventual-mode database did not reopen"))?;
@@ -519,6 +565,7 @@ fn verify_rejects_lost_and_torn_writes() {
             acked,
             unacked: unacked.map(|w| (w, "connection refused".into())),
         }],
+        batch_requests: 0.0,
     };
     let state = |entries: &[(&str, &[u8])]| -> Model {
         entries

@@ -32,9 +32,7 @@ use tempfile::TempDir;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn ctx() -> BuildContext {
-    BuildContext {
-        server_image: "ghcr.io/drasi-project/drasi-store-server:test".to_owned(),
-    }
+    BuildContext::new("ghcr.io/drasi-project/drasi-store-server:test")
 }
 
 fn sample(name: &str) -> DrasiStateStore {

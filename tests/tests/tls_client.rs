@@ -10,7 +10,7 @@ use drasi_store_tests::ServerProcess;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tempfile::TempDir;
 
-const TOKEN: &str = "tls-test-token";
+const TOKEN: &str = "tls-test-token-0123456789";
 
 struct Ca {
     pem: String,

@@ -95,6 +95,26 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
 - apiGroups: ["drasi.io"]
   resources: ["drasistatestores/status"]
   verbs: ["get", "patch"]
+# DrasiStateStoreBackups: watched; only their status is written.
+- apiGroups: ["drasi.io"]
+  resources: ["drasistatestorebackups"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["drasi.io"]
+  resources: ["drasistatestorebackups/status"]
+  verbs: ["get", "patch"]
+# Backup Jobs: created once (never patched) and watched; they go with their
+# backup through the owner reference, so never deleted by the operator.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create"]
+# A finished backup pod, read only: its log's last line is the summary,
+# a failed one's termination message the error.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # Owned objects: watched and server-side applied (an apply that creates an
 # object needs create); StatefulSets are deleted with orphan propagation
 # during volume expansion.
@@ -104,6 +124,11 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
 - apiGroups: [""]
   resources: ["services", "secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# The optional per-store NetworkPolicy (spec.networkPolicy): read for
+# ownership, applied, deleted when turned off; not watched.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
 # PVCs of the volumeClaimTemplate: capacity, expansion, pvcRetention Delete.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
@@ -133,13 +158,13 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
 {{- end }}
 {{- if .Values.manageCrd }}
 # --manage-crd: the operator applies its own CRD at startup. `create` cannot
-# be limited by resourceNames; get/patch are limited to this one CRD.
+# be limited by resourceNames; get/patch are limited to its own CRDs.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["create"]
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  resourceNames: ["drasistatestores.drasi.io"]
+  resourceNames: ["drasistatestores.drasi.io", "drasistatestorebackups.drasi.io"]
   verbs: ["get", "patch"]
 {{- end }}
 {{- end }}

@@ -5,8 +5,10 @@
 //! reason.
 
 mod config_hash;
+mod image_policy;
 mod meta;
 mod names;
+mod network_policy;
 mod secrets;
 mod services;
 mod statefulset;
@@ -14,14 +16,18 @@ mod token;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::crd::DrasiStateStore;
 use crate::validated::{self, Invalid, Referenced, TokenSource, ValidatedStore};
 
 pub use config_hash::config_hash;
+pub use image_policy::ImagePolicy;
 pub use names::*;
+pub use network_policy::{backup_pod_labels, default_clients};
 pub use statefulset::{
-    RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, default_resources, server_args,
+    RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, container_security_context, default_resources,
+    pod_security_context, server_args,
 };
 pub use token::generate_token;
 
@@ -30,6 +36,19 @@ pub use token::generate_token;
 pub struct BuildContext {
     /// Server image used when `spec.image` is unset (`--server-image`).
     pub server_image: String,
+    /// Images a store may run (`--allowed-images`).
+    pub allowed_images: ImagePolicy,
+}
+
+impl BuildContext {
+    /// `server_image` as the default, and only its repository allowed.
+    pub fn new(server_image: impl Into<String>) -> Self {
+        let server_image = server_image.into();
+        Self {
+            allowed_images: ImagePolicy::new(Vec::<String>::new()).or_repository_of(&server_image),
+            server_image,
+        }
+    }
 }
 
 /// Secret values already resolved, for callers that have them at hand
@@ -54,6 +73,7 @@ impl ResolvedInputs {
         Referenced {
             token: TokenSource::Stored(Some(data(TOKEN_KEY, &self.token))),
             tls_secret: self.ca_cert_pem.as_deref().map(|ca| data(TLS_CA_KEY, ca)),
+            ..Referenced::default()
         }
     }
 }
@@ -64,6 +84,8 @@ pub struct DesiredObjects {
     /// `<name>-auth`; `None` when `spec.auth.existingSecret` is set.
     pub auth_secret: Option<Secret>,
     pub connection_secret: Secret,
+    /// `<name>`; only with `spec.networkPolicy.enabled`.
+    pub network_policy: Option<NetworkPolicy>,
     pub service: Service,
     pub headless_service: Service,
     pub statefulset: StatefulSet,
@@ -71,14 +93,18 @@ pub struct DesiredObjects {
 
 impl DesiredObjects {
     /// Every object as JSON (with `apiVersion` and `kind`), in apply order:
-    /// Secrets before the pod that mounts them, the governing headless
-    /// Service before its StatefulSet.
+    /// Secrets before the pod that mounts them, the NetworkPolicy before
+    /// anything can reach the pod, the governing headless Service before
+    /// its StatefulSet.
     pub fn all(&self) -> Vec<serde_json::Value> {
-        let mut objects = Vec::with_capacity(5);
+        let mut objects = Vec::with_capacity(6);
         if let Some(secret) = &self.auth_secret {
             objects.push(to_json(secret));
         }
         objects.push(to_json(&self.connection_secret));
+        if let Some(policy) = &self.network_policy {
+            objects.push(to_json(policy));
+        }
         objects.push(to_json(&self.headless_service));
         objects.push(to_json(&self.service));
         objects.push(to_json(&self.statefulset));
@@ -100,9 +126,17 @@ pub fn resolved_image(store: &DrasiStateStore, ctx: &BuildContext) -> String {
         .unwrap_or_else(|| ctx.server_image.clone())
 }
 
-/// The token handed to clients: the first non-empty line of the token file.
+/// The tokens of a token file, in order: its lines, trimmed, without blank
+/// lines and `#` comment lines (which the server ignores as well).
+pub fn token_lines(file: &str) -> impl Iterator<Item = &str> {
+    file.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// The token handed to clients: the first token of the token file.
 pub fn client_token(token: &str) -> Option<&str> {
-    token.lines().map(str::trim).find(|l| !l.is_empty())
+    token_lines(token).next()
 }
 
 /// Every object `store` owns.
@@ -111,6 +145,7 @@ pub fn build(store: &ValidatedStore<'_>) -> DesiredObjects {
     DesiredObjects {
         auth_secret: generated_auth.then(|| secrets::auth_secret(store)),
         connection_secret: secrets::connection_secret(store),
+        network_policy: network_policy::network_policy(store),
         service: services::service(store),
         headless_service: services::headless_service(store),
         statefulset: statefulset::statefulset(store),

@@ -16,6 +16,9 @@ pub const CONTAINER_NAME: &str = "store-server";
 pub const DATA_VOLUME: &str = "data";
 /// Name of the server port on the container and the Services.
 pub const PORT_NAME: &str = "http";
+/// Port reserved for traffic between a store's own pods (replication);
+/// the NetworkPolicy admits it from those pods only.
+pub const PEER_PORT: i32 = 7071;
 
 pub const DATA_DIR: &str = "/data";
 pub const AUTH_DIR: &str = "/var/run/drasi-store/auth";

@@ -15,9 +15,13 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 /// `<name>-auth`: the server's token file (key `token`).
+/// Its annotations record a token rotation in flight (`crate::rotation`).
 pub fn auth_secret(store: &ValidatedStore<'_>) -> Secret {
+    let mut metadata = object_meta(store, auth_secret_name(&store.name));
+    let annotations = store.token.rotation.annotations();
+    metadata.annotations = (!annotations.is_empty()).then_some(annotations);
     Secret {
-        metadata: object_meta(store, auth_secret_name(&store.name)),
+        metadata,
         type_: Some("Opaque".to_owned()),
         data: Some(BTreeMap::from([(
             TOKEN_KEY.to_owned(),

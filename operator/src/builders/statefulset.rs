@@ -115,20 +115,7 @@ fn pod_template(store: &ValidatedStore<'_>) -> PodTemplateSpec {
         spec: Some(PodSpec {
             containers: vec![container(store)],
             volumes: Some(volumes(store)),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(RUN_AS_ID),
-                run_as_group: Some(RUN_AS_ID),
-                fs_group: Some(RUN_AS_ID),
-                // Skip the recursive chown of a large volume on every start
-                // once its root already has the right owner.
-                fs_group_change_policy: Some("OnRootMismatch".to_owned()),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".to_owned(),
-                    ..SeccompProfile::default()
-                }),
-                ..PodSecurityContext::default()
-            }),
+            security_context: Some(pod_security_context()),
             termination_grace_period_seconds: Some(TERMINATION_GRACE_PERIOD_SECONDS),
             // The server talks to no Kubernetes API.
             automount_service_account_token: Some(false),
@@ -192,6 +179,39 @@ pub fn default_resources() -> ResourceRequirements {
         ])),
         limits: Some(BTreeMap::from([("memory".to_owned(), q("1Gi"))])),
         ..ResourceRequirements::default()
+    }
+}
+
+/// The pod security context of every pod the operator creates (the server
+/// and its backup Jobs): the server image's non-root user, no privileges.
+pub fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_ID),
+        run_as_group: Some(RUN_AS_ID),
+        fs_group: Some(RUN_AS_ID),
+        // Skip the recursive chown of a large volume on every start once
+        // its root already has the right owner.
+        fs_group_change_policy: Some("OnRootMismatch".to_owned()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The container security context that goes with [`pod_security_context`].
+pub fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
     }
 }
 
@@ -270,16 +290,7 @@ fn container(store: &ValidatedStore<'_>) -> Container {
             ..Probe::default()
         }),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(container_security_context()),
         volume_mounts: Some(volume_mounts),
         ..Container::default()
     }

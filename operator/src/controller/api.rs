@@ -9,8 +9,6 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::crd::{DrasiStateStore, DrasiStateStoreStatus};
-
 /// Field manager of every server-side apply the operator makes, and the
 /// reporting controller of its events.
 pub const FIELD_MANAGER: &str = "drasi-store-operator";
@@ -71,30 +69,31 @@ where
         .map_err(|e| ApiError::new("applying", describe::<K>(namespace, &name), e))
 }
 
-/// Applies the status subresource. Server-side apply (rather than a merge
-/// patch) drops fields the new status no longer sets, e.g. `endpoint`.
-pub async fn apply_status(
+/// Applies the status subresource of a `K` (a store or a backup).
+/// Server-side apply (rather than a merge patch) drops fields the new
+/// status no longer sets, e.g. `endpoint`.
+pub async fn apply_status<K>(
     client: &Client,
     namespace: &str,
     name: &str,
-    status: &DrasiStateStoreStatus,
-) -> Result<(), ApiError> {
-    let api: Api<DrasiStateStore> = Api::namespaced(client.clone(), namespace);
+    status: &impl Serialize,
+) -> Result<(), ApiError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let body = serde_json::json!({
-        "apiVersion": DrasiStateStore::api_version(&()),
-        "kind": DrasiStateStore::kind(&()),
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     });
     api.patch_status(name, &apply_params(), &Patch::Apply(&body))
         .await
         .map(|_| ())
-        .map_err(|e| {
-            ApiError::new(
-                "updating status of",
-                describe::<DrasiStateStore>(namespace, name),
-                e,
-            )
-        })
+        .map_err(|e| ApiError::new("updating status of", describe::<K>(namespace, name), e))
 }
 
 /// Fetches an object, `None` when it does not exist.

@@ -1,5 +1,7 @@
-//! The `apply` step: server-side applies the desired objects in order and
-//! runs the volume-expansion state machine around the StatefulSet.
+//! The `apply` step: server-side applies the desired objects in order
+//! (deleting the store's NetworkPolicy when `networkPolicy.enabled` is
+//! turned off) and runs the volume-expansion state machine around the
+//! StatefulSet.
 //!
 //! StatefulSet states, per pass:
 //! - none: create it (event `Created`, unless it is being re-created at the
@@ -12,9 +14,13 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::core::NamespaceResourceScope;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::Context;
 use super::api::{self, ApiError, describe};
@@ -22,6 +28,7 @@ use super::dereference::Dereferenced;
 use super::events::EventReason;
 use super::expansion::{self, ExpansionPlan};
 use super::status::{Problem, Progress, ProgressingReason, has_reason};
+use super::unchanged;
 use crate::builders::{DesiredObjects, connection_secret_name};
 use crate::validated::ValidatedStore;
 
@@ -82,18 +89,45 @@ impl Applier<'_> {
         desired: &DesiredObjects,
         found: Dereferenced,
     ) -> Result<Applied, ApiError> {
-        let (client, namespace) = (self.client, self.store.namespace.as_str());
         // Secrets before the pod that mounts them; the headless Service
         // before the StatefulSet it governs.
+        let existing = &found.existing;
         if let Some(auth) = &desired.auth_secret {
-            api::apply(client, namespace, auth).await?;
+            self.apply_changed(existing.auth_secret.as_ref(), auth)
+                .await?;
             if self.store.token.generated {
                 tracing::info!(store = %self.key(), secret = %auth.name_any(), "generated the store's token");
             }
         }
-        api::apply(client, namespace, &desired.connection_secret).await?;
-        api::apply(client, namespace, &desired.headless_service).await?;
-        api::apply(client, namespace, &desired.service).await?;
+        self.apply_changed(
+            existing.connection_secret.as_ref(),
+            &desired.connection_secret,
+        )
+        .await?;
+        match (&desired.network_policy, &existing.network_policy) {
+            (Some(policy), found) => {
+                self.apply_changed(found.as_ref(), policy).await?;
+            }
+            // `networkPolicy.enabled` was turned off: remove ours.
+            (None, Some(_)) => {
+                api::delete::<NetworkPolicy>(
+                    self.client,
+                    &self.store.namespace,
+                    &self.store.name,
+                    &DeleteParams::default(),
+                )
+                .await?;
+                tracing::info!(store = %self.key(), "deleted the store's NetworkPolicy");
+            }
+            (None, None) => {}
+        }
+        self.apply_changed(
+            existing.headless_service.as_ref(),
+            &desired.headless_service,
+        )
+        .await?;
+        self.apply_changed(existing.service.as_ref(), &desired.service)
+            .await?;
 
         let mut applied = Applied {
             statefulset: None,
@@ -119,8 +153,10 @@ impl Applier<'_> {
                 );
                 match plan {
                     ExpansionPlan::NotNeeded => {
-                        applied.statefulset =
-                            Some(api::apply(client, namespace, &desired.statefulset).await?);
+                        applied.statefulset = Some(
+                            self.apply_changed(Some(&existing), &desired.statefulset)
+                                .await?,
+                        );
                     }
                     ExpansionPlan::Blocked(problem) => {
                         applied.problem = Some(problem);
@@ -133,7 +169,7 @@ impl Applier<'_> {
                 }
             }
             None => {
-                let created = api::apply(client, namespace, &desired.statefulset).await?;
+                let created = self.apply_changed(None, &desired.statefulset).await?;
                 // At the end of a volume expansion the StatefulSet is
                 // re-created, not new.
                 let expanding = has_reason(
@@ -225,11 +261,29 @@ impl Applier<'_> {
                 ));
             }
             None => {
-                applied.statefulset =
-                    Some(api::apply(client, namespace, &desired.statefulset).await?);
+                applied.statefulset = Some(self.apply_changed(None, &desired.statefulset).await?);
             }
         }
         Ok(())
+    }
+
+    /// Applies `desired` unless `existing` already is exactly it; returns
+    /// the object as the API server holds it.
+    async fn apply_changed<K>(&self, existing: Option<&K>, desired: &K) -> Result<K, ApiError>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned
+            + Serialize,
+    {
+        let stamped = unchanged::stamped(desired);
+        match existing {
+            Some(existing) if unchanged::is_current(existing.meta(), stamped.meta()) => {
+                Ok(existing.clone())
+            }
+            _ => api::apply(self.client, &self.store.namespace, &stamped).await,
+        }
     }
 
     fn key(&self) -> String {

@@ -3,23 +3,35 @@
 //! StatefulSet, that StatefulSet's PVCs, and, only when the volume must
 //! grow, their StorageClasses.
 //!
+//! The one decision taken here is where a token rotation of the generated
+//! `<name>-auth` stands, because it needs the clock (`crate::rotation`,
+//! pure, is handed `now`).
+//!
 //! A referenced object that does not exist is data (`None`), not an
 //! error: `validate` turns it into a reason. Only failed API calls are
 //! errors, retried with backoff.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
-use super::api::{self, ApiError};
+use super::api::{self, ApiError, describe};
 use super::expansion::{growth, pvc_names, storage_class_name};
-use crate::builders::{data_pvc_name, generate_token};
+use crate::builders::{
+    connection_secret_name, data_pvc_name, generate_token, headless_service_name,
+};
 use crate::crd::DrasiStateStore;
-use crate::validated::{Referenced, TokenSecret, TokenSource};
+use crate::labels;
+use crate::rotation::{self, RotationState, Transition};
+use crate::validated::{Referenced, SecretData, TokenSecret, TokenSource};
 
 /// Reading what a store references failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,10 +42,25 @@ pub struct DereferenceError {
     pub source: ApiError,
 }
 
+/// The store's objects that exist, beyond the StatefulSet: applies of
+/// unchanged ones are skipped.
+#[derive(Debug, Clone, Default)]
+pub struct Existing {
+    /// The generated `<name>-auth`; `None` with `auth.existingSecret`.
+    pub auth_secret: Option<Secret>,
+    pub connection_secret: Option<Secret>,
+    /// `<name>`: with `networkPolicy.enabled` whatever exists, else only
+    /// one this store controls (to delete).
+    pub network_policy: Option<NetworkPolicy>,
+    pub service: Option<Service>,
+    pub headless_service: Option<Service>,
+}
+
 /// What one pass read from the cluster.
 #[derive(Debug, Clone)]
 pub struct Dereferenced {
     pub referenced: Referenced,
+    pub existing: Existing,
     /// The store's StatefulSet, as the API server holds it now.
     pub statefulset: Option<StatefulSet>,
     /// The StatefulSet's PVCs that exist (the data PVC `data-<name>-0` when
@@ -42,6 +69,10 @@ pub struct Dereferenced {
     /// The StorageClasses of `pvcs`, read only when the volume must grow;
     /// `None`: the class does not exist.
     pub storage_classes: BTreeMap<String, Option<StorageClass>>,
+    /// When the token rotation in flight takes its next step.
+    pub rotation_due: Option<Duration>,
+    /// The step this pass takes, if any (for an event once applied).
+    pub rotation_transition: Option<Transition>,
 }
 
 pub async fn dereference(
@@ -63,24 +94,72 @@ async fn read(
     namespace: &str,
 ) -> Result<Dereferenced, ApiError> {
     let name = store.name_any();
-    // Created once and then always read back: a token is never rotated
-    // behind the users' back. Names the CRD would reject are looked up as
+    let mut ownership = Ownership::new(store, namespace);
+    // Created once and then always read back: a token is rotated only when
+    // `spec.auth.rotation.trigger` asks for it, never behind the users'
+    // back. Names the CRD would reject are looked up as
     // well; they do not exist, and `validate` reports the spec first.
+    let mut auth_secret = None;
+    let mut rotation = RotationState::default();
+    let mut rotation_due = None;
+    let mut rotation_transition = None;
     let token = match TokenSecret::of(store) {
         TokenSecret::Existing(secret) => {
-            TokenSource::Stored(secret_data(client, namespace, &secret).await?)
+            let found = api::get_opt::<Secret>(client, namespace, &secret).await?;
+            ownership.user_secret(&secret, found.as_ref());
+            TokenSource::Stored(found.map(data_of))
         }
-        TokenSecret::Generated(secret) => match secret_data(client, namespace, &secret).await? {
-            Some(data) => TokenSource::Stored(Some(data)),
-            None => TokenSource::New(generate_token()),
-        },
+        TokenSecret::Generated(secret) => {
+            let found = api::get_opt::<Secret>(client, namespace, &secret).await?;
+            ownership.owned(found.as_ref());
+            // The rotation advances here, where the clock is read; what it
+            // decides is applied by this very pass (`<name>-auth` records
+            // it, so a failed apply is simply decided again).
+            let generated =
+                rotation::generated_token(store, found.as_ref(), Timestamp::now(), generate_token);
+            auth_secret = found;
+            rotation = generated.rotation;
+            rotation_due = generated.due_in;
+            rotation_transition = generated.transition;
+            generated.source
+        }
     };
     let tls_secret = match &store.spec.tls {
-        Some(tls) => secret_data(client, namespace, &tls.secret_name).await?,
+        Some(tls) => {
+            let found = api::get_opt::<Secret>(client, namespace, &tls.secret_name).await?;
+            ownership.user_secret(&tls.secret_name, found.as_ref());
+            found.map(data_of)
+        }
         None => None,
     };
+    let connection_secret =
+        api::get_opt::<Secret>(client, namespace, &connection_secret_name(&name)).await?;
+    ownership.owned(connection_secret.as_ref());
+    // The NetworkPolicy `<name>` counts as the store's only while
+    // `networkPolicy.enabled`: someone else's policy of that name then
+    // blocks the store (it is never taken over), but with the field off it
+    // is none of the store's business. One the store owns is kept to be
+    // deleted when the field is turned off.
+    let network_policy = api::get_opt::<NetworkPolicy>(client, namespace, &name).await?;
+    let network_policy = if store
+        .spec
+        .network_policy
+        .as_ref()
+        .is_some_and(|p| p.enabled)
+    {
+        ownership.owned(network_policy.as_ref());
+        network_policy
+    } else {
+        network_policy.filter(|p| controlled_by(&p.metadata, store))
+    };
+    let service = api::get_opt::<Service>(client, namespace, &name).await?;
+    ownership.owned(service.as_ref());
+    let headless_service =
+        api::get_opt::<Service>(client, namespace, &headless_service_name(&name)).await?;
+    ownership.owned(headless_service.as_ref());
 
     let statefulset = api::get_opt::<StatefulSet>(client, namespace, &name).await?;
+    ownership.owned(statefulset.as_ref());
     let pvc_names = statefulset
         .as_ref()
         .map_or_else(|| vec![data_pvc_name(&name)], pvc_names);
@@ -109,20 +188,81 @@ async fn read(
     }
 
     Ok(Dereferenced {
-        referenced: Referenced { token, tls_secret },
+        referenced: Referenced {
+            token,
+            tls_secret,
+            not_owned: ownership.not_owned,
+            not_opted_in: ownership.not_opted_in,
+            rotation,
+        },
+        rotation_due,
+        rotation_transition,
+        existing: Existing {
+            auth_secret,
+            connection_secret,
+            network_policy,
+            service,
+            headless_service,
+        },
         statefulset,
         pvcs,
         storage_classes,
     })
 }
 
-/// The `data` of a Secret, `None` when it does not exist.
-async fn secret_data(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<crate::validated::SecretData>, ApiError> {
-    Ok(api::get_opt::<Secret>(client, namespace, name)
-        .await?
-        .map(|secret| secret.data.unwrap_or_default()))
+fn data_of(secret: Secret) -> SecretData {
+    secret.data.unwrap_or_default()
+}
+
+/// Who controls the objects found under the store's names, and whether the
+/// user's Secrets opted in to being mounted.
+struct Ownership<'a> {
+    store: &'a DrasiStateStore,
+    namespace: &'a str,
+    not_owned: Vec<String>,
+    not_opted_in: Vec<String>,
+}
+
+impl<'a> Ownership<'a> {
+    fn new(store: &'a DrasiStateStore, namespace: &'a str) -> Self {
+        Self {
+            store,
+            namespace,
+            not_owned: Vec::new(),
+            not_opted_in: Vec::new(),
+        }
+    }
+
+    /// An object named like one the store owns: it must be controlled by
+    /// this very store (its UID, not only its name: a store deleted and
+    /// re-created under the same name gets a new UID, and the old objects
+    /// are garbage collected with the old one).
+    fn owned<K: Resource<DynamicType = ()>>(&mut self, found: Option<&K>) {
+        let Some(object) = found else { return };
+        if !controlled_by(object.meta(), self.store) {
+            self.not_owned.push(describe::<K>(
+                self.namespace,
+                &object.meta().name.clone().unwrap_or_default(),
+            ));
+        }
+    }
+
+    fn user_secret(&mut self, name: &str, found: Option<&Secret>) {
+        if let Some(secret) = found
+            && !labels::opted_in(secret.metadata.labels.as_ref(), &self.store.name_any())
+        {
+            self.not_opted_in.push(name.to_owned());
+        }
+    }
+}
+
+/// Whether `meta` has a controller owner reference to `store`'s UID.
+pub fn controlled_by(meta: &ObjectMeta, store: &DrasiStateStore) -> bool {
+    let Some(uid) = store.metadata.uid.as_deref() else {
+        return false;
+    };
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && r.uid == uid && r.kind == DrasiStateStore::kind(&()))
 }

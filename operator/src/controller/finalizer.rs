@@ -135,7 +135,9 @@ async fn report_terminating(
         return;
     }
     let name = store.name_any();
-    if let Err(error) = api::apply_status(&ctx.client, namespace, &name, &status).await {
+    if let Err(error) =
+        api::apply_status::<DrasiStateStore>(&ctx.client, namespace, &name, &status).await
+    {
         tracing::warn!(store = %store_key(store), %error, "could not write the Terminating status");
     }
 }

@@ -28,11 +28,21 @@ pub enum ManageCrdError {
     NotEstablished { name: String, timeout: Duration },
 }
 
-/// Applies the CRD and waits until the API server serves it. Waits by
-/// polling GET rather than a watch, so the ClusterRole needs no list/watch
-/// on CustomResourceDefinitions.
+/// Applies every CRD of the operator and waits until the API server serves
+/// each. Waits by polling GET rather than a watch, so the ClusterRole needs
+/// no list/watch on CustomResourceDefinitions.
 pub async fn apply_crd(client: &Client, timeout: Duration) -> Result<(), ManageCrdError> {
-    let crd = crd::crd();
+    for (_, crd) in crd::all_crds() {
+        apply_one(client, crd, timeout).await?;
+    }
+    Ok(())
+}
+
+async fn apply_one(
+    client: &Client,
+    crd: CustomResourceDefinition,
+    timeout: Duration,
+) -> Result<(), ManageCrdError> {
     let name = crd.name_any();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let target = format!("CustomResourceDefinition {name}");

@@ -16,6 +16,7 @@ pub mod manage_crd;
 pub mod reconcile;
 pub mod secret_watch;
 pub mod status;
+pub mod unchanged;
 pub mod update_status;
 
 use std::future::Future;
@@ -88,6 +89,8 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    // Shared: both the store and the backup controller stop on it.
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let client = ctx.client.clone();
     // DeserializeGuard: one malformed object (e.g. written before a CRD
     // schema change) is reported on its own instead of failing the whole
@@ -150,17 +153,26 @@ pub async fn run(
                 )
             },
         )
-        .graceful_shutdown_on(shutdown);
+        .graceful_shutdown_on(shutdown.clone());
 
-    controller
+    // Backups run next to stores, under the same leadership and shutdown.
+    let backups = crate::backup::controller::run(
+        Arc::new(crate::backup::controller::BackupContext {
+            client: ctx.client.clone(),
+            build: ctx.build.clone(),
+        }),
+        watch_namespace,
+        shutdown.clone(),
+    );
+    let stores = controller
         .run(reconcile_guarded, error_policy_guarded, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(store = %object, "reconciled"),
                 Err(error) => tracing::warn!(%error, "controller error"),
             }
-        })
-        .await;
+        });
+    futures::join!(stores, backups);
     health.set_ready(false);
     tracing::info!("controller stopped");
 }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -18,14 +19,16 @@ use kube::{Resource, ResourceExt};
 use super::apply::{Applied, apply};
 use super::dereference::{Dereferenced, dereference};
 use super::error::Error;
+use super::events::EventReason;
 use super::expansion::{data_pvc, pvc_capacity, pvc_progress};
 use super::finalizer::{FINALIZER, cleanup};
 use super::status::{Observation, Problem, Workload};
 use super::update_status::{mark_pending, observation, update_status};
 use super::{Context, store_key};
-use crate::builders::build;
+use crate::builders::{build, connection_secret_name};
 use crate::crd::{DrasiStateStore, DrasiStateStoreStatus, Phase};
-use crate::validated::{Invalid, validate};
+use crate::rotation::{PROPAGATION, Requested, Transition};
+use crate::validated::{Invalid, ValidatedStore, validate};
 
 /// Re-check a ready store every 5 minutes. Referenced Secrets are watched
 /// (see `secret_watch`), so this is only a safety net against missed watch
@@ -86,22 +89,66 @@ async fn reconcile_store(
         };
         let status = update_status(store, ctx, namespace, &paused, &regarding).await?;
         tracing::info!(store = %store_key(store), "paused, nothing applied");
-        return Ok(requeue_for(&status));
+        return Ok(requeue_for(&status, None));
     }
     let pending = mark_pending(store, ctx, namespace).await?;
     let store = pending.as_ref().unwrap_or(store);
 
     let found = dereference(&ctx.client, store, namespace).await?;
+    let mut rotation_due = None;
     let observed = match validate(store, &ctx.build, &found.referenced) {
         Err(invalid) => invalid_observation(store, ctx, invalid, &found),
         Ok(valid) => {
             let desired = build(&valid);
+            let transition = found.rotation_transition;
+            rotation_due = found.rotation_due;
             let applied = apply(ctx, &valid, &desired, found, &regarding).await?;
+            if let Some(transition) = transition {
+                rotation_event(ctx, &valid, transition, &regarding).await;
+            }
             applied_observation(store, ctx, applied)
         }
     };
     let status = update_status(store, ctx, namespace, &observed, &regarding).await?;
-    Ok(requeue_for(&status))
+    Ok(requeue_for(&status, rotation_due))
+}
+
+/// Records a step of a token rotation once it is applied. The note names
+/// Secrets and times, never a token.
+async fn rotation_event(
+    ctx: &Context,
+    store: &ValidatedStore<'_>,
+    transition: Transition,
+    regarding: &ObjectReference,
+) {
+    let auth = store.token.secret.name();
+    let connection = connection_secret_name(&store.name);
+    let grace = Requested::of(store.store()).grace_period.as_secs();
+    let (reason, note) = match transition {
+        Transition::Started => (
+            EventReason::TokenRotationStarted,
+            format!(
+                "added a new token to {auth}; the server accepts both, clients keep the current \
+                 one for {} s until the server has it",
+                PROPAGATION.as_secs()
+            ),
+        ),
+        Transition::Switched => (
+            EventReason::TokenRotationSwitched,
+            format!(
+                "{connection} now hands out the new token; the previous one stays valid for {grace} \
+                 s: restart consumers that read it from their environment before then"
+            ),
+        ),
+        Transition::Finished => (
+            EventReason::TokenRotationFinished,
+            format!("removed the previous token from {auth}; only the new one is accepted"),
+        ),
+    };
+    tracing::info!(store = %format!("{}/{}", store.namespace, store.name), %reason, "token rotation");
+    ctx.events
+        .normal(regarding, reason, "RotateToken", note)
+        .await;
 }
 
 /// A store that cannot be built: nothing is applied; the running server (if
@@ -137,13 +184,19 @@ fn applied_observation(store: &DrasiStateStore, ctx: &Context, applied: Applied)
     observed
 }
 
-fn requeue_for(status: &DrasiStateStoreStatus) -> Action {
-    match status.phase {
-        Some(Phase::Ready) => Action::requeue(READY_REQUEUE),
-        Some(Phase::Degraded) => Action::requeue(DEGRADED_REQUEUE),
+/// The phase's requeue, or sooner when a token rotation takes its next step
+/// (one second late, so the step is due when the pass runs).
+fn requeue_for(status: &DrasiStateStoreStatus, rotation_due: Option<Duration>) -> Action {
+    let by_phase = match status.phase {
+        Some(Phase::Ready) => READY_REQUEUE,
+        Some(Phase::Degraded) => DEGRADED_REQUEUE,
         // Paused stores change only with their spec, which bumps the
         // generation and triggers a reconcile anyway.
-        Some(Phase::Paused) => Action::await_change(),
-        _ => Action::requeue(PROGRESSING_REQUEUE),
+        Some(Phase::Paused) => return Action::await_change(),
+        _ => PROGRESSING_REQUEUE,
+    };
+    match rotation_due {
+        Some(due) => Action::requeue(by_phase.min(due + Duration::from_secs(1))),
+        None => Action::requeue(by_phase),
     }
 }

@@ -91,7 +91,7 @@ async fn write(
     namespace: &str,
     status: &DrasiStateStoreStatus,
 ) -> Result<(), StatusError> {
-    api::apply_status(&ctx.client, namespace, &store.name_any(), status)
+    api::apply_status::<DrasiStateStore>(&ctx.client, namespace, &store.name_any(), status)
         .await
         .map_err(|source| StatusError {
             store: store_key(store),

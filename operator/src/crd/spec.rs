@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, ResourceRequirements, Toleration,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::data_protection::BackupSpec;
 use super::status::DrasiStateStoreStatus;
 
 /// Default volume size of a new store.
@@ -111,6 +113,11 @@ pub struct DrasiStateStoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodSettings>,
 
+    /// An optional NetworkPolicy `<name>` that admits only the listed
+    /// clients, the metrics scrapers and the store's own pods (peer port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+
     /// What happens to the data volume when the store is deleted.
     #[serde(default)]
     pub pvc_retention: PvcRetention,
@@ -119,6 +126,10 @@ pub struct DrasiStateStoreSpec {
     /// until it is set back to false. Running pods keep running.
     #[serde(default)]
     pub paused: bool,
+
+    /// Where backups of this store (`DrasiStateStoreBackup`) are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
 }
 
 // The string form (`Display`, `AsRef<str>`) is the Kubernetes value.
@@ -226,7 +237,10 @@ pub struct LimitsSpec {
     pub max_value_bytes: Option<i64>,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+/// Client authentication. The CEL rule keeps `rotation` to the generated
+/// token: a user's `existingSecret` is the user's to rotate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.existingSecret) || !has(self.rotation)").message("spec.auth.rotation rotates the generated <name>-auth token; with spec.auth.existingSecret rotate by editing that Secret (see docs/token-rotation.md)"))]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
     /// Name of a Secret in the store's namespace whose key `token` holds the
@@ -235,6 +249,41 @@ pub struct AuthSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
     pub existing_secret: Option<String>,
+
+    /// Zero-downtime rotation of the generated token (not with
+    /// `existingSecret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<TokenRotationSpec>,
+}
+
+/// Smallest `gracePeriodSeconds`: a consumer that mounts the connection
+/// Secret sees the new token only after the kubelet refreshed the volume.
+pub const MIN_GRACE_PERIOD_SECONDS: i64 = 120;
+/// Largest `gracePeriodSeconds` (30 days).
+pub const MAX_GRACE_PERIOD_SECONDS: i64 = 30 * 24 * 3600;
+/// `gracePeriodSeconds` when unset: one hour, time for a rolling restart of
+/// the consumers that read the token from their environment.
+pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 3600;
+
+/// Rotation of the generated `<name>-auth` token. A new token is first
+/// added next to the current one, then handed to clients, and the previous
+/// one is removed `gracePeriodSeconds` later (docs/token-rotation.md).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRotationSpec {
+    /// Any value (e.g. a date). Setting it to a value other than the last
+    /// one the operator acted upon starts one rotation; a change during a
+    /// rotation starts the next one when the current one has finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub trigger: Option<String>,
+
+    /// How long the previous token stays accepted after clients are handed
+    /// the new one (default 3600). Consumers that read the token from their
+    /// environment must be restarted within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MIN_GRACE_PERIOD_SECONDS, max = MAX_GRACE_PERIOD_SECONDS))]
+    pub grace_period_seconds: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
@@ -312,6 +361,35 @@ pub struct PodSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("!['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by', 'app.kubernetes.io/component', 'app.kubernetes.io/part-of'].exists(k, k in self)").message("pod.labels must not set the app.kubernetes.io/ name, instance, managed-by, component or part-of labels: the operator owns them and the StatefulSet selects pods by them"))]
     pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// Most peers `networkPolicy.clients` or `metricsScrapers` may list.
+pub const MAX_NETWORK_POLICY_PEERS: usize = 32;
+
+/// The NetworkPolicy `<name>`: ingress to the store's pods only from
+/// `clients` (port `http`, 7070), `metricsScrapers` (port 7070, where
+/// `/metrics` is served) and the store's own pods (port `peer`, 7071).
+/// Everything else is refused once any NetworkPolicy selects the pods; the
+/// kubelet's probes come from the node and are always allowed.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy (setting it back to false deletes it).
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Who may call the store (NetworkPolicy peers: `podSelector`,
+    /// `namespaceSelector`, `ipBlock`). Default: pods in the store's
+    /// namespace labelled `drasi.io/state-store-client: <name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_NETWORK_POLICY_PEERS))]
+    pub clients: Option<Vec<NetworkPolicyPeer>>,
+
+    /// Who may scrape `/metrics` on port 7070 (e.g. Prometheus). Default:
+    /// nobody beyond `clients`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NETWORK_POLICY_PEERS))]
+    pub metrics_scrapers: Option<Vec<NetworkPolicyPeer>>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]

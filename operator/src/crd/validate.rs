@@ -8,7 +8,10 @@
 use std::fmt;
 
 use super::quantity::quantity_value;
-use super::spec::{DrasiStateStore, MAX_KEY_BYTES_LIMIT, MAX_NAME_LENGTH, MAX_VALUE_BYTES_LIMIT};
+use super::spec::{
+    DrasiStateStore, MAX_GRACE_PERIOD_SECONDS, MAX_KEY_BYTES_LIMIT, MAX_NAME_LENGTH,
+    MAX_NETWORK_POLICY_PEERS, MAX_VALUE_BYTES_LIMIT, MIN_GRACE_PERIOD_SECONDS,
+};
 use crate::labels::{CONFIG_HASH_ANNOTATION, RESERVED_LABEL_KEYS};
 
 /// One rule a CR breaks, named by its field path (`spec.limits.maxKeyBytes`).
@@ -119,6 +122,76 @@ pub fn validate(store: &DrasiStateStore) -> Vec<FieldError> {
             "spec.auth.existingSecret",
             format!("{name:?} is not a valid Secret name"),
         );
+    }
+    if let Some(auth) = &spec.auth
+        && let Some(rotation) = &auth.rotation
+    {
+        if auth.existing_secret.is_some() {
+            fail(
+                "spec.auth.rotation",
+                "rotates the generated <name>-auth token; with spec.auth.existingSecret rotate by \
+                 editing that Secret"
+                    .into(),
+            );
+        }
+        if let Some(trigger) = &rotation.trigger
+            && !(1..=63).contains(&trigger.len())
+        {
+            fail(
+                "spec.auth.rotation.trigger",
+                format!("must be 1 to 63 characters, got {}", trigger.len()),
+            );
+        }
+        if let Some(v) = rotation.grace_period_seconds
+            && !(MIN_GRACE_PERIOD_SECONDS..=MAX_GRACE_PERIOD_SECONDS).contains(&v)
+        {
+            fail(
+                "spec.auth.rotation.gracePeriodSeconds",
+                format!(
+                    "must be between {MIN_GRACE_PERIOD_SECONDS} and {MAX_GRACE_PERIOD_SECONDS}, got {v}"
+                ),
+            );
+        }
+    }
+    if let Some(policy) = &spec.network_policy {
+        let lists = [
+            ("spec.networkPolicy.clients", &policy.clients),
+            (
+                "spec.networkPolicy.metricsScrapers",
+                &policy.metrics_scrapers,
+            ),
+        ];
+        for (field, peers) in lists {
+            let Some(peers) = peers else { continue };
+            if peers.len() > MAX_NETWORK_POLICY_PEERS {
+                fail(
+                    field,
+                    format!(
+                        "must list at most {MAX_NETWORK_POLICY_PEERS} peers, got {}",
+                        peers.len()
+                    ),
+                );
+            }
+            // An empty peer is rejected by the apiserver when the
+            // NetworkPolicy is applied; say so before that.
+            for (i, peer) in peers.iter().enumerate() {
+                if peer.pod_selector.is_none()
+                    && peer.namespace_selector.is_none()
+                    && peer.ip_block.is_none()
+                {
+                    fail(
+                        &format!("{field}[{i}]"),
+                        "must set podSelector, namespaceSelector or ipBlock".into(),
+                    );
+                }
+            }
+        }
+        if policy.clients.as_ref().is_some_and(Vec::is_empty) {
+            fail(
+                "spec.networkPolicy.clients",
+                "must not be empty (omit it for the default client label)".into(),
+            );
+        }
     }
     if let Some(tls) = &spec.tls
         && !is_dns1123_subdomain(&tls.secret_name)

@@ -10,6 +10,7 @@ use drasi_store_operator::controller::{Context, Error, reconcile};
 use drasi_store_operator::crd::DrasiStateStore;
 use drasi_store_operator::metrics::Metrics;
 use drasi_store_operator::rbac::cluster_role_rules;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
@@ -46,9 +47,7 @@ impl Harness {
         let metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(Context::new(
             client,
-            BuildContext {
-                server_image: SERVER_IMAGE.to_string(),
-            },
+            BuildContext::new(SERVER_IMAGE.to_string()),
             metrics.clone(),
             Some("operator-0".to_string()),
         ));
@@ -174,7 +173,12 @@ impl Harness {
         self.server.put("storageclasses", class);
     }
 
+    /// A user's Secret that every store in the namespace may mount.
     pub fn add_secret(&self, name: &str, data: &[(&str, &str)]) {
+        self.add_labelled_secret(name, data, json!({ "drasi.io/state-store-access": "true" }));
+    }
+
+    pub fn add_labelled_secret(&self, name: &str, data: &[(&str, &str)], labels: Value) {
         use std::collections::BTreeMap;
         let data: BTreeMap<&str, String> = data
             .iter()
@@ -185,7 +189,7 @@ impl Harness {
             json!({
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": { "name": name, "namespace": NS },
+                "metadata": { "name": name, "namespace": NS, "labels": labels },
                 "data": data,
             }),
         );
@@ -243,13 +247,18 @@ impl Harness {
     }
 }
 
-/// A condition of the store's status as (status, reason).
-pub fn condition(store: &DrasiStateStore, type_: &str) -> (String, String) {
-    let c = store
+/// A condition of the store's status; panics when it is missing.
+pub fn condition_of<'a>(store: &'a DrasiStateStore, type_: &str) -> &'a Condition {
+    store
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition"));
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+/// A condition of the store's status as (status, reason).
+pub fn condition(store: &DrasiStateStore, type_: &str) -> (String, String) {
+    let c = condition_of(store, type_);
     (c.status.clone(), c.reason.clone())
 }
 

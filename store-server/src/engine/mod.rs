@@ -5,26 +5,31 @@
 //! ([`writer`]), which acknowledges a write only after the commit that
 //! contains it; [`tables`] applies the writes inside that commit.
 
+mod database;
 mod gc;
+pub mod import;
 pub mod schema;
+pub mod snapshot;
 mod tables;
 pub mod wal;
 mod writer;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use drasi_store_protocol::{EntriesFrame, KeysFrame};
-use redb::{Database, ReadableDatabase, ReadableTable};
 use thiserror::Error;
 
 use crate::config::DurabilityMode;
 use crate::metrics::Metrics;
-use schema::{GARBAGE, KV, META, META_SCHEMA_VERSION, META_STORE_COUNT, META_TOTAL_KEYS, STORES};
-use writer::{Reply, WriteOp, WriterHandle, WriterState};
+use database::{DbSlot, Reader};
+use schema::{GARBAGE, KV, META, META_STORE_COUNT, META_TOTAL_KEYS, STORES};
+pub(crate) use writer::{Reply, WriteOp};
+use writer::{WriterHandle, WriterState};
 
 #[derive(Debug, Clone, Error)]
 pub enum EngineError {
@@ -37,6 +42,21 @@ pub enum EngineError {
     /// A write-ahead log refused the call; nothing was applied.
     #[error("{0}")]
     Wal(wal::WalRefusal),
+    /// The database hit an I/O error (e.g. a full disk) and is being
+    /// reopened: nothing was applied; retry later.
+    #[error(
+        "the database is being reopened after an I/O error (e.g. a full disk); nothing was applied"
+    )]
+    Recovering,
+    /// The writer's queue is full: nothing was applied; retry later.
+    #[error("the write queue is full ({capacity} requests); nothing was applied, retry later")]
+    Busy { capacity: usize },
+    /// A `get_many` answer would exceed `--max-response-bytes`.
+    #[error(
+        "the answer would hold more than {max} bytes of keys and values \
+         (--max-response-bytes); ask for fewer keys at a time"
+    )]
+    AnswerTooLarge { max: usize },
 }
 
 /// `.ctx(op)` turns any redb error into [`EngineError::Storage`] naming the
@@ -61,10 +81,17 @@ pub type EngineResult<T> = Result<T, EngineError>;
 pub enum EngineHealth {
     /// The writer runs and its last commit succeeded.
     Healthy,
-    /// The writer runs but its last commit (or durable flush) failed, e.g.
-    /// a full disk. It keeps serving and recovers by itself on the next
-    /// successful commit, so this only affects readiness.
+    /// The writer runs but its last commit (or durable flush) failed
+    /// without wedging the database. The next successful commit clears it,
+    /// so this only affects readiness.
     CommitFailing,
+    /// An I/O error wedged the database and the writer is reopening it
+    /// (with backoff) since less than the recovery timeout.
+    Recovering,
+    /// The database could not be reopened within the recovery timeout:
+    /// a restart may succeed where reopening in place did not, and at the
+    /// least makes the failure visible as restarts.
+    RecoveryStuck,
     /// The writer was stopped by [`Engine::shutdown`].
     Stopped,
     /// The writer thread is gone without a shutdown (it panicked). Nothing
@@ -78,6 +105,9 @@ pub struct EngineOptions {
     pub path: PathBuf,
     pub durability: DurabilityMode,
     pub cache_bytes: usize,
+    /// How long the database may stay closed after an I/O error before
+    /// liveness fails.
+    pub recovery_timeout: Duration,
 }
 
 /// Live counters kept in the `meta` table.
@@ -91,10 +121,32 @@ pub struct Totals {
 pub(crate) struct Health {
     /// False after a failed commit, until the next one succeeds.
     pub last_commit_ok: AtomicBool,
+    /// Since when the database has been closed for reopening.
+    pub recovering_since: Mutex<Option<Instant>>,
+    pub recovery_timeout: Duration,
+    /// GC steps that fail on purpose, so tests can check the retry.
+    #[cfg(test)]
+    pub inject_gc_failures: std::sync::atomic::AtomicU32,
+}
+
+impl Health {
+    pub(crate) fn set_recovering(&self, since: Option<Instant>) {
+        *self
+            .recovering_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = since;
+    }
+
+    fn recovering_since(&self) -> Option<Instant> {
+        *self
+            .recovering_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 pub struct Engine {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     writer: WriterHandle,
     health: Arc<Health>,
     path: PathBuf,
@@ -103,35 +155,13 @@ pub struct Engine {
 impl Engine {
     /// Opens (or creates) the database and starts the writer thread.
     pub fn open(options: &EngineOptions, metrics: Arc<Metrics>) -> anyhow::Result<Engine> {
-        use anyhow::Context as _;
-        if let Some(dir) = options.path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating data directory {}", dir.display()))?;
-        }
-        let repaired = Arc::new(AtomicBool::new(false));
-        let flag = repaired.clone();
-        let path_for_log = options.path.display().to_string();
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .set_repair_callback(move |session| {
-                if !flag.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        path = %path_for_log,
-                        "database was not closed cleanly; repairing it"
-                    );
-                }
-                tracing::debug!(progress = session.progress(), "database repair progress");
-            })
-            .create(&options.path)
-            .with_context(|| format!("opening database {}", options.path.display()))?;
-        if repaired.load(Ordering::Relaxed) {
-            tracing::warn!(path = %options.path.display(), "database repair finished");
-        }
-        init_schema(&db).with_context(|| format!("initialising {}", options.path.display()))?;
-
-        let db = Arc::new(db);
+        let db = Arc::new(DbSlot::open(&options.path, options.cache_bytes)?);
         let health = Arc::new(Health {
             last_commit_ok: AtomicBool::new(true),
+            recovering_since: Mutex::new(None),
+            recovery_timeout: options.recovery_timeout,
+            #[cfg(test)]
+            inject_gc_failures: Default::default(),
         });
         let writer = writer::spawn(db.clone(), options.durability, health.clone(), metrics)?;
         Ok(Engine {
@@ -146,10 +176,16 @@ impl Engine {
         match self.writer.state() {
             WriterState::Dead => EngineHealth::WriterDead,
             WriterState::Stopped => EngineHealth::Stopped,
-            WriterState::Running if !self.health.last_commit_ok.load(Ordering::Relaxed) => {
-                EngineHealth::CommitFailing
-            }
-            WriterState::Running => EngineHealth::Healthy,
+            WriterState::Running => match self.health.recovering_since() {
+                Some(since) if since.elapsed() > self.health.recovery_timeout => {
+                    EngineHealth::RecoveryStuck
+                }
+                Some(_) => EngineHealth::Recovering,
+                None if !self.health.last_commit_ok.load(Ordering::Relaxed) => {
+                    EngineHealth::CommitFailing
+                }
+                None => EngineHealth::Healthy,
+            },
         }
     }
 
@@ -171,16 +207,24 @@ impl Engine {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
     }
 
-    fn read_txn(&self, op: &'static str) -> EngineResult<redb::ReadTransaction> {
-        self.db.begin_read().ctx(op)
+    fn read_txn(&self, op: &'static str) -> EngineResult<Reader> {
+        self.db.begin_read(op)
+    }
+
+    /// Blocks the writer until the returned sender is dropped.
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> std::sync::mpsc::Sender<()> {
+        self.writer.hold()
+    }
+
+    /// Makes the next `n` GC steps fail, as a storage error would.
+    #[cfg(test)]
+    pub(crate) fn inject_gc_failures(&self, n: u32) {
+        self.health.inject_gc_failures.store(n, Ordering::Relaxed);
     }
 
     /// Partition id and key count of a live store.
-    fn store_row(
-        txn: &redb::ReadTransaction,
-        op: &'static str,
-        store: &str,
-    ) -> EngineResult<Option<(u64, u64)>> {
+    fn store_row(txn: &Reader, op: &'static str, store: &str) -> EngineResult<Option<(u64, u64)>> {
         let stores = txn.open_table(STORES).ctx(op)?;
         let row = stores.get(store).ctx(op)?;
         Ok(row.map(|g| g.value()))
@@ -206,7 +250,19 @@ impl Engine {
     }
 
     pub fn get(&self, store: &str, key: &str) -> EngineResult<Option<Vec<u8>>> {
-        self.lookup("get", store, key, <[u8]>::to_vec)
+        self.get_admitted(store, key, |_| Ok::<(), EngineError>(()))
+    }
+
+    /// `get`, asking `admit` for room for the value before copying it out
+    /// of redb's page: the HTTP layer charges answers to its memory budget.
+    pub fn get_admitted<E: From<EngineError>>(
+        &self,
+        store: &str,
+        key: &str,
+        admit: impl FnOnce(usize) -> Result<(), E>,
+    ) -> Result<Option<Vec<u8>>, E> {
+        self.lookup("get", store, key, |v| admit(v.len()).map(|()| v.to_vec()))?
+            .transpose()
     }
 
     pub fn contains_key(&self, store: &str, key: &str) -> EngineResult<bool> {
@@ -239,19 +295,86 @@ impl Engine {
         Ok(out)
     }
 
+    /// `get_many`, encoded as the entries frame of the answer. Values are
+    /// copied once, straight from redb's pages into the frame, and only
+    /// after the answer is known to fit in `max_answer_bytes` and `admit`
+    /// granted room for every entry.
+    pub fn get_many_frame<E: From<EngineError>>(
+        &self,
+        store: &str,
+        keys: &[&str],
+        max_answer_bytes: usize,
+        mut admit: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<Vec<u8>, E> {
+        const OP: &str = "get_many";
+        let txn = self.read_txn(OP)?;
+        let Some((pid, _)) = Self::store_row(&txn, OP, store)? else {
+            return Ok(drasi_store_protocol::encode_entries(std::iter::empty()));
+        };
+        let kv = txn.open_table(KV).ctx(OP)?;
+        let mut seen = HashSet::with_capacity(keys.len());
+        let mut found = Vec::with_capacity(keys.len());
+        let mut bytes = 0usize;
+        for &key in keys {
+            if !seen.insert(key) {
+                continue;
+            }
+            if let Some(v) = kv.get((pid, key)).ctx(OP)? {
+                // Frame overhead: two u32 lengths per entry.
+                let entry = key.len() + v.value().len() + 8;
+                bytes += entry;
+                if bytes > max_answer_bytes {
+                    return Err(EngineError::AnswerTooLarge {
+                        max: max_answer_bytes,
+                    }
+                    .into());
+                }
+                // Asked value by value: a refused answer stops before it
+                // has loaded more than one value beyond its room.
+                admit(entry)?;
+                found.push((key, v));
+            }
+        }
+        Ok(drasi_store_protocol::encode_entries(
+            found.iter().map(|(k, v)| (*k, v.value())),
+        ))
+    }
+
     /// Every key of a store, in key order. Scans the partition: callers run
     /// it off the async executor.
     pub fn list_keys(&self, store: &str) -> EngineResult<Vec<String>> {
+        self.list_keys_admitted(store, usize::MAX, |_| Ok::<(), EngineError>(()))
+    }
+
+    /// `list_keys`, refused once the keys pass `max_answer_bytes` (counted
+    /// as JSON strings), asking `admit` for room before keeping each key.
+    pub fn list_keys_admitted<E: From<EngineError>>(
+        &self,
+        store: &str,
+        max_answer_bytes: usize,
+        mut admit: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<Vec<String>, E> {
         const OP: &str = "list_keys";
         let txn = self.read_txn(OP)?;
         let Some((pid, count)) = Self::store_row(&txn, OP, store)? else {
             return Ok(Vec::new());
         };
         let kv = txn.open_table(KV).ctx(OP)?;
-        let mut keys = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 20));
+        let mut keys = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1024));
+        let mut bytes = 0usize;
         for item in kv.range(schema::partition_range(pid)).ctx(OP)? {
             let (k, _) = item.ctx(OP)?;
-            keys.push(k.value().1.to_string());
+            let key = k.value().1;
+            // Quotes and a comma; escapes are rare enough to ignore.
+            bytes += key.len() + 3;
+            if bytes > max_answer_bytes {
+                return Err(EngineError::AnswerTooLarge {
+                    max: max_answer_bytes,
+                }
+                .into());
+            }
+            admit(key.len() + std::mem::size_of::<String>())?;
+            keys.push(key.to_string());
         }
         Ok(keys)
     }
@@ -292,6 +415,13 @@ impl Engine {
     /// Sends one write to the group-commit writer and waits for the commit.
     async fn write(&self, op: WriteOp) -> EngineResult<Reply> {
         self.writer.write(op).await
+    }
+
+    /// Sends several independent writes to the writer together, so they
+    /// share one commit, and waits for each; every write gets its own
+    /// result, in order.
+    pub(crate) async fn write_many(&self, ops: Vec<WriteOp>) -> Vec<EngineResult<Reply>> {
+        self.writer.write_many(ops).await
     }
 
     pub async fn set(&self, store: &str, key: &str, value: Bytes) -> EngineResult<()> {
@@ -350,13 +480,13 @@ impl Engine {
 
     /// Head, oldest and count of a source's write-ahead log.
     pub fn wal_info(&self, source: &str) -> EngineResult<drasi_store_protocol::wal::WalInfo> {
-        wal::info(&self.read_txn("wal info")?, source)
+        wal::info(&*self.read_txn("wal info")?, source)
     }
 
     /// See [`wal::read_from`]. Reads the whole tail: callers run it off
     /// the async executor.
     pub fn wal_read_from(&self, source: &str, from: u64) -> EngineResult<wal::ReadFrom> {
-        wal::read_from(&self.read_txn("wal read_from")?, source, from)
+        wal::read_from(&*self.read_txn("wal read_from")?, source, from)
     }
 
     /// A write-ahead log write through the group-commit writer; the reply
@@ -380,32 +510,6 @@ impl Engine {
     pub async fn shutdown(&self) -> anyhow::Result<()> {
         self.writer.shutdown().await
     }
-}
-
-/// Creates every table so that read transactions can open them, and checks
-/// the layout version.
-fn init_schema(db: &Database) -> anyhow::Result<()> {
-    let txn = db.begin_write()?;
-    {
-        txn.open_table(STORES)?;
-        txn.open_table(KV)?;
-        txn.open_table(GARBAGE)?;
-        wal::init_tables(&txn)?;
-        let mut meta = txn.open_table(META)?;
-        let version = meta.get(META_SCHEMA_VERSION)?.map(|g| g.value());
-        match version {
-            None => {
-                meta.insert(META_SCHEMA_VERSION, schema::SCHEMA_VERSION)?;
-            }
-            Some(v) if v == schema::SCHEMA_VERSION => {}
-            Some(v) => anyhow::bail!(
-                "database schema version {v} is not supported (this server uses {})",
-                schema::SCHEMA_VERSION
-            ),
-        }
-    }
-    txn.commit()?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use super::import::ImportPlan;
 use super::schema::{
     GARBAGE, KV, META, META_NEXT_PARTITION, META_STORE_COUNT, META_TOTAL_KEYS, STORES,
 };
@@ -26,6 +27,9 @@ pub(crate) struct Tables<'txn> {
     txn: &'txn WriteTransaction,
     /// Opened by the first WAL op of the group.
     wal: Option<WalTables<'txn>>,
+    /// The counters as read at the start of the group: a group that only
+    /// overwrites existing keys leaves them alone and writes no `meta` row.
+    loaded: (u64, u64, u64),
 }
 
 impl<'txn> Tables<'txn> {
@@ -48,18 +52,23 @@ impl<'txn> Tables<'txn> {
             store_count,
             txn,
             wal: None,
+            loaded: (next_pid, total_keys, store_count),
         })
     }
 
+    /// Writes back the counters the group changed.
     pub(crate) fn save_counters(&mut self) -> EngineResult<()> {
         const OP: &str = "write meta";
-        self.meta
-            .insert(META_NEXT_PARTITION, self.next_pid)
-            .ctx(OP)?;
-        self.meta.insert(META_TOTAL_KEYS, self.total_keys).ctx(OP)?;
-        self.meta
-            .insert(META_STORE_COUNT, self.store_count)
-            .ctx(OP)?;
+        let (next_pid, total_keys, store_count) = self.loaded;
+        for (name, now, before) in [
+            (META_NEXT_PARTITION, self.next_pid, next_pid),
+            (META_TOTAL_KEYS, self.total_keys, total_keys),
+            (META_STORE_COUNT, self.store_count, store_count),
+        ] {
+            if now != before {
+                self.meta.insert(name, now).ctx(OP)?;
+            }
+        }
         Ok(())
     }
 
@@ -165,20 +174,7 @@ impl<'txn> Tables<'txn> {
                 self.update_row(store, pid, count, false, 0, removed)?;
                 reply(removed)
             }
-            WriteOp::Clear { store } => {
-                let Some((pid, count)) = self
-                    .stores
-                    .remove(store.as_str())
-                    .ctx("clear_store")?
-                    .map(|g| g.value())
-                else {
-                    return reply(0);
-                };
-                self.garbage.insert(pid, ()).ctx("queue garbage")?;
-                self.total_keys = self.total_keys.saturating_sub(count);
-                self.store_count = self.store_count.saturating_sub(1);
-                reply(count)
-            }
+            WriteOp::Clear { store } => reply(self.clear(store)?),
             WriteOp::Sync => reply(0),
             WriteOp::Wal(op) => {
                 let wal = match &mut self.wal {
@@ -188,6 +184,63 @@ impl<'txn> Tables<'txn> {
                 let (count, refusal) = wal.apply(op)?;
                 Ok(Reply { count, refusal })
             }
+            WriteOp::Import(plan) => reply(self.import(plan)?),
         }
+    }
+
+    /// Detaches a store's partition for the GC; answers how many keys it
+    /// held (0 for a store without keys).
+    fn clear(&mut self, store: &str) -> EngineResult<u64> {
+        let Some((pid, count)) = self
+            .stores
+            .remove(store)
+            .ctx("clear_store")?
+            .map(|g| g.value())
+        else {
+            return Ok(0);
+        };
+        self.garbage.insert(pid, ()).ctx("queue garbage")?;
+        self.total_keys = self.total_keys.saturating_sub(count);
+        self.store_count = self.store_count.saturating_sub(1);
+        Ok(count)
+    }
+
+    /// Replaces every store the plan names with the snapshot's records;
+    /// answers how many records were written. The plan was verified to its
+    /// trailer before it reached the writer, so reading it again can only
+    /// fail on I/O (or a spool changed behind the server's back), which
+    /// aborts the group like any storage error.
+    fn import(&mut self, plan: &ImportPlan) -> EngineResult<u64> {
+        const OP: &str = "import";
+        for store in &plan.stores {
+            self.clear(store)?;
+        }
+        let mut records = plan.open().ctx(OP)?;
+        let mut current: Option<(String, u64, u64)> = None;
+        let mut total = 0;
+        while let Some(r) = records.next_record().ctx(OP)? {
+            if current.as_ref().is_none_or(|(s, _, _)| *s != r.store_id) {
+                if let Some((store, pid, count)) = current.take() {
+                    self.update_row(&store, pid, 0, true, count, 0)?;
+                }
+                // Records are sorted, so each store is one run. The plan
+                // lists every store with records, so this clear finds
+                // nothing; it keeps the counters right regardless.
+                self.clear(&r.store_id)?;
+                let pid = self.next_pid;
+                self.next_pid += 1;
+                current = Some((r.store_id, pid, 0));
+            }
+            let (_, pid, count) = current.as_mut().expect("set above");
+            self.kv
+                .insert((*pid, r.key.as_str()), r.value.as_slice())
+                .ctx(OP)?;
+            *count += 1;
+            total += 1;
+        }
+        if let Some((store, pid, count)) = current.take() {
+            self.update_row(&store, pid, 0, true, count, 0)?;
+        }
+        Ok(total)
     }
 }

@@ -16,6 +16,7 @@ fn open(dir: &tempfile::TempDir, durability: DurabilityMode) -> Engine {
             path: dir.path().join("state.redb"),
             durability,
             cache_bytes: 4 * 1024 * 1024,
+            recovery_timeout: std::time::Duration::from_secs(60),
         },
         Arc::new(Metrics::new()),
     )
@@ -159,7 +160,7 @@ fn store_rows_disappear_with_their_last_key() {
             );
         }
         assert_eq!(e.totals().unwrap(), Totals::default());
-        let txn = e.db.begin_read().unwrap();
+        let txn = e.db.begin_read("test").unwrap();
         use redb::ReadableTableMetadata as _;
         assert_eq!(txn.open_table(STORES).unwrap().len().unwrap(), 0);
         assert_eq!(txn.open_table(KV).unwrap().len().unwrap(), 0);
@@ -240,10 +241,142 @@ fn clear_of_a_large_store_is_collected_in_the_background() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         use redb::ReadableTableMetadata as _;
-        let txn = e.db.begin_read().unwrap();
+        let txn = e.db.begin_read("test").unwrap();
         assert_eq!(txn.open_table(KV).unwrap().len().unwrap(), 2);
         assert_eq!(e.list_keys("big").unwrap(), vec!["new".to_string()]);
         assert_eq!(e.get("small", "k").unwrap().as_deref(), Some(&b"v"[..]));
+    });
+}
+
+#[test]
+fn a_full_write_queue_answers_busy_at_once() {
+    use std::task::Poll;
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir, DurabilityMode::Immediate);
+    rt().block_on(async {
+        let release = e.hold_writer();
+        let capacity = writer::QUEUE_CAPACITY;
+        let keys: Vec<String> = (0..capacity).map(|i| format!("k{i}")).collect();
+        let mut queued = Vec::with_capacity(capacity);
+        for key in &keys {
+            let mut write = Box::pin(e.set("q", key, Bytes::from_static(b"v")));
+            // Polled once: queued, waiting for the held writer.
+            assert!(futures::poll!(write.as_mut()).is_pending());
+            queued.push(write);
+        }
+        let mut overflow = Box::pin(e.set("q", "overflow", Bytes::from_static(b"v")));
+        match futures::poll!(overflow.as_mut()) {
+            Poll::Ready(Err(EngineError::Busy { capacity: c })) => assert_eq!(c, capacity),
+            other => panic!("expected Busy at once, got {other:?}"),
+        }
+        drop(release);
+        for result in futures::future::join_all(queued).await {
+            result.unwrap();
+        }
+        assert_eq!(e.store_info("q").unwrap(), (true, capacity as u64));
+        assert_eq!(e.get("q", "overflow").unwrap(), None);
+    });
+}
+
+#[test]
+fn a_write_whose_caller_gave_up_is_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::new(open(&dir, DurabilityMode::Immediate));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let release = e.hold_writer();
+        // The caller times out while its write waits in the queue.
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            e.set("s", "abandoned", Bytes::from_static(b"v")),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the write cannot finish while held");
+        let kept = {
+            let e = e.clone();
+            tokio::spawn(async move { e.set("s", "kept", Bytes::from_static(b"v")).await })
+        };
+        drop(release);
+        kept.await.unwrap().unwrap();
+        assert_eq!(e.get("s", "abandoned").unwrap(), None);
+        assert_eq!(e.get("s", "kept").unwrap().as_deref(), Some(&b"v"[..]));
+    });
+}
+
+/// An `admit` that always grants room.
+fn free(_: usize) -> Result<(), EngineError> {
+    Ok(())
+}
+
+#[test]
+fn get_many_refuses_answers_over_the_limit_before_building_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir, DurabilityMode::Immediate);
+    rt().block_on(async {
+        for i in 0..4 {
+            e.set("s", &format!("k{i}"), Bytes::from(vec![i as u8; 1000]))
+                .await
+                .unwrap();
+        }
+        let keys = ["k0", "k1", "k2", "k3"];
+        let frame = e.get_many_frame("s", &keys, 4 * 1010, free).unwrap();
+        let decoded =
+            drasi_store_protocol::decode_entries(&frame, &drasi_store_protocol::Limits::default())
+                .unwrap();
+        assert_eq!(decoded.len(), 4);
+        let err = e.get_many_frame("s", &keys, 3 * 1010, free).unwrap_err();
+        assert!(
+            matches!(err, EngineError::AnswerTooLarge { max: 3030 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--max-response-bytes"), "{err}");
+        // Duplicates and absent keys cost nothing.
+        assert!(
+            e.get_many_frame("s", &["k0", "k0", "x", "k0"], 1010, free)
+                .is_ok()
+        );
+    });
+}
+
+#[test]
+fn a_failed_gc_step_is_retried_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir, DurabilityMode::Immediate);
+    rt().block_on(async {
+        let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        e.set_many("s", EntriesFrame::encode(&entries))
+            .await
+            .unwrap();
+        // Several failures in a row: the first steps after the clear fail,
+        // and collection must still finish on its own, without another
+        // clear or write to wake it up.
+        e.inject_gc_failures(4);
+        assert_eq!(e.clear_store("s").await.unwrap(), 100);
+        let started = std::time::Instant::now();
+        let deadline = started + std::time::Duration::from_secs(20);
+        while e.pending_garbage().unwrap() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "GC gave up after a failed step"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            e.health.inject_gc_failures.load(Ordering::Relaxed),
+            0,
+            "every injected failure was hit"
+        );
+        // 100 + 200 + 400 + 800 ms of backoff: retried, not spun.
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(1000),
+            "{:?}",
+            started.elapsed()
+        );
     });
 }
 

@@ -385,6 +385,7 @@ mod tests {
                 path: dir.path().join("state.redb"),
                 durability: DurabilityMode::Immediate,
                 cache_bytes: 1 << 20,
+                recovery_timeout: std::time::Duration::from_secs(30),
             },
             Arc::new(Metrics::new()),
         )
@@ -410,8 +411,8 @@ mod tests {
     }
 
     fn append_ids(engine: &Engine) -> u64 {
-        use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
-        let txn = engine.db.begin_read().unwrap();
+        use redb::ReadableTableMetadata as _;
+        let txn = engine.db.begin_read("test").unwrap();
         txn.open_table(WAL_APPEND_IDS).unwrap().len().unwrap()
     }
 

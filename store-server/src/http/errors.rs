@@ -64,7 +64,10 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let code = match e {
             EngineError::Storage { .. } => ErrorCode::StorageError,
-            EngineError::Unavailable => ErrorCode::Unavailable,
+            EngineError::Unavailable | EngineError::Recovering | EngineError::Busy { .. } => {
+                ErrorCode::Unavailable
+            }
+            EngineError::AnswerTooLarge { .. } => ErrorCode::ResponseTooLarge,
             EngineError::Wal(WalRefusal::NotRegistered(_)) => ErrorCode::WalNotRegistered,
             EngineError::Wal(WalRefusal::CapacityExhausted(_)) => ErrorCode::WalCapacityExhausted,
         };

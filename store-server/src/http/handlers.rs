@@ -8,23 +8,44 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM};
+use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM, TARGET_HEADER};
 use drasi_store_protocol::{
     CountResponse, DeleteResponse, EntriesFrame, ErrorCode, KeyList, KeysFrame, RequestTarget,
-    StoreInfo, decode_keys, encode_entries, parse_query,
+    ServerInfo, StoreInfo, decode_keys, parse_query,
 };
 use serde::Serialize;
 
 use super::SharedState;
 use super::errors::ApiError;
-use super::limits::{BodyLimit, check_target, read_body};
+use super::limits::{BodyLimit, Held, ReadBody, check_target, read_body};
 use crate::engine::EngineHealth;
 
 type ApiResult = Result<Response, ApiError>;
 
-fn target(uri: &Uri, with_key: bool, state: &SharedState) -> Result<RequestTarget, ApiError> {
-    let target = parse_query(uri.query(), with_key)?;
+/// The request's target, from the query string or, for targets too long
+/// for a URI, from the target header; never both.
+fn target(
+    uri: &Uri,
+    headers: &HeaderMap,
+    with_key: bool,
+    state: &SharedState,
+) -> Result<RequestTarget, ApiError> {
+    let raw = match (uri.query(), headers.get(TARGET_HEADER)) {
+        (Some(q), Some(_)) if !q.is_empty() => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("the target is given in both the query string and {TARGET_HEADER}"),
+            ));
+        }
+        (_, Some(header)) => Some(header.to_str().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("{TARGET_HEADER} must be percent-encoded ASCII"),
+            )
+        })?),
+        (query, None) => query,
+    };
+    let target = parse_query(raw, with_key)?;
     check_target(&target, &state.limits)?;
     Ok(target)
 }
@@ -34,7 +55,7 @@ fn key_of(target: &RequestTarget) -> &str {
     target.key.as_deref().unwrap_or_default()
 }
 
-fn json<T: Serialize>(value: &T) -> Response {
+pub(super) fn json<T: Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => ([(header::CONTENT_TYPE, JSON)], body).into_response(),
         Err(e) => {
@@ -47,42 +68,59 @@ fn octets(body: impl Into<Body>) -> Response {
     ([(header::CONTENT_TYPE, OCTET_STREAM)], body.into()).into_response()
 }
 
+/// How many blocking reads run at once. A read loads each value from redb
+/// in full before it can ask the memory budget for room, so this bounds
+/// what reads hold outside the budget: one value (at most
+/// `--max-value-bytes`) per slot. Further reads wait their turn.
+const READ_SLOTS: usize = 4;
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READ_SLOTS);
+
 /// Runs a blocking read (a partition scan or a big batch) off the executor.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    let slot = READS
+        .acquire()
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("read task failed: {e}")))?
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("read slots closed: {e}")))?;
+    let result = tokio::task::spawn_blocking(f).await;
+    drop(slot);
+    result.map_err(|e| ApiError::new(ErrorCode::Internal, format!("read task failed: {e}")))?
 }
 
-/// Reads a batch request's frame under the batch size limit and body timeout.
+/// Reads a batch request's frame under the batch size limit, the body
+/// timeout and the in-flight body budget.
 async fn read_batch(
     state: &SharedState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Bytes, ApiError> {
+) -> Result<ReadBody, ApiError> {
     read_body(
         body,
         headers,
         BodyLimit::batch(&state.limits),
         state.body_timeout,
+        &state.body_budget,
     )
     .await
 }
 
-pub async fn kv_get(State(state): State<SharedState>, uri: Uri) -> ApiResult {
-    let t = target(&uri, true, &state)?;
-    match state.engine.get(&t.store, key_of(&t))? {
-        Some(value) => Ok(octets(value)),
+pub async fn kv_get(State(state): State<SharedState>, uri: Uri, headers: HeaderMap) -> ApiResult {
+    let t = target(&uri, &headers, true, &state)?;
+    let mut held = Held::default();
+    let value = state.engine.get_admitted(&t.store, key_of(&t), |len| {
+        held.take(&state.body_budget, len)
+    })?;
+    match value {
+        Some(value) => Ok(octets(held.body(value))),
         None => Err(ApiError::key_not_found()),
     }
 }
 
 /// `contains_key`: like GET without reading the value; absence is a 404
 /// carrying the key-not-found header, since HEAD answers have no body.
-pub async fn kv_head(State(state): State<SharedState>, uri: Uri) -> ApiResult {
-    let t = target(&uri, true, &state)?;
+pub async fn kv_head(State(state): State<SharedState>, uri: Uri, headers: HeaderMap) -> ApiResult {
+    let t = target(&uri, &headers, true, &state)?;
     if state.engine.contains_key(&t.store, key_of(&t))? {
         Ok(StatusCode::OK.into_response())
     } else {
@@ -96,20 +134,26 @@ pub async fn kv_put(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let t = target(&uri, true, &state)?;
-    let value = read_body(
+    let t = target(&uri, &headers, true, &state)?;
+    let body = read_body(
         body,
         &headers,
         BodyLimit::value(&state.limits),
         state.body_timeout,
+        &state.body_budget,
     )
     .await?;
-    state.engine.set(&t.store, key_of(&t), value).await?;
+    state.engine.set(&t.store, key_of(&t), body.bytes).await?;
+    drop(body.permit);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn kv_delete(State(state): State<SharedState>, uri: Uri) -> ApiResult {
-    let t = target(&uri, true, &state)?;
+pub async fn kv_delete(
+    State(state): State<SharedState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult {
+    let t = target(&uri, &headers, true, &state)?;
     let existed = state.engine.delete(&t.store, key_of(&t)).await?;
     Ok(json(&DeleteResponse { existed }))
 }
@@ -120,19 +164,22 @@ pub async fn get_many(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let t = target(&uri, false, &state)?;
+    let t = target(&uri, &headers, false, &state)?;
     let frame = read_batch(&state, &headers, body).await?;
     let limits = state.limits;
+    let max_answer = state.max_response_bytes;
     let engine = state.engine.clone();
-    let answer = blocking(move || {
-        let keys = decode_keys(&frame, &limits)?;
-        let found = engine.get_many(&t.store, &keys)?;
-        Ok(encode_entries(
-            found.iter().map(|(k, v)| (*k, v.as_slice())),
-        ))
+    let state2 = state.clone();
+    let (answer, held) = blocking(move || {
+        let keys = decode_keys(&frame.bytes, &limits)?;
+        let mut held = Held::default();
+        let answer = engine.get_many_frame(&t.store, &keys, max_answer, |len| {
+            held.take(&state2.body_budget, len)
+        })?;
+        Ok((answer, held))
     })
     .await?;
-    Ok(octets(answer))
+    Ok(octets(held.body(answer)))
 }
 
 pub async fn set_many(
@@ -141,12 +188,13 @@ pub async fn set_many(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let t = target(&uri, false, &state)?;
+    let t = target(&uri, &headers, false, &state)?;
     let frame = read_batch(&state, &headers, body).await?;
     // Decoded and validated once, here: a bad batch changes nothing, and the
     // writer applies the typed entries without looking at the frame again.
-    let entries = EntriesFrame::decode(frame, &state.limits)?;
+    let entries = EntriesFrame::decode(frame.bytes, &state.limits)?;
     state.engine.set_many(&t.store, entries).await?;
+    drop(frame.permit);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -156,35 +204,70 @@ pub async fn delete_many(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let t = target(&uri, false, &state)?;
+    let t = target(&uri, &headers, false, &state)?;
     let frame = read_batch(&state, &headers, body).await?;
-    let keys = KeysFrame::decode(frame, &state.limits)?;
+    let keys = KeysFrame::decode(frame.bytes, &state.limits)?;
     let count = state.engine.delete_many(&t.store, keys).await?;
+    drop(frame.permit);
     Ok(json(&CountResponse { count }))
 }
 
-pub async fn store_info(State(state): State<SharedState>, uri: Uri) -> ApiResult {
-    let t = target(&uri, false, &state)?;
+pub async fn store_info(
+    State(state): State<SharedState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult {
+    let t = target(&uri, &headers, false, &state)?;
     let (exists, key_count) = state.engine.store_info(&t.store)?;
     Ok(json(&StoreInfo { exists, key_count }))
 }
 
-pub async fn clear_store(State(state): State<SharedState>, uri: Uri) -> ApiResult {
-    let t = target(&uri, false, &state)?;
+pub async fn clear_store(
+    State(state): State<SharedState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult {
+    let t = target(&uri, &headers, false, &state)?;
     let count = state.engine.clear_store(&t.store).await?;
     Ok(json(&CountResponse { count }))
 }
 
-pub async fn list_keys(State(state): State<SharedState>, uri: Uri) -> ApiResult {
-    let t = target(&uri, false, &state)?;
-    let engine = state.engine.clone();
-    let keys = blocking(move || Ok(engine.list_keys(&t.store)?)).await?;
-    Ok(json(&KeyList { keys }))
+pub async fn list_keys(
+    State(state): State<SharedState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult {
+    let t = target(&uri, &headers, false, &state)?;
+    let state2 = state.clone();
+    let (keys, mut held) = blocking(move || {
+        let mut held = Held::default();
+        let keys =
+            state2
+                .engine
+                .list_keys_admitted(&t.store, state2.max_response_bytes, |len| {
+                    held.take(&state2.body_budget, len)
+                })?;
+        Ok((keys, held))
+    })
+    .await?;
+    let body = serde_json::to_vec(&KeyList { keys })
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("encoding response: {e}")))?;
+    // On top of the list's room, which stays held until the answer is
+    // sent: the count errs high, never low.
+    held.take(&state.body_budget, body.len())?;
+    Ok(([(header::CONTENT_TYPE, JSON)], held.body(body)).into_response())
 }
 
 pub async fn sync(State(state): State<SharedState>) -> ApiResult {
     state.engine.sync().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn info(State(state): State<SharedState>) -> Response {
+    json(&ServerInfo {
+        durability: state.durability,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
 }
 
 /// Liveness. Fails only on what a restart fixes: a writer thread that died
@@ -212,9 +295,11 @@ pub(crate) struct ProbeFailure {
 }
 
 /// Every `reason` a probe can give, for the OpenAPI document.
-pub(crate) const PROBE_REASONS: [&str; 4] = [
+pub(crate) const PROBE_REASONS: [&str; 6] = [
     "writer_dead",
     "commit_failing",
+    "database_reopening",
+    "database_reopen_stuck",
     "writer_stopped",
     "shutting_down",
 ];
@@ -224,12 +309,23 @@ const WRITER_DEAD: ProbeFailure = ProbeFailure {
     message: "the database writer thread stopped unexpectedly; writes fail until the server restarts",
 };
 
+const REOPEN_STUCK: ProbeFailure = ProbeFailure {
+    reason: "database_reopen_stuck",
+    message: "the database could not be reopened after an I/O error (e.g. a full disk) \
+              within the recovery timeout; restart the server once the cause is fixed",
+};
+
 pub(crate) fn liveness(engine: EngineHealth) -> Result<(), ProbeFailure> {
     match engine {
         EngineHealth::WriterDead => Err(WRITER_DEAD),
-        // A failed commit is retried by the next one; a stopped writer
+        EngineHealth::RecoveryStuck => Err(REOPEN_STUCK),
+        // A failed commit is retried by the next one, a wedged database is
+        // being reopened (until the recovery timeout); a stopped writer
         // means shutdown is under way and the process exits by itself.
-        EngineHealth::Healthy | EngineHealth::CommitFailing | EngineHealth::Stopped => Ok(()),
+        EngineHealth::Healthy
+        | EngineHealth::CommitFailing
+        | EngineHealth::Recovering
+        | EngineHealth::Stopped => Ok(()),
     }
 }
 
@@ -246,6 +342,11 @@ pub(crate) fn readiness(shutting_down: bool, engine: EngineHealth) -> Result<(),
             reason: "commit_failing",
             message: "the last database commit failed; ready again after the next one succeeds",
         }),
+        EngineHealth::Recovering => Err(ProbeFailure {
+            reason: "database_reopening",
+            message: "an I/O error (e.g. a full disk) closed the database; it is being reopened",
+        }),
+        EngineHealth::RecoveryStuck => Err(REOPEN_STUCK),
         EngineHealth::Stopped => Err(ProbeFailure {
             reason: "writer_stopped",
             message: "the database writer has been stopped",
@@ -326,6 +427,7 @@ mod tests {
                 path: dir.path().join("state.redb"),
                 durability: DurabilityMode::Immediate,
                 cache_bytes: 1 << 20,
+                recovery_timeout: Duration::from_secs(60),
             },
             metrics.clone(),
         )
@@ -337,7 +439,11 @@ mod tests {
             body_timeout: Duration::from_secs(5),
             tokens: None,
             shutting_down: AtomicBool::new(false),
-            openapi: Bytes::new(),
+            openapi: bytes::Bytes::new(),
+            spool_dir: dir.path().to_path_buf(),
+            durability: drasi_store_protocol::Durability::Immediate,
+            max_response_bytes: 1 << 30,
+            body_budget: crate::http::limits::BodyBudget::new(1 << 30),
         })
     }
 
@@ -414,6 +520,8 @@ mod tests {
             (Healthy, true, true),
             (CommitFailing, true, false),
             (Stopped, true, false),
+            (Recovering, true, false),
+            (RecoveryStuck, false, false),
             (WriterDead, false, false),
         ] {
             assert_eq!(liveness(health).is_ok(), live, "{health:?}");

@@ -1,5 +1,6 @@
 //! Request-size limits and body reading.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -7,6 +8,7 @@ use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use drasi_store_protocol::{ErrorCode, Limits, RequestTarget};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::errors::ApiError;
 
@@ -76,6 +78,91 @@ impl BodyLimit {
     }
 }
 
+/// The bytes of request and answer bodies the server holds at once
+/// (`--max-inflight-body-bytes`): one permit per byte. Requests reserve
+/// before they are read, answers before their values are copied, and both
+/// hold the room until the request is answered or the answer sent; so many
+/// small requests for large answers cannot add up past the budget.
+#[derive(Clone)]
+pub struct BodyBudget {
+    permits: Arc<Semaphore>,
+    total: usize,
+}
+
+impl BodyBudget {
+    pub fn new(total: usize) -> Self {
+        // The semaphore counts at most `u32::MAX` permits per acquire.
+        let total = total.clamp(1, u32::MAX as usize);
+        BodyBudget {
+            permits: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Reserves room for a body of `len` bytes (the declared length, or
+    /// the most it may be), or refuses at once: waiting would let slow
+    /// clients queue without bound.
+    pub fn reserve(&self, len: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let n = len.clamp(1, self.total) as u32;
+        self.permits.clone().try_acquire_many_owned(n).map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the server already holds its limit of {} bytes of request and answer \
+                     bodies (--max-inflight-body-bytes); retry later",
+                    self.total
+                ),
+            )
+        })
+    }
+}
+
+/// The room one answer holds in the [`BodyBudget`], grown as it is built.
+#[derive(Default)]
+pub struct Held(Option<OwnedSemaphorePermit>);
+
+impl Held {
+    /// Room for `len` more bytes, or `503 unavailable` when the budget is
+    /// spent.
+    pub fn take(&mut self, budget: &BodyBudget, len: usize) -> Result<(), ApiError> {
+        let permit = budget.reserve(len)?;
+        match &mut self.0 {
+            Some(held) => held.merge(permit),
+            None => self.0 = Some(permit),
+        }
+        Ok(())
+    }
+
+    /// The answer body. The room is tied to the bytes themselves, not to
+    /// the body: hyper drops a body once its last frame is queued, but a
+    /// slow reader keeps the bytes in the connection's write queue until
+    /// they are sent.
+    pub fn body(self, bytes: Vec<u8>) -> Body {
+        Body::from(Bytes::from_owner(Budgeted {
+            data: bytes,
+            _held: self,
+        }))
+    }
+}
+
+struct Budgeted {
+    data: Vec<u8>,
+    _held: Held,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// A request body, with its share of the [`BodyBudget`] held until the
+/// request is answered.
+pub struct ReadBody {
+    pub bytes: Bytes,
+    pub permit: OwnedSemaphorePermit,
+}
+
 /// Reads a whole body under `limit` and within `timeout`: `Limited` stops
 /// at the first frame past the limit, so an oversize upload is never
 /// buffered, and the deadline covers the whole body, so a stalled one ends
@@ -85,7 +172,8 @@ pub async fn read_body(
     headers: &HeaderMap,
     limit: BodyLimit,
     timeout: Duration,
-) -> Result<Bytes, ApiError> {
+    budget: &BodyBudget,
+) -> Result<ReadBody, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -95,9 +183,15 @@ pub async fn read_body(
     {
         return Err(limit.exceeded(Some(len)));
     }
+    // Reserved before reading, for the whole body: a chunked body without
+    // a length reserves the most it may be.
+    let permit = budget.reserve(declared.map_or(limit.max, |len| len as usize))?;
     let read = Limited::new(body, limit.max).collect();
     match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(collected)) => Ok(ReadBody {
+            bytes: collected.to_bytes(),
+            permit,
+        }),
         Ok(Err(e)) if e.is::<LengthLimitError>() => Err(limit.exceeded(None)),
         Ok(Err(e)) => Err(ApiError::new(
             ErrorCode::MalformedBody,

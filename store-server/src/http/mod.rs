@@ -1,13 +1,16 @@
 //! The HTTP API (see docs/protocol.md): routing from the protocol's
 //! endpoint table, auth, metrics per request.
 
+mod admin;
 pub mod auth;
+mod batch;
 pub mod errors;
 mod handlers;
 pub mod limits;
 pub mod openapi;
 mod wal;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -19,7 +22,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use drasi_store_protocol::endpoints::{self, Endpoint, Method, Operation};
-use drasi_store_protocol::{ErrorCode, Limits};
+use drasi_store_protocol::routes::DURABILITY_HEADER;
+use drasi_store_protocol::{Durability, ErrorCode, Limits};
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -37,6 +41,15 @@ pub struct AppState {
     pub shutting_down: AtomicBool,
     /// The OpenAPI document, generated once from the endpoint table.
     pub openapi: bytes::Bytes,
+    /// Where `POST /v1/admin/import` spools an upload before verifying it:
+    /// the data dir (`--data-dir`), which has room for the database.
+    pub spool_dir: PathBuf,
+    /// `--durability`, advertised on every answer and by `/v1/info`.
+    pub durability: Durability,
+    /// `--max-response-bytes`: the largest `get_many` answer.
+    pub max_response_bytes: usize,
+    /// `--max-inflight-body-bytes`.
+    pub body_budget: limits::BodyBudget,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -84,6 +97,10 @@ fn method_router(e: &Endpoint) -> MethodRouter<SharedState> {
         Operation::ClearStore => on(filter, handlers::clear_store),
         Operation::ListKeys => on(filter, handlers::list_keys),
         Operation::Sync => on(filter, handlers::sync),
+        Operation::Snapshot => on(filter, admin::snapshot),
+        Operation::Import => on(filter, admin::import),
+        Operation::Info => on(filter, handlers::info),
+        Operation::Batch => on(filter, batch::batch),
         Operation::OpenApi => on(filter, handlers::openapi),
         Operation::Healthz => on(filter, handlers::healthz),
         Operation::Readyz => on(filter, handlers::readyz),
@@ -148,9 +165,15 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
     let operation = Endpoint::find(req.method().as_str(), req.uri().path())
         .map_or("other", |e| e.operation.as_str());
     let started = Instant::now();
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
     state
         .metrics
         .observe_request(operation, response.status().as_u16(), started.elapsed());
+    // Every answer says how durable an acknowledgement is, so a client
+    // learns it from whatever call it makes first.
+    response.headers_mut().insert(
+        DURABILITY_HEADER,
+        header::HeaderValue::from_static(state.durability.as_str()),
+    );
     response
 }

@@ -7,9 +7,11 @@
 
 use drasi_store_protocol::endpoints::{self, Body, Endpoint, Method, Query};
 use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM};
+use drasi_store_protocol::snapshot::CONTENT_TYPE as SNAPSHOT;
 use drasi_store_protocol::wal::{self, AppendResponse, WalCapacityPolicy, WalConfig, WalInfo};
 use drasi_store_protocol::{
-    CountResponse, DeleteResponse, ErrorBody, ErrorCode, KeyList, StoreInfo,
+    CountResponse, DeleteResponse, Durability, ErrorBody, ErrorCode, ImportResponse, KeyList,
+    ServerInfo, StoreInfo,
 };
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
@@ -19,7 +21,9 @@ use utoipa::openapi::path::{
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ComponentsBuilder, OpenApi, OpenApiBuilder, Ref, RefOr, Required};
 
@@ -46,9 +50,15 @@ pub fn document() -> OpenApi {
         .schema_from::<CountResponse>()
         .schema_from::<StoreInfo>()
         .schema_from::<KeyList>()
+        .schema_from::<ImportResponse>()
+        .schema_from::<Durability>()
+        .schema_from::<ServerInfo>()
         .schema("ProbeBody", probe_body())
         .schema("KeysFrame", octets(KEYS_FRAME))
         .schema("EntriesFrame", octets(ENTRIES_FRAME))
+        .schema("Snapshot", snapshot_stream())
+        .schema("MixedBatchFrame", octets(MIXED_BATCH_FRAME))
+        .schema("MixedResultsFrame", octets(MIXED_RESULTS_FRAME))
         .schema_from::<WalConfig>()
         .schema_from::<WalCapacityPolicy>()
         .schema_from::<AppendResponse>()
@@ -96,6 +106,17 @@ const ENTRIES_FRAME: &str = "Big-endian u32 count, then per entry: u32 key lengt
 UTF-8 bytes, u32 value length, the value bytes. At most --max-batch-entries entries; no \
 trailing bytes.";
 
+const MIXED_BATCH_FRAME: &str = "Big-endian u32 count, then per call: u8 operation (1 get, \
+2 set, 3 delete, 4 contains_key), u32 store_id length, the store_id's UTF-8 bytes, u32 key \
+length, the key's UTF-8 bytes, and for set only u32 value length and the value bytes. At most \
+--max-batch-entries calls; no trailing bytes.";
+
+const MIXED_RESULTS_FRAME: &str = "Big-endian u32 count (the request's), then per call in \
+request order: u8 result: 0 done (set applied), 1 value (u32 length, bytes: get found the \
+key), 2 absent (get: no key; contains_key: false; delete: did not exist), 3 present \
+(contains_key: true; delete: existed), 4 error (u32 length, an ErrorCode name, u32 length, a \
+UTF-8 message; that call was not applied).";
+
 fn http_method(m: Method) -> HttpMethod {
     match m {
         Method::Get => HttpMethod::Get,
@@ -111,7 +132,7 @@ fn operation(e: &Endpoint) -> utoipa::openapi::path::Operation {
         .operation_id(Some(e.operation.as_str()))
         .summary(Some(e.summary));
     let params: &[(&str, &str)] = match e.query {
-        Query::None | Query::Source(_) => &[],
+        Query::None | Query::StoreSelection | Query::Source(_) => &[],
         Query::Store => &[("store", "store_id")],
         Query::StoreAndKey => &[("store", "store_id"), ("key", "key")],
     };
@@ -128,6 +149,22 @@ fn operation(e: &Endpoint) -> utoipa::openapi::path::Operation {
                     "{what}: any UTF-8 up to --max-key-bytes bytes (empty too), percent-encoded."
                 )))
                 .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+        );
+    }
+    if e.query == Query::StoreSelection {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name("store")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .explode(Some(true))
+                .description(Some(
+                    "A store_id to include, repeated for several, each percent-encoded like \
+                     the single-store routes; none means every store.",
+                ))
+                .schema(Some(
+                    ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)),
+                )),
         );
     }
     if let Some((mime, schema)) = content(e.request) {
@@ -198,7 +235,16 @@ fn content(body: Body) -> Option<(&'static str, RefOr<Schema>)> {
         Body::Value => Some((OCTET_STREAM, octets("The value, as raw bytes.").into())),
         Body::KeysFrame => Some((OCTET_STREAM, Ref::from_schema_name("KeysFrame").into())),
         Body::EntriesFrame => Some((OCTET_STREAM, Ref::from_schema_name("EntriesFrame").into())),
+        Body::MixedBatchFrame => Some((
+            OCTET_STREAM,
+            Ref::from_schema_name("MixedBatchFrame").into(),
+        )),
+        Body::MixedResultsFrame => Some((
+            OCTET_STREAM,
+            Ref::from_schema_name("MixedResultsFrame").into(),
+        )),
         Body::Json(name) => Some((JSON, Ref::from_schema_name(name).into())),
+        Body::Snapshot => Some((SNAPSHOT, Ref::from_schema_name("Snapshot").into())),
         Body::OpenApiDocument => Some((JSON, ObjectBuilder::new().into())),
         Body::MetricsText => Some((
             "application/openmetrics-text",
@@ -264,6 +310,18 @@ fn octets(description: &str) -> Schema {
         .schema_type(Type::String)
         .content_media_type(OCTET_STREAM)
         .description(Some(description))
+        .into()
+}
+
+const SNAPSHOT_STREAM: &str = "A self-checking snapshot stream (magic, header, records sorted by \
+store_id and key, each with a CRC32, and a trailer with the record count and the SHA-256 of \
+the whole stream); see docs/backup.md for the layout byte by byte.";
+
+fn snapshot_stream() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .content_media_type(SNAPSHOT)
+        .description(Some(SNAPSHOT_STREAM))
         .into()
 }
 

@@ -71,8 +71,15 @@ pub async fn register(
         code: ErrorCode::BodyTooLarge,
         what: "WAL config",
     };
-    let body = read_body(body, &headers, limit, state.body_timeout).await?;
-    let config: WalConfig = serde_json::from_slice(&body).map_err(|e| {
+    let body = read_body(
+        body,
+        &headers,
+        limit,
+        state.body_timeout,
+        &state.body_budget,
+    )
+    .await?;
+    let config: WalConfig = serde_json::from_slice(&body.bytes).map_err(|e| {
         ApiError::new(
             ErrorCode::MalformedBody,
             format!("expected a JSON WAL config {{\"maxEvents\", \"capacityPolicy\"}}: {e}"),
@@ -106,6 +113,7 @@ pub async fn append(
         &headers,
         BodyLimit::value(&state.limits),
         state.body_timeout,
+        &state.body_budget,
     )
     .await?;
     let sequence = state
@@ -113,9 +121,11 @@ pub async fn append(
         .wal_write(WalOp::Append {
             source: q.source,
             append_id: q.append_id,
-            event,
+            event: event.bytes,
         })
         .await?;
+    // The event's room in the budget is held until it is committed.
+    drop(event.permit);
     Ok(json(&AppendResponse { sequence }))
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::{Command, Output};
 
 use clap::Parser as _;
 use drasi_store_protocol::encode_query;
@@ -50,7 +51,37 @@ pub async fn start_server(extra: &[&str]) -> TestServer {
     }
 }
 
+/// The server binary, for its subcommands (`backup`, `restore`, ...).
+pub fn server_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_drasi-store-server"))
+}
+
+/// Runs `cmd` to completion off the runtime thread: the server under test
+/// is served by this same runtime, so blocking it would deadlock.
+pub async fn run_bin(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .expect("run drasi-store-server")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 impl TestServer {
+    /// The Prometheus text answered by `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str, store: &str, key: Option<&str>) -> String {
         format!("{}{}?{}", self.base, path, encode_query(store, key))
     }

@@ -5,10 +5,12 @@
 //! `redis-benchmark` against Redis when it is installed. It measures; it never
 //! fails because something is slow (the report marks each target met or not).
 
+pub mod cpu;
 pub mod redis;
 pub mod report;
 pub mod rss;
 pub mod server_metrics;
+pub mod target;
 pub mod workloads;
 
 use std::ffi::OsString;
@@ -23,7 +25,9 @@ use drasi_state_store_redb::RedbStateStoreProvider;
 use drasi_state_store_remote::RemoteStateStoreProvider;
 
 use crate::ServerProcess;
+use cpu::CpuMeter;
 pub use report::{Measurement, Report, RssResult, Subject, TargetCheck, TargetStatus};
+use target::{BenchTarget, ProviderTarget, RedisCrateTarget};
 use workloads::{Op, RunBudget, Workload};
 
 /// The number of distinct store_ids the RSS target is stated for.
@@ -46,8 +50,15 @@ pub struct BenchOptions {
     pub max_ops: u64,
     /// Run Redis when it is installed.
     pub redis: bool,
-    /// Distinct store_ids written before reading the server's RSS.
+    /// Distinct store_ids written before reading the server's RSS (0: skip).
     pub rss_store_ids: usize,
+    /// Only workloads whose name contains one of these (all when empty).
+    pub only: Vec<String>,
+    /// Measure only the remote provider (for profiling it).
+    pub remote_only: bool,
+    /// Build the remote provider with batching turned off (every call its
+    /// own request), for before/after comparisons.
+    pub no_batching: bool,
 }
 
 impl BenchOptions {
@@ -60,6 +71,9 @@ impl BenchOptions {
             max_ops: 2_000_000,
             redis: true,
             rss_store_ids: RSS_TARGET_STORE_IDS,
+            only: Vec::new(),
+            remote_only: false,
+            no_batching: false,
         }
     }
 
@@ -72,18 +86,25 @@ impl BenchOptions {
             max_ops: 200,
             redis: true,
             rss_store_ids: 500,
+            only: Vec::new(),
+            remote_only: false,
+            no_batching: false,
         }
     }
 
     pub const USAGE: &'static str = "\
 usage: bench [--quick] [--duration-secs S] [--warmup-secs S] [--ops N] [--no-redis] [--rss-stores N]
+             [--only NAME]... [--remote-only] [--no-batching]
 
   --quick            tiny smoke run (a few hundred calls per workload)
   --duration-secs S  measured seconds per workload and store (default 2.5)
   --warmup-secs S    discarded warm-up seconds per workload and store (default 0.3)
   --ops N            at most N calls per measurement (default 2000000)
   --no-redis         skip Redis even when redis-server and redis-benchmark are installed
-  --rss-stores N     distinct store_ids written before reading server RSS (default 100000)";
+  --rss-stores N     distinct store_ids written before reading server RSS (default 100000; 0 skips)
+  --only NAME        only workloads whose name contains NAME, e.g. \"set c=64 16B\" (repeatable)
+  --remote-only      measure only the remote provider (for profiling it with perf)
+  --no-batching      remote provider without client-side batching (every call its own request)";
 
     /// Parses the command line (without the program name). `--quick` first
     /// resets every option to the quick defaults; later flags override.
@@ -115,6 +136,9 @@ usage: bench [--quick] [--duration-secs S] [--warmup-secs S] [--ops N] [--no-red
                     }
                 }
                 "--no-redis" => opts.redis = false,
+                "--remote-only" => opts.remote_only = true,
+                "--no-batching" => opts.no_batching = true,
+                "--only" => opts.only.push(value("--only")?),
                 "--rss-stores" => {
                     opts.rss_store_ids = value("--rss-stores")?.parse().context("--rss-stores")?
                 }
@@ -213,10 +237,14 @@ async fn stop_server(server: ServerProcess) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn remote_provider(server: &ServerProcess) -> anyhow::Result<Arc<dyn StateStoreProvider>> {
+fn remote_provider(
+    server: &ServerProcess,
+    batching: bool,
+) -> anyhow::Result<Arc<dyn StateStoreProvider>> {
     let provider = RemoteStateStoreProvider::builder(server.url())
         .token(TOKEN)
         .timeout(REMOTE_TIMEOUT)
+        .batching(batching)
         .build()
         .context("building the remote provider")?;
     Ok(Arc::new(provider))
@@ -234,23 +262,43 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
     };
     let mut report = Report::new(opts.clone());
     report.environment = environment();
+    if opts.no_batching {
+        report
+            .environment
+            .push("remote provider built with .batching(false): every call its own request".into());
+    }
     let load_before = load_average();
 
-    let memory: Arc<dyn StateStoreProvider> = Arc::new(MemoryStateStoreProvider::new());
-    let embedded: Arc<dyn StateStoreProvider> = Arc::new(
+    let workloads: Vec<Workload> = workloads
+        .into_iter()
+        .filter(|w| {
+            let name = w.to_string();
+            opts.only.is_empty() || opts.only.iter().any(|o| name.contains(o.as_str()))
+        })
+        .collect();
+    if workloads.is_empty() {
+        bail!("--only matched no workload");
+    }
+
+    let memory: Arc<dyn BenchTarget> =
+        Arc::new(ProviderTarget(Arc::new(MemoryStateStoreProvider::new())));
+    let embedded: Arc<dyn BenchTarget> = Arc::new(ProviderTarget(Arc::new(
         RedbStateStoreProvider::new(tmp.path().join("embedded.redb"))
             .context("opening the embedded redb provider")?,
-    );
+    )));
     let process = start_server(
         server,
         &tmp.path().join("remote"),
         &["--durability", "immediate"],
     )
     .await?;
-    let remote = remote_provider(&process)?;
+    let remote: Arc<dyn BenchTarget> = Arc::new(ProviderTarget(remote_provider(
+        &process,
+        !opts.no_batching,
+    )?));
     let probe = server_metrics::MetricsProbe::new(&process.url(), TOKEN)?;
-    let redis_servers = if !opts.redis {
-        report.redis_note = Some("skipped (--no-redis)".into());
+    let redis_servers = if !opts.redis || opts.remote_only {
+        report.redis_note = Some("skipped (--no-redis or --remote-only)".into());
         None
     } else if !redis::available() {
         report.redis_note = Some(
@@ -260,29 +308,40 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
         );
         None
     } else {
-        Some((
-            redis::RedisServer::start(redis::RedisMode::InMemory, &tmp.path().join("redis-mem"))?,
-            redis::RedisServer::start(
-                redis::RedisMode::FsyncAlways,
-                &tmp.path().join("redis-aof"),
-            )?,
-        ))
+        let in_memory =
+            redis::RedisServer::start(redis::RedisMode::InMemory, &tmp.path().join("redis-mem"))?;
+        let fsync_always = redis::RedisServer::start(
+            redis::RedisMode::FsyncAlways,
+            &tmp.path().join("redis-aof"),
+        )?;
+        let crate_in_memory: Arc<dyn BenchTarget> =
+            Arc::new(RedisCrateTarget::connect(in_memory.port()).await?);
+        let crate_fsync_always: Arc<dyn BenchTarget> =
+            Arc::new(RedisCrateTarget::connect(fsync_always.port()).await?);
+        Some(RedisAnchors {
+            in_memory,
+            fsync_always,
+            crate_in_memory,
+            crate_fsync_always,
+        })
     };
 
     // Subjects take turns within each workload, so a burst of background
     // load on a shared machine skews one workload's rows together instead of
     // one subject's whole column, and the ratios stay comparable.
     for workload in &workloads {
-        for (subject, provider, probe) in [
-            (Subject::Memory, &memory, None),
-            (Subject::Embedded, &embedded, None),
-            (Subject::Remote, &remote, Some(&probe)),
-        ] {
-            let m = measure_provider(subject, provider, workload, &budget, probe).await?;
+        let mut subjects = vec![(Subject::Remote, &remote, Some(process.pid()))];
+        if !opts.remote_only {
+            subjects.insert(0, (Subject::Memory, &memory, None));
+            subjects.insert(1, (Subject::Embedded, &embedded, None));
+        }
+        for (subject, target, pid) in subjects {
+            let probe = (subject == Subject::Remote).then_some(&probe);
+            let m = measure_target(subject, target, workload, &budget, pid, probe).await?;
             report.measurements.push(m);
         }
-        if let Some((in_memory, fsync_always)) = &redis_servers {
-            for m in measure_redis(opts, workload, in_memory, fsync_always).await? {
+        if let Some(anchors) = &redis_servers {
+            for m in measure_redis(opts, workload, &budget, anchors).await? {
                 report.measurements.push(m);
             }
         }
@@ -290,13 +349,23 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
     drop((memory, embedded, remote, redis_servers));
     stop_server(process).await?;
 
-    report.rss = Some(measure_rss(opts, server, &tmp.path().join("rss")).await?);
+    if opts.rss_store_ids > 0 {
+        report.rss = Some(measure_rss(opts, server, &tmp.path().join("rss")).await?);
+    }
     report.total = started.elapsed();
     report.environment.push(format!(
         "load average (1/5/15 min) at start: {load_before}; at end: {}",
         load_average()
     ));
     Ok(report)
+}
+
+/// Both Redis servers and a `redis` crate connection to each.
+struct RedisAnchors {
+    in_memory: redis::RedisServer,
+    fsync_always: redis::RedisServer,
+    crate_in_memory: Arc<dyn BenchTarget>,
+    crate_fsync_always: Arc<dyn BenchTarget>,
 }
 
 /// CPU, core count and Redis version, so a pasted report says what ran it.
@@ -330,11 +399,12 @@ fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-async fn measure_provider(
+async fn measure_target(
     subject: Subject,
-    provider: &Arc<dyn StateStoreProvider>,
+    target: &Arc<dyn BenchTarget>,
     workload: &Workload,
     budget: &RunBudget,
+    server_pid: Option<u32>,
     probe: Option<&server_metrics::MetricsProbe>,
 ) -> anyhow::Result<Measurement> {
     let probe = probe.filter(|_| workload.op != Op::Get);
@@ -342,7 +412,7 @@ async fn measure_provider(
         Some(p) => Some(p.read().await?),
         None => None,
     };
-    let sample = workloads::measure(provider, workload, budget)
+    let sample = workloads::measure(target, workload, budget, server_pid)
         .await
         .with_context(|| format!("{subject}: {workload}"))?;
     let mut m = Measurement::from_sample(*workload, subject, &sample);
@@ -376,64 +446,92 @@ fn redis_requests(opts: &BenchOptions, mode: redis::RedisMode, clients: usize) -
     n.clamp(clients as u64 * 10, opts.max_ops.max(clients as u64 * 10))
 }
 
-/// The Redis rows for one workload: SET on both servers for a `set`
-/// workload; for a `get` workload SET then GET on the in-memory server (the
-/// SET pass stores values of this workload's size for the GETs to read; a
-/// durable store's reads are its in-memory reads). set_many has no Redis row.
+/// The Redis rows for one workload. `set` and `checkpoint` workloads: both
+/// servers, through `redis-benchmark` (SET; not for checkpoints, which it
+/// cannot shape) and through the `redis` crate. `get`: the in-memory server
+/// (a durable store's reads are its in-memory reads); for redis-benchmark a
+/// SET pass with this value size runs first, unmeasured. set_many: the
+/// `redis` crate's MSET only.
 async fn measure_redis(
     opts: &BenchOptions,
     workload: &Workload,
-    in_memory: &redis::RedisServer,
-    fsync_always: &redis::RedisServer,
+    budget: &RunBudget,
+    anchors: &RedisAnchors,
 ) -> anyhow::Result<Vec<Measurement>> {
-    let runs: Vec<(
-        &redis::RedisServer,
-        redis::RedisMode,
-        Subject,
-        &[&str],
-        &str,
-    )> = match workload.op {
-        Op::Set => vec![
+    let mut out = Vec::new();
+    let crate_runs: Vec<(Subject, &Arc<dyn BenchTarget>, u32)> = match workload.op {
+        Op::Set | Op::Checkpoint | Op::SetMany => vec![
             (
-                in_memory,
-                redis::RedisMode::InMemory,
-                Subject::RedisInMemory,
-                &["set"],
-                "SET",
+                Subject::RedisCrateInMemory,
+                &anchors.crate_in_memory,
+                anchors.in_memory.pid(),
             ),
             (
-                fsync_always,
-                redis::RedisMode::FsyncAlways,
-                Subject::RedisFsyncAlways,
-                &["set"],
-                "SET",
+                Subject::RedisCrateFsyncAlways,
+                &anchors.crate_fsync_always,
+                anchors.fsync_always.pid(),
             ),
         ],
         Op::Get => vec![(
-            in_memory,
+            Subject::RedisCrateInMemory,
+            &anchors.crate_in_memory,
+            anchors.in_memory.pid(),
+        )],
+    };
+    for (subject, target, pid) in crate_runs {
+        out.push(measure_target(subject, target, workload, budget, Some(pid), None).await?);
+    }
+    let bench_runs: Vec<(&redis::RedisServer, redis::RedisMode, Subject, &str)> = match workload.op
+    {
+        Op::Set => vec![
+            (
+                &anchors.in_memory,
+                redis::RedisMode::InMemory,
+                Subject::RedisInMemory,
+                "set",
+            ),
+            (
+                &anchors.fsync_always,
+                redis::RedisMode::FsyncAlways,
+                Subject::RedisFsyncAlways,
+                "set",
+            ),
+        ],
+        Op::Get => vec![(
+            &anchors.in_memory,
             redis::RedisMode::InMemory,
             Subject::RedisInMemory,
-            &["set", "get"],
-            "GET",
+            "get",
         )],
-        Op::SetMany => Vec::new(),
+        Op::SetMany | Op::Checkpoint => Vec::new(),
     };
-    let mut out = Vec::new();
-    for (server, mode, subject, tests, wanted) in runs {
+    for (server, mode, subject, test) in bench_runs {
         let port = server.port();
         let (value_bytes, clients) = (workload.value_bytes, workload.concurrency);
         let requests = redis_requests(opts, mode, clients);
-        let tests: Vec<&'static str> = tests.to_vec();
-        let results = tokio::task::spawn_blocking(move || {
-            redis::benchmark(port, &tests, value_bytes, clients, requests)
+        if test == "get" {
+            // Fill the keyspace with values of this size, unmeasured.
+            let fill = requests.min(20_000);
+            tokio::task::spawn_blocking(move || {
+                redis::benchmark(port, &["set"], value_bytes, clients, fill)
+            })
+            .await
+            .context("redis-benchmark task panicked")??;
+        }
+        let pid = server.pid();
+        let (results, cpu) = tokio::task::spawn_blocking(move || {
+            let meter = CpuMeter::start(true, Some(pid));
+            let results = redis::benchmark(port, &[test], value_bytes, clients, requests);
+            (results, meter.stop())
         })
         .await
-        .context("redis-benchmark task panicked")??;
-        let (_, result) = results
+        .context("redis-benchmark task panicked")?;
+        let wanted = test.to_ascii_uppercase();
+        let (_, result) = results?
             .into_iter()
-            .find(|(name, _)| name == wanted)
+            .find(|(name, _)| *name == wanted)
             .with_context(|| format!("redis-benchmark reported no {wanted}"))?;
-        let m = Measurement::from_redis(*workload, subject, requests, &result);
+        let m = Measurement::from_redis(*workload, subject, requests, &result, cpu);
         progress(&m);
         out.push(m);
     }
@@ -447,7 +545,7 @@ async fn measure_rss(
 ) -> anyhow::Result<RssResult> {
     let process = start_server(server, dir, &["--durability", "immediate"]).await?;
     let before = rss::vm_rss_bytes(process.pid())?;
-    let provider = remote_provider(&process)?;
+    let provider = remote_provider(&process, !opts.no_batching)?;
     let t0 = Instant::now();
     rss::write_distinct_stores(Arc::clone(&provider), 0..opts.rss_store_ids, 64).await?;
     let write_time = t0.elapsed();

@@ -71,6 +71,33 @@ impl MetricsProbe {
     }
 }
 
+impl MetricsProbe {
+    /// Requests the server answered for one operation label (e.g. `batch`),
+    /// over every status.
+    pub async fn requests(&self, operation: &str) -> anyhow::Result<f64> {
+        let text = self
+            .client
+            .get(&self.url)
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(request_count(&text, operation))
+    }
+}
+
+/// Sums `drasi_store_requests_total{operation="<operation>",...}` over its
+/// status labels.
+pub fn request_count(text: &str, operation: &str) -> f64 {
+    let label = format!("operation=\"{operation}\"");
+    text.lines()
+        .filter(|l| l.starts_with("drasi_store_requests_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// Picks the commit histograms' `_sum` and `_count` out of Prometheus text.
 pub fn parse(text: &str) -> Option<CommitCounters> {
     let value = |name: &str| {
@@ -108,5 +135,10 @@ mod tests {
             "20 commits, 32.0 writes/commit, 0.50 ms/commit"
         );
         assert_eq!(parse("drasi_store_keys 3\n"), None);
+        let requests = "drasi_store_requests_total{operation=\"batch\",status=\"200\"} 7\n\
+                        drasi_store_requests_total{operation=\"batch\",status=\"413\"} 1\n\
+                        drasi_store_requests_total{operation=\"set\",status=\"204\"} 5\n";
+        assert_eq!(request_count(requests, "batch"), 8.0);
+        assert_eq!(request_count(requests, "get"), 0.0);
     }
 }

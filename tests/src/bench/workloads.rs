@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use drasi_lib::StateStoreProvider;
+
+use super::cpu::{CpuMeter, CpuUse};
+use super::target::BenchTarget;
 
 /// Keys each `get` workload reads from (written once before measuring).
 pub const GET_KEYSPACE: usize = 1024;
@@ -18,12 +20,20 @@ const SET_KEYS_PER_TASK: u64 = 1024;
 pub const SET_MANY_ENTRIES: usize = 1000;
 /// Value size of the `set_many` workload: the checkpoint-sized hot path.
 pub const SET_MANY_VALUE_BYTES: usize = 16;
+/// Reactions in the DrasiLib-shaped workload, each checkpointing one call
+/// at a time into a store of its own.
+pub const CHECKPOINT_REACTIONS: usize = 16;
+/// A reaction checkpoint: a sequence number and a little metadata.
+pub const CHECKPOINT_VALUE_BYTES: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Set,
     Get,
     SetMany,
+    /// DrasiLib-shaped: `concurrency` reactions, each overwriting its own
+    /// checkpoint key in its own store_id after every result, sequentially.
+    Checkpoint,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +48,7 @@ impl Workload {
     pub fn entries_per_op(&self) -> u64 {
         match self.op {
             Op::SetMany => SET_MANY_ENTRIES as u64,
-            Op::Set | Op::Get => 1,
+            Op::Set | Op::Get | Op::Checkpoint => 1,
         }
     }
 
@@ -57,6 +67,7 @@ impl Workload {
             Op::Set => "set",
             Op::Get => "get",
             Op::SetMany => "set_many",
+            Op::Checkpoint => "checkpoint",
         }
     }
 }
@@ -67,6 +78,11 @@ impl fmt::Display for Workload {
             Op::SetMany => write!(
                 f,
                 "set_many({SET_MANY_ENTRIES}) c={} {}B",
+                self.concurrency, self.value_bytes
+            ),
+            Op::Checkpoint => write!(
+                f,
+                "checkpoint {} reactions x c=1 {}B",
                 self.concurrency, self.value_bytes
             ),
             _ => write!(
@@ -100,6 +116,11 @@ pub fn standard_workloads() -> Vec<Workload> {
         concurrency: 1,
         value_bytes: SET_MANY_VALUE_BYTES,
     });
+    all.push(Workload {
+        op: Op::Checkpoint,
+        concurrency: CHECKPOINT_REACTIONS,
+        value_bytes: CHECKPOINT_VALUE_BYTES,
+    });
     all
 }
 
@@ -120,6 +141,8 @@ pub struct Sample {
     pub elapsed: Duration,
     pub p50: Duration,
     pub p99: Duration,
+    /// CPU over the measured phase only.
+    pub cpu: CpuUse,
 }
 
 impl Sample {
@@ -134,10 +157,7 @@ impl Sample {
 }
 
 /// Writes the keys the `get` workloads read, so every measured get hits.
-pub async fn prepare(
-    provider: &Arc<dyn StateStoreProvider>,
-    workload: &Workload,
-) -> anyhow::Result<()> {
+pub async fn prepare(provider: &Arc<dyn BenchTarget>, workload: &Workload) -> anyhow::Result<()> {
     if workload.op != Op::Get {
         return Ok(());
     }
@@ -155,25 +175,36 @@ pub async fn prepare(
 }
 
 /// Runs a warm-up (discarded: it opens pooled connections and fills caches)
-/// and then the measured phase.
+/// and then the measured phase, whose CPU use (this process, and the
+/// process `server_pid` when given) is recorded.
 pub async fn measure(
-    provider: &Arc<dyn StateStoreProvider>,
+    provider: &Arc<dyn BenchTarget>,
     workload: &Workload,
     budget: &RunBudget,
+    server_pid: Option<u32>,
 ) -> anyhow::Result<Sample> {
     prepare(provider, workload).await?;
     if !budget.warmup.is_zero() {
-        drive(provider, workload, budget.warmup, budget.max_ops).await?;
+        drive(provider, workload, budget.warmup, budget.max_ops, None).await?;
     }
-    drive(provider, workload, budget.duration, budget.max_ops).await
+    drive(
+        provider,
+        workload,
+        budget.duration,
+        budget.max_ops,
+        Some(server_pid),
+    )
+    .await
 }
 
 async fn drive(
-    provider: &Arc<dyn StateStoreProvider>,
+    provider: &Arc<dyn BenchTarget>,
     workload: &Workload,
     duration: Duration,
     max_ops: u64,
+    meter_server: Option<Option<u32>>,
 ) -> anyhow::Result<Sample> {
+    let meter = meter_server.map(|pid| CpuMeter::start(false, pid));
     let store_id: Arc<str> = workload.store_id().into();
     let issued = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -207,6 +238,7 @@ async fn drive(
         latencies.extend(task.await.context("benchmark task panicked")??);
     }
     let elapsed = start.elapsed();
+    let cpu = meter.map(CpuMeter::stop).unwrap_or_default();
     if latencies.is_empty() {
         bail!("{workload}: no call completed within {duration:?}");
     }
@@ -218,11 +250,12 @@ async fn drive(
         elapsed,
         p50: Duration::from_nanos(percentile(&latencies, 50.0)),
         p99: Duration::from_nanos(percentile(&latencies, 99.0)),
+        cpu,
     })
 }
 
 async fn one_op(
-    provider: &dyn StateStoreProvider,
+    provider: &dyn BenchTarget,
     store_id: &str,
     workload: &Workload,
     task: usize,
@@ -259,6 +292,14 @@ async fn one_op(
                 .set_many(store_id, &batch.entries())
                 .await
                 .with_context(|| format!("{workload}: set_many"))?;
+        }
+        Op::Checkpoint => {
+            // A reaction's checkpoint lives in the reaction's own store.
+            let store = format!("{store_id}-reaction-{task}");
+            provider
+                .set(&store, "checkpoint", value_of(workload.value_bytes, n))
+                .await
+                .with_context(|| format!("{workload}: checkpoint"))?;
         }
     }
     Ok(())
@@ -335,7 +376,11 @@ mod tests {
     #[test]
     fn standard_set_covers_the_issue() {
         let all = standard_workloads();
-        assert_eq!(all.len(), 9);
+        assert_eq!(all.len(), 10);
+        assert!(
+            all.iter()
+                .any(|w| w.op == Op::Checkpoint && w.concurrency == CHECKPOINT_REACTIONS)
+        );
         assert!(all.iter().any(|w| w.op == Op::SetMany));
         assert!(
             all.iter()

@@ -100,6 +100,9 @@ pub enum DegradedReason {
     ServerNotReadyTooLong,
     InvalidSpec,
     CleanupFailed,
+    ObjectNotOwned,
+    SecretNotOptedIn,
+    ImageNotAllowed,
 }
 
 impl ConditionReason for DegradedReason {

@@ -94,11 +94,48 @@ impl FakeApiServer {
     }
 }
 
+impl FakeApiServer {
+    /// Serves the simulated API server over plain HTTP on a free loopback
+    /// port, so a separate process (the operator binary, with a kubeconfig
+    /// naming `http://<addr>`) can be measured against it. Requests are
+    /// answered, recorded and counted exactly as through [`Self::start`]'s
+    /// client.
+    pub async fn serve_http(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let server = self.clone();
+        let router = axum::Router::new().fallback(move |request: Request<axum::body::Body>| {
+            let server = server.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let bytes = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let request = Request::from_parts(parts, Body::from(bytes));
+                server.handle(request).await.map(axum::body::Body::new)
+            }
+        });
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("serve HTTP");
+        });
+        addr
+    }
+}
+
 fn encode(reply: Reply) -> Response<FakeBody> {
     let (code, body) = match reply {
         Reply::Json(code, value) => {
             let bytes = Bytes::from(serde_json::to_vec(&value).expect("JSON"));
             (code, Full::new(bytes).boxed_unsync())
+        }
+        Reply::Text(code, text) => {
+            return Response::builder()
+                .status(StatusCode::from_u16(code).expect("valid status"))
+                .header(http::header::CONTENT_TYPE, "text/plain")
+                .body(Full::new(Bytes::from(text)).boxed_unsync())
+                .expect("response");
         }
         Reply::Watch(events) => {
             let stream = futures::stream::unfold(events, |mut events| async move {

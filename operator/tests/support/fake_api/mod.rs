@@ -21,6 +21,7 @@ mod http;
 mod store;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ::http::{Request, Response};
@@ -116,8 +117,32 @@ impl FakeApiServer {
         self.lock().store.watches.open_count()
     }
 
+    /// Sets the log the kubelet serves for the pod at `pod_path`.
+    #[allow(dead_code)] // not every test binary reads logs
+    pub fn set_log(&self, pod_path: &str, log: &str) {
+        self.lock()
+            .store
+            .logs
+            .insert(pod_path.to_string(), log.to_string());
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
+    }
+
+    /// How many requests were received since the last
+    /// [`Self::clear_requests`], by the RBAC verb the API server would check
+    /// (`get`, `list`, `watch`, `create`, `patch`, `delete`, ...).
+    pub fn request_counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for request in &self.lock().requests {
+            let verb = request
+                .rbac
+                .first()
+                .map_or_else(|| request.method.to_lowercase(), |a| a.verb.clone());
+            *counts.entry(verb).or_default() += 1;
+        }
+        counts
     }
 
     pub fn clear_requests(&self) {

@@ -17,6 +17,8 @@ use super::watch::Watches;
 /// What the store answers; the HTTP layer encodes it.
 pub enum Reply {
     Json(u16, Value),
+    /// A plain-text body, e.g. a pod's log.
+    Text(u16, String),
     Watch(mpsc::UnboundedReceiver<Bytes>),
 }
 
@@ -31,6 +33,9 @@ pub struct Store {
     /// object path (`.../status` for the status subresource). The API
     /// server keeps this in `metadata.managedFields`.
     managed: BTreeMap<(String, String), BTreeSet<FieldPath>>,
+    /// Container logs by pod path, as the kubelet would serve them
+    /// (`GET .../pods/<name>/log`).
+    pub logs: BTreeMap<String, String>,
     pub watches: Watches,
 }
 
@@ -100,6 +105,20 @@ impl Store {
                     Reply::Watch(self.watches.open(path, selector, since)),
                     false,
                 ))
+            }
+            "GET" if subresource.as_deref() == Some("log") => {
+                if !self.objects.contains_key(&object_path) {
+                    return Ok((not_found(path), false));
+                }
+                let log = self.logs.get(&object_path).cloned().unwrap_or_default();
+                let log = match query
+                    .get("limitBytes")
+                    .and_then(|l| l.parse::<usize>().ok())
+                {
+                    Some(limit) if log.len() > limit => log[..limit].to_owned(),
+                    _ => log,
+                };
+                Ok((Reply::Text(200, log), false))
             }
             "GET" => {
                 if let Some(object) = self.objects.get(&object_path) {
@@ -404,12 +423,26 @@ pub fn in_collection(path: &str, collection: &str) -> bool {
     }
 }
 
+/// Equality (`k=v`) and existence (`k`, `!k`) terms, joined by commas.
 pub fn matches_selector(object: &Value, selector: &str) -> bool {
+    let labels = &object["metadata"]["labels"];
     selector.split(',').filter(|s| !s.is_empty()).all(|term| {
-        let Some((key, value)) = term.split_once('=') else {
-            panic!("the simulated API server supports only k=v selectors, got {term}");
-        };
-        object["metadata"]["labels"][key].as_str() == Some(value)
+        if let Some((key, value)) = term.split_once('=') {
+            assert!(
+                !key.ends_with('!') && !value.starts_with('='),
+                "the simulated API server supports only k=v, k and !k selectors, got {term}"
+            );
+            return labels[key].as_str() == Some(value);
+        }
+        assert!(
+            term.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./!".contains(c)),
+            "the simulated API server supports only k=v, k and !k selectors, got {term}"
+        );
+        match term.strip_prefix('!') {
+            Some(key) => labels.get(key).is_none(),
+            None => labels.get(term).is_some(),
+        }
     })
 }
 

@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, WriteTransaction};
+use redb::{Durability, WriteTransaction};
 
 use super::{Msg, Reply, ReplyTx, WriteOp};
 use crate::config::DurabilityMode;
+use crate::engine::database::{self, DbSlot};
 use crate::engine::tables::Tables;
-use crate::engine::{EngineResult, Health, StorageContext as _, gc};
+use crate::engine::{EngineError, EngineResult, Health, StorageContext as _, gc};
 use crate::metrics::Metrics;
 
 /// Most requests committed together. Bounds the latency one group adds.
@@ -26,21 +27,57 @@ const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// While garbage is pending and clients keep the queue busy, run one GC
 /// chunk after this many client groups so that collection still advances.
 const GC_EVERY_GROUPS: u32 = 8;
+/// First and longest wait before retrying a failed GC step or reopening
+/// the database: quick when the cause was a blip, gentle on a disk that
+/// stays broken.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Exponential backoff between [`RETRY_FIRST`] and [`RETRY_MAX`].
+#[derive(Debug, Default)]
+struct Backoff {
+    /// When the next attempt is due; `None` when the last one succeeded.
+    next_at: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn failed(&mut self) {
+        self.delay = if self.delay.is_zero() {
+            RETRY_FIRST
+        } else {
+            (self.delay * 2).min(RETRY_MAX)
+        };
+        self.next_at = Some(Instant::now() + self.delay);
+    }
+
+    fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
+
+    fn due(&self) -> bool {
+        self.next_at.is_none_or(|at| Instant::now() >= at)
+    }
+}
 
 pub(super) struct Writer {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     mode: DurabilityMode,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     /// When the oldest commit that is not yet durable happened.
     dirty_since: Option<Instant>,
     gc_pending: bool,
+    /// Backoff after a failed GC step: the step is retried, never dropped.
+    gc_retry: Backoff,
     groups_since_gc: u32,
+    /// Backoff between attempts to reopen a wedged database.
+    reopen_retry: Backoff,
 }
 
 impl Writer {
     pub(super) fn new(
-        db: Arc<Database>,
+        db: Arc<DbSlot>,
         mode: DurabilityMode,
         health: Arc<Health>,
         metrics: Arc<Metrics>,
@@ -53,7 +90,9 @@ impl Writer {
             dirty_since: None,
             // Garbage left by a previous run is collected after restart.
             gc_pending: true,
+            gc_retry: Backoff::default(),
             groups_since_gc: 0,
+            reopen_retry: Backoff::default(),
         }
     }
 
@@ -71,17 +110,28 @@ impl Writer {
             let mut shutdown = None;
             match first {
                 Msg::Write(op, reply) => group.push((op, reply)),
+                Msg::WriteMany(ops) => group.extend(ops),
                 Msg::Shutdown(done) => shutdown = Some(done),
                 #[cfg(test)]
                 Msg::Crash => panic!("writer crash requested by a test"),
+                #[cfg(test)]
+                Msg::Hold { held, release } => {
+                    let _ = held.send(());
+                    let _ = release.recv();
+                    continue;
+                }
             }
             if shutdown.is_none() {
-                let mut bytes = group[0].0.payload_bytes();
+                let mut bytes: usize = group.iter().map(|(op, _)| op.payload_bytes()).sum();
                 while group.len() < MAX_GROUP_OPS && bytes < MAX_GROUP_BYTES {
                     match rx.try_recv() {
                         Ok(Msg::Write(op, reply)) => {
                             bytes += op.payload_bytes();
                             group.push((op, reply));
+                        }
+                        Ok(Msg::WriteMany(ops)) => {
+                            bytes += ops.iter().map(|(op, _)| op.payload_bytes()).sum::<usize>();
+                            group.extend(ops);
                         }
                         Ok(Msg::Shutdown(done)) => {
                             shutdown = Some(done);
@@ -89,6 +139,11 @@ impl Writer {
                         }
                         #[cfg(test)]
                         Ok(Msg::Crash) => panic!("writer crash requested by a test"),
+                        #[cfg(test)]
+                        Ok(Msg::Hold { held, release }) => {
+                            let _ = held.send(());
+                            let _ = release.recv();
+                        }
                         Err(_) => break,
                     }
                 }
@@ -96,7 +151,8 @@ impl Writer {
             if !group.is_empty() {
                 self.commit_group(&mut group);
                 self.groups_since_gc += 1;
-                if self.gc_pending && self.groups_since_gc >= GC_EVERY_GROUPS {
+                if self.gc_pending && self.gc_retry.due() && self.groups_since_gc >= GC_EVERY_GROUPS
+                {
                     self.gc_step();
                 }
             }
@@ -112,7 +168,10 @@ impl Writer {
     }
 
     fn next_message(&mut self, rx: &Receiver<Msg>) -> Next {
-        if self.gc_pending {
+        if !self.db.is_open() {
+            return self.recover(rx);
+        }
+        if self.gc_pending && self.gc_retry.due() {
             match rx.try_recv() {
                 Ok(m) => return Next::Msg(m),
                 Err(TryRecvError::Disconnected) => return Next::Closed,
@@ -128,13 +187,18 @@ impl Writer {
                 }
             }
         }
-        if let Some(since) = self.dirty_since {
-            let wait = (since + FLUSH_INTERVAL).saturating_duration_since(Instant::now());
+        // Sleep until a message comes or the next background job is due.
+        let flush_at = self.dirty_since.map(|since| since + FLUSH_INTERVAL);
+        let gc_at = self.gc_retry.next_at.filter(|_| self.gc_pending);
+        if let Some(wake) = flush_at.into_iter().chain(gc_at).min() {
+            let wait = wake.saturating_duration_since(Instant::now());
             return match rx.recv_timeout(wait) {
                 Ok(m) => Next::Msg(m),
                 Err(RecvTimeoutError::Disconnected) => Next::Closed,
                 Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.flush("periodic");
+                    if flush_at.is_some_and(|at| Instant::now() >= at) {
+                        let _ = self.flush("periodic");
+                    }
                     Next::Idle
                 }
             };
@@ -142,6 +206,70 @@ impl Writer {
         match rx.recv() {
             Ok(m) => Next::Msg(m),
             Err(_) => Next::Closed,
+        }
+    }
+
+    /// After a failure: if redb's sticky I/O flag wedged the database, close
+    /// it so that [`Writer::recover`] reopens it.
+    fn check_wedged(&mut self) {
+        let Ok(db) = self.db.get() else { return };
+        if !database::is_wedged(&db) {
+            return;
+        }
+        drop(db);
+        tracing::error!(
+            path = %self.db.path().display(),
+            "the database refuses writes after an I/O error; closing it to reopen it"
+        );
+        self.health.set_recovering(Some(Instant::now()));
+        self.db.close();
+        // Commits made without fsync (`--durability eventual`) cannot be
+        // flushed any more: reopening returns to the last durable commit,
+        // the documented window of loss of that mode.
+        self.dirty_since = None;
+        self.reopen_retry.succeeded();
+    }
+
+    /// While the database is closed: reopen it when the backoff allows, and
+    /// meanwhile answer every write with [`EngineError::Recovering`] so that
+    /// clients retry instead of waiting.
+    fn recover(&mut self, rx: &Receiver<Msg>) -> Next {
+        if self.reopen_retry.due() {
+            match self.db.reopen() {
+                Ok(()) => {
+                    tracing::info!(
+                        path = %self.db.path().display(),
+                        "database reopened after an I/O error; serving writes again"
+                    );
+                    self.reopen_retry.succeeded();
+                    self.health.set_recovering(None);
+                    self.health.last_commit_ok.store(true, Ordering::Relaxed);
+                    // Opening made the last durable commit current; what
+                    // was committed without fsync since then is gone.
+                    self.dirty_since = None;
+                    self.gc_pending = true;
+                    self.gc_retry.succeeded();
+                    return Next::Idle;
+                }
+                Err(err) => {
+                    self.reopen_retry.failed();
+                    tracing::error!(
+                        error = format!("{err:#}"),
+                        retry_in_ms = self.reopen_retry.delay.as_millis() as u64,
+                        "reopening the database failed"
+                    );
+                }
+            }
+        }
+        let wake = self.reopen_retry.next_at.unwrap_or_else(Instant::now);
+        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(Msg::Write(_, reply)) => {
+                let _ = reply.send(Err(EngineError::Recovering));
+                Next::Idle
+            }
+            Ok(other) => Next::Msg(other),
+            Err(RecvTimeoutError::Timeout) => Next::Idle,
+            Err(RecvTimeoutError::Disconnected) => Next::Closed,
         }
     }
 
@@ -154,7 +282,7 @@ impl Writer {
     }
 
     fn begin(&self, durable: bool) -> EngineResult<WriteTransaction> {
-        let mut txn = self.db.begin_write().ctx("begin write")?;
+        let mut txn = self.db.get()?.begin_write().ctx("begin write")?;
         txn.set_durability(if durable {
             Durability::Immediate
         } else {
@@ -165,6 +293,20 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: &mut Vec<(WriteOp, ReplyTx)>) {
+        // A caller that gave up (client timeout, dropped connection) no
+        // longer waits for its answer: its write has not started, so it is
+        // dropped rather than applied behind the client's back.
+        let before = group.len();
+        group.retain(|(_, reply)| !reply.is_closed());
+        if group.len() < before {
+            tracing::debug!(
+                cancelled = before - group.len(),
+                "skipped writes whose callers went away"
+            );
+        }
+        if group.is_empty() {
+            return;
+        }
         let durable = self.must_be_durable(group);
         let started = Instant::now();
         let result = self.apply_group(group, durable);
@@ -174,7 +316,8 @@ impl Writer {
             Ok(replies) => {
                 self.committed(durable);
                 for ((op, reply), answer) in group.drain(..).zip(replies) {
-                    if matches!(op, WriteOp::Clear { .. }) {
+                    // Both detach partitions for the GC to collect.
+                    if matches!(op, WriteOp::Clear { .. } | WriteOp::Import(_)) {
                         self.gc_pending = true;
                     }
                     let _ = reply.send(Ok(answer));
@@ -186,6 +329,7 @@ impl Writer {
                 for (_, reply) in group.drain(..) {
                     let _ = reply.send(Err(err.clone()));
                 }
+                self.check_wedged();
             }
         }
     }
@@ -234,6 +378,7 @@ impl Writer {
             Err(err) => {
                 self.health.last_commit_ok.store(false, Ordering::Relaxed);
                 tracing::error!(error = %err, reason = why, "durable flush failed");
+                self.check_wedged();
                 Err(err.into())
             }
         }
@@ -244,30 +389,55 @@ impl Writer {
     /// chunk lost in a crash is simply collected again.
     fn gc_step(&mut self) {
         self.groups_since_gc = 0;
+        #[cfg(test)]
+        if self
+            .health
+            .inject_gc_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.gc_failed(EngineError::Storage {
+                op: "gc",
+                detail: "injected by a test".into(),
+            });
+            return;
+        }
         let result = self.begin(false).and_then(|txn| {
             let progress = gc::collect_chunk(&txn, gc::CHUNK_ENTRIES)?;
             txn.commit().ctx("gc commit")?;
             Ok(progress)
         });
         match result {
-            Ok(gc::Progress::Idle) => self.gc_pending = false,
+            Ok(gc::Progress::Idle) => {
+                self.gc_pending = false;
+                self.gc_retry.succeeded();
+            }
             Ok(gc::Progress::Removed {
                 pid,
                 removed,
                 finished,
             }) => {
                 self.committed(false);
+                self.gc_retry.succeeded();
                 self.metrics.gc_entries_deleted.inc_by(removed);
                 if finished {
                     tracing::debug!(partition = pid, "cleared partition fully collected");
                 }
             }
-            Err(err) => {
-                // Retried on the next idle turn; client writes are unaffected.
-                tracing::warn!(error = %err, "garbage collection step failed");
-                self.gc_pending = false;
-            }
+            Err(err) => self.gc_failed(err),
         }
+    }
+
+    /// The step is retried after a backoff (`gc_pending` stays set), so a
+    /// transient failure delays collection but never ends it.
+    fn gc_failed(&mut self, err: EngineError) {
+        self.gc_retry.failed();
+        tracing::warn!(
+            error = %err,
+            retry_in_ms = self.gc_retry.delay.as_millis() as u64,
+            "garbage collection step failed; retrying later"
+        );
+        self.check_wedged();
     }
 }
 

@@ -2,16 +2,16 @@
 //! reply channel per write, and the thread's lifecycle.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use redb::Database;
 use tokio::sync::oneshot;
 
 use super::group::Writer;
 use super::{Msg, Reply, WriteOp};
 use crate::config::DurabilityMode;
+use crate::engine::database::DbSlot;
 use crate::engine::{EngineError, EngineResult, Health};
 use crate::metrics::Metrics;
 
@@ -26,20 +26,25 @@ pub(crate) enum WriterState {
     Dead,
 }
 
+/// Most writes waiting for the writer. Their bodies are already bounded by
+/// the in-flight body budget; this bounds their number (tiny deletes), so
+/// a flood gets quick `503`s instead of an ever longer queue.
+pub(crate) const QUEUE_CAPACITY: usize = 8192;
+
 pub(crate) struct WriterHandle {
-    tx: Sender<Msg>,
+    tx: SyncSender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stopping: AtomicBool,
 }
 
 /// Starts the writer thread.
 pub(crate) fn spawn(
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     mode: DurabilityMode,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<WriterHandle> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
     let mut writer = Writer::new(db, mode, health, metrics);
     let thread = std::thread::Builder::new()
         .name("drasi-store-writer".into())
@@ -61,14 +66,52 @@ impl WriterHandle {
             return Err(EngineError::Unavailable);
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Write(op, reply))
-            .map_err(|_| EngineError::Unavailable)?;
+        match self.tx.try_send(Msg::Write(op, reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(EngineError::Busy {
+                    capacity: QUEUE_CAPACITY,
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(EngineError::Unavailable),
+        }
+        // If this future is dropped (the client went away or timed out),
+        // `rx` goes with it and the writer skips the write unless it has
+        // already started the commit that holds it.
         match rx.await {
             Ok(result) => result,
             // The writer dropped the reply: it died mid-group.
             Err(oneshot::error::RecvError { .. }) => Err(EngineError::Unavailable),
         }
+    }
+
+    /// Queues several writes as one message, so they are applied in order
+    /// and share a commit (unless a group limit splits them), and waits for
+    /// each; every write gets its own result.
+    pub async fn write_many(&self, ops: Vec<WriteOp>) -> Vec<EngineResult<Reply>> {
+        let count = ops.len();
+        if self.stopping.load(Ordering::Acquire) {
+            return vec![Err(EngineError::Unavailable); count];
+        }
+        let mut receivers = Vec::with_capacity(count);
+        let mut batch = Vec::with_capacity(count);
+        for op in ops {
+            let (reply, rx) = oneshot::channel();
+            batch.push((op, reply));
+            receivers.push(rx);
+        }
+        if self.tx.send(Msg::WriteMany(batch)).is_err() {
+            return vec![Err(EngineError::Unavailable); count];
+        }
+        let mut results = Vec::with_capacity(count);
+        for rx in receivers {
+            results.push(match rx.await {
+                Ok(result) => result,
+                // The writer dropped the reply: it died mid-group.
+                Err(oneshot::error::RecvError { .. }) => Err(EngineError::Unavailable),
+            });
+        }
+        results
     }
 
     pub fn state(&self) -> WriterState {
@@ -94,12 +137,28 @@ impl WriterHandle {
         }
     }
 
+    /// Blocks the writer until the returned sender is dropped.
+    #[cfg(test)]
+    pub fn hold(&self) -> std::sync::mpsc::Sender<()> {
+        let (tx, release) = std::sync::mpsc::channel();
+        let (held, is_held) = std::sync::mpsc::channel();
+        self.tx
+            .send(Msg::Hold { held, release })
+            .expect("writer running");
+        is_held.recv().expect("writer holds");
+        tx
+    }
+
     /// Stops the writer after it has committed everything queued, with a
     /// final durable commit.
     pub async fn shutdown(&self) -> anyhow::Result<()> {
         self.stopping.store(true, Ordering::Release);
         let (done, rx) = oneshot::channel();
-        let sent = self.tx.send(Msg::Shutdown(done)).is_ok();
+        // A full queue makes `send` wait for the writer: off the executor.
+        let tx = self.tx.clone();
+        let sent = tokio::task::spawn_blocking(move || tx.send(Msg::Shutdown(done)).is_ok())
+            .await
+            .unwrap_or(false);
         let result = if sent {
             rx.await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("writer thread died during shutdown")))

@@ -13,11 +13,16 @@
 mod group;
 mod handle;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use drasi_store_protocol::{EntriesFrame, KeysFrame};
 use tokio::sync::oneshot;
 
 use super::EngineResult;
+use super::import::ImportPlan;
+#[cfg(test)]
+pub(crate) use handle::QUEUE_CAPACITY;
 pub(crate) use handle::{WriterHandle, WriterState, spawn};
 
 /// A write request, as the HTTP layer hands it over: already decoded and
@@ -48,6 +53,9 @@ pub enum WriteOp {
     Sync,
     /// A write-ahead log write (see [`super::wal`]).
     Wal(super::wal::WalOp),
+    /// Replaces whole stores with the records of a snapshot file that
+    /// `engine::import` verified completely before handing it over.
+    Import(Arc<ImportPlan>),
 }
 
 impl WriteOp {
@@ -60,6 +68,7 @@ impl WriteOp {
             WriteOp::Delete { key, .. } => key.len(),
             WriteOp::Clear { .. } | WriteOp::Sync => 0,
             WriteOp::Wal(op) => op.payload_bytes(),
+            WriteOp::Import(plan) => usize::try_from(plan.spool_bytes).unwrap_or(usize::MAX),
         }
     }
 }
@@ -78,9 +87,20 @@ type ReplyTx = oneshot::Sender<EngineResult<Reply>>;
 
 enum Msg {
     Write(WriteOp, ReplyTx),
+    /// Writes from one mixed batch request, sent together so that they
+    /// join the same group (one commit) rather than racing the writer's
+    /// wake-up one by one.
+    WriteMany(Vec<(WriteOp, ReplyTx)>),
     Shutdown(oneshot::Sender<anyhow::Result<()>>),
     /// Makes the writer thread panic, so tests can check what a dead
     /// writer looks like from the outside. Not compiled into the server.
     #[cfg(test)]
     Crash,
+    /// Keeps the writer busy until the sender is dropped, so tests can
+    /// fill its queue.
+    #[cfg(test)]
+    Hold {
+        held: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    },
 }

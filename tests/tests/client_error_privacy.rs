@@ -1,0 +1,125 @@
+//! No client error message reveals a key or a token, whatever failed:
+//! errors end up in logs and traces, and keys can carry business
+//! identifiers. They do name the store (a plugin id, chosen by the app's
+//! author), which says where to look. reqwest appends `for url (...)`, query
+//! string included, to its own messages, so every kind of failure is
+//! provoked for real: a refused connection, a server that never answers, and
+//! HTTP error answers from the real server.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use drasi_lib::{StateStoreError, StateStoreProvider};
+use drasi_state_store_remote::RemoteStateStoreProvider;
+use drasi_store_tests::ServerProcess;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
+const STORE: &str = "tenant-4711-secret-store";
+const KEY: &str = "customer-0815-secret-key";
+const TOKENS: [&str; 2] = ["a-token-of-16-bytes!", "the-wrong-token-0123456789"];
+
+fn assert_private(what: &str, err: &StateStoreError) {
+    let display = err.to_string();
+    let debug = format!("{err:?}");
+    assert!(
+        display.contains(&format!("{STORE:?}")),
+        "{what}: error does not name the store:\n  {display}"
+    );
+    // The key also as its percent-encoded query form would show it.
+    for needle in [KEY, "customer-0815", TOKENS[0], TOKENS[1]] {
+        assert!(
+            !display.contains(needle) && !debug.contains(needle),
+            "{what}: error reveals {needle:?}:\n  {display}\n  {debug}"
+        );
+    }
+}
+
+fn client(url: &str, token: &str) -> RemoteStateStoreProvider {
+    RemoteStateStoreProvider::builder(url)
+        .token(token)
+        .timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .max_retries(0)
+        .build()
+        .expect("client")
+}
+
+/// Every trait method that names a store (and a key where it takes one).
+async fn every_error(what: &str, provider: &RemoteStateStoreProvider, value: Vec<u8>) {
+    let keys = [KEY];
+    let results = [
+        ("get", provider.get(STORE, KEY).await.err()),
+        ("set", provider.set(STORE, KEY, value.clone()).await.err()),
+        ("delete", provider.delete(STORE, KEY).await.err()),
+        (
+            "contains_key",
+            provider.contains_key(STORE, KEY).await.err(),
+        ),
+        ("get_many", provider.get_many(STORE, &keys).await.err()),
+        (
+            "set_many",
+            provider
+                .set_many(STORE, &[(KEY, value.as_slice())])
+                .await
+                .err(),
+        ),
+        (
+            "delete_many",
+            provider.delete_many(STORE, &keys).await.err(),
+        ),
+        ("clear_store", provider.clear_store(STORE).await.err()),
+        ("list_keys", provider.list_keys(STORE).await.err()),
+        ("store_exists", provider.store_exists(STORE).await.err()),
+        ("key_count", provider.key_count(STORE).await.err()),
+    ];
+    for (op, err) in results {
+        let err = err.unwrap_or_else(|| panic!("{what}: {op} unexpectedly succeeded"));
+        assert_private(&format!("{what} / {op}"), &err);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_do_not_reveal_key_or_token() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let provider = client(&format!("http://127.0.0.1:{port}"), TOKENS[0]);
+    every_error("connection refused", &provider, b"v".to_vec()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_do_not_reveal_key_or_token() {
+    // Accepts connections (the kernel completes the handshake) and never
+    // answers, so every call runs into the client's timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let provider = client(&url, TOKENS[0]);
+    every_error("timeout", &provider, b"v".to_vec()).await;
+    drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_errors_do_not_reveal_key_or_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::builder(SERVER, dir.path().join("data"))
+        .token("the-right-token-0123456789")
+        .arg("--max-value-bytes")
+        .arg("8")
+        .start()
+        .unwrap();
+    // 401 on every call.
+    let wrong = client(&server.url(), TOKENS[1]);
+    every_error("401", &wrong, b"v".to_vec()).await;
+
+    // 413 from the server's limits, on the calls that carry a value.
+    let right = client(&server.url(), "the-right-token-0123456789");
+    let big = vec![7u8; 64];
+    let err = right.set(STORE, KEY, big.clone()).await.unwrap_err();
+    assert_private("413 set", &err);
+    let err = right
+        .set_many(STORE, &[(KEY, big.as_slice())])
+        .await
+        .unwrap_err();
+    assert_private("413 set_many", &err);
+}

@@ -1,0 +1,98 @@
+//! Every store id and key within `--max-key-bytes` is reachable through the
+//! real client, at the CRD's largest setting (64 KiB), with multi-byte
+//! UTF-8 that triples in size when percent-encoded; one byte more is a
+//! clear "too large" error that changes nothing.
+
+use drasi_lib::{StateStoreError, StateStoreProvider};
+use drasi_state_store_remote::RemoteStateStoreProvider;
+use drasi_store_tests::ServerProcess;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
+const TOKEN: &str = "long-keys-token-0123456789";
+const MAX: usize = 64 * 1024;
+
+/// `len` bytes of 3- and 4-byte characters (and ASCII to hit the length).
+fn utf8_of_len(len: usize, seed: char) -> String {
+    let mut s = String::with_capacity(len);
+    let mut chars = [seed, '€', 'ü', '😀'].into_iter().cycle();
+    loop {
+        let c = chars.next().unwrap();
+        if s.len() + c.len_utf8() > len {
+            break;
+        }
+        s.push(c);
+    }
+    while s.len() < len {
+        s.push('x');
+    }
+    assert_eq!(s.len(), len);
+    s
+}
+
+fn too_large(err: &StateStoreError) -> bool {
+    let text = err.to_string();
+    text.contains("key_too_large") && text.contains(&MAX.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_store_ids_of_exactly_the_limit_are_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::builder(SERVER, dir.path().join("data"))
+        .token(TOKEN)
+        .arg("--max-key-bytes")
+        .arg(MAX.to_string())
+        .start()
+        .unwrap();
+    let provider = RemoteStateStoreProvider::builder(server.url())
+        .token(TOKEN)
+        .build()
+        .unwrap();
+    let store = utf8_of_len(MAX, '漢');
+    let key = utf8_of_len(MAX, '字');
+    let other = utf8_of_len(MAX - 1, 'ß');
+
+    provider.set(&store, &key, b"v1".to_vec()).await.unwrap();
+    assert_eq!(
+        provider.get(&store, &key).await.unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert!(provider.contains_key(&store, &key).await.unwrap());
+    assert!(provider.store_exists(&store).await.unwrap());
+    assert_eq!(provider.key_count(&store).await.unwrap(), 1);
+    provider
+        .set_many(&store, &[(other.as_str(), &b"v2"[..])])
+        .await
+        .unwrap();
+    let got = provider
+        .get_many(&store, &[key.as_str(), other.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    let mut keys = provider.list_keys(&store).await.unwrap();
+    keys.sort();
+    let mut expected = vec![key.clone(), other.clone()];
+    expected.sort();
+    assert_eq!(keys, expected);
+    assert!(provider.delete(&store, &key).await.unwrap());
+    assert!(!provider.contains_key(&store, &key).await.unwrap());
+    assert_eq!(provider.clear_store(&store).await.unwrap(), 1);
+    assert!(!provider.store_exists(&store).await.unwrap());
+
+    // One byte over the limit, in the key or the store id: refused,
+    // nothing written.
+    let long_key = utf8_of_len(MAX + 1, '字');
+    let err = provider
+        .set(&store, &long_key, b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert!(too_large(&err), "{err}");
+    let long_store = utf8_of_len(MAX + 1, '漢');
+    let err = provider
+        .set(&long_store, "k", b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert!(too_large(&err), "{err}");
+    let err = provider.get(&long_store, &long_key).await.unwrap_err();
+    assert!(too_large(&err), "{err}");
+    assert!(!provider.store_exists(&store).await.unwrap());
+}
