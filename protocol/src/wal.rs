@@ -217,32 +217,49 @@ pub fn encode_wal_query(source: &str, extra: &[(&str, String)]) -> String {
     out
 }
 
-/// Binary answer of `GET /v1/wal/events`. Integers are big-endian:
+/// Binary answer of `GET /v1/wal/events`: one page of a `read_from`.
+/// Integers are big-endian:
 ///
 /// ```text
 /// oldest: u64        oldest retained sequence, 0 when the log is empty
+/// next:   u64        0 when this page reaches the end of the log; else the
+///                    `from` of the next page (the last sequence here + 1)
 /// count:  u32        events that follow (0 when `from` < oldest)
 /// count x (seq: u64, len: u32, len bytes of the encoded event)
 /// ```
 ///
 /// When `from` is older than `oldest` the server sends no events: the
 /// position has been pruned, and the client reports that with `oldest`.
+/// A page holds at most the server's `--max-response-bytes` (counted with
+/// [`EVENTS_FRAME_HEADER_BYTES`] and [`EVENT_OVERHEAD_BYTES`]), so a long
+/// log is read in several requests rather than as one unbounded answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventsFrame<B> {
     pub oldest: Option<u64>,
+    pub next: Option<u64>,
     pub events: Vec<(u64, B)>,
 }
 
+/// Bytes of an events frame before its first event.
+pub const EVENTS_FRAME_HEADER_BYTES: usize = 20;
+/// Bytes an event adds to an events frame on top of its own length.
+pub const EVENT_OVERHEAD_BYTES: usize = 12;
+
 impl<B: AsRef<[u8]>> EventsFrame<B> {
-    pub fn encode(&self) -> Vec<u8> {
-        let len = 12
+    /// Bytes of the encoded frame.
+    pub fn encoded_len(&self) -> usize {
+        EVENTS_FRAME_HEADER_BYTES
             + self
                 .events
                 .iter()
-                .map(|(_, e)| 12 + e.as_ref().len())
-                .sum::<usize>();
-        let mut out = Vec::with_capacity(len);
+                .map(|(_, e)| EVENT_OVERHEAD_BYTES + e.as_ref().len())
+                .sum::<usize>()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(&self.oldest.unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&self.next.unwrap_or(0).to_be_bytes());
         out.extend_from_slice(&frame_u32(self.events.len()).to_be_bytes());
         for (seq, event) in &self.events {
             let event = event.as_ref();
@@ -266,6 +283,9 @@ pub enum EventsFrameError {
     Truncated,
     #[error("WAL events frame has {0} trailing bytes")]
     TrailingBytes(usize),
+    /// A client that followed it would read the same page forever.
+    #[error("WAL events frame continues at sequence {next}, which is not after its last event")]
+    NextNotAfterPage { next: u64 },
 }
 
 impl<'a> EventsFrame<&'a [u8]> {
@@ -281,6 +301,7 @@ impl<'a> EventsFrame<&'a [u8]> {
         let u64_of = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
         let u32_of = |b: &[u8]| u32::from_be_bytes(b.try_into().expect("4 bytes"));
         let oldest = u64_of(take(8)?);
+        let next = u64_of(take(8)?);
         let count = u32_of(take(4)?) as usize;
         // A lying count must not make us reserve gigabytes up front.
         let mut events = Vec::with_capacity(count.min(1 << 16));
@@ -292,8 +313,12 @@ impl<'a> EventsFrame<&'a [u8]> {
         if !buf.is_empty() {
             return Err(EventsFrameError::TrailingBytes(buf.len()));
         }
+        if next != 0 && events.last().is_none_or(|(last, _)| next <= *last) {
+            return Err(EventsFrameError::NextNotAfterPage { next });
+        }
         Ok(EventsFrame {
             oldest: (oldest != 0).then_some(oldest),
+            next: (next != 0).then_some(next),
             events,
         })
     }
@@ -378,10 +403,29 @@ mod tests {
     fn events_frame_round_trips_and_detects_damage() {
         let frame = EventsFrame {
             oldest: Some(3),
+            next: Some(5),
             events: vec![(3u64, &b"abc"[..]), (4, &b""[..])],
         };
         let bytes = frame.encode();
+        assert_eq!(bytes.len(), frame.encoded_len());
         assert_eq!(EventsFrame::decode(&bytes).unwrap(), frame);
+        let looping = EventsFrame {
+            next: Some(4),
+            ..frame.clone()
+        };
+        assert_eq!(
+            EventsFrame::decode(&looping.encode()),
+            Err(EventsFrameError::NextNotAfterPage { next: 4 })
+        );
+        let empty_but_more = EventsFrame::<&[u8]> {
+            oldest: Some(3),
+            next: Some(9),
+            events: vec![],
+        };
+        assert_eq!(
+            EventsFrame::decode(&empty_but_more.encode()),
+            Err(EventsFrameError::NextNotAfterPage { next: 9 })
+        );
         for cut in 0..bytes.len() {
             assert_eq!(
                 EventsFrame::decode(&bytes[..cut]),
@@ -397,6 +441,7 @@ mod tests {
         );
         let empty = EventsFrame::<&[u8]> {
             oldest: None,
+            next: None,
             events: vec![],
         };
         assert_eq!(EventsFrame::decode(&empty.encode()).unwrap(), empty);

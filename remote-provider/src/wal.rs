@@ -320,47 +320,60 @@ impl WalProvider for RemoteWalProvider {
         Ok(answer.sequence)
     }
 
+    /// Reads the server's answer page by page (each at most its
+    /// `--max-response-bytes`), so no single answer is unbounded. Pages
+    /// are separate snapshots: when events before the next page's start
+    /// were pruned or evicted in between, the read fails with
+    /// `PositionUnavailable` for that page's start rather than skipping
+    /// them.
     async fn read_from(
         &self,
         source_id: &str,
         sequence: u64,
     ) -> Result<Vec<(u64, SourceChange)>, WalError> {
         self.ensure_registered(source_id).await?;
-        let query = encode_wal_query(source_id, &[(FROM_PARAM, sequence.to_string())]);
-        let frame = self
-            .call(
-                Op::WalReadFrom,
-                source_id,
-                &endpoints::WAL_READ_FROM,
-                query,
-                None,
-                answer::bytes,
-            )
-            .await?;
-        let frame = EventsFrame::decode(&frame).map_err(|e| {
-            WalError::SerializationError(format!(
-                "remote write-ahead log: read_from on source '{source_id}' at {}: {e}",
-                self.transport.server()
-            ))
-        })?;
-        if let Some(oldest) = frame.oldest
-            && sequence < oldest
-        {
-            return Err(WalError::PositionUnavailable {
-                source_id: source_id.to_string(),
-                requested: sequence,
-                oldest_available: Some(oldest),
-            });
+        let mut out = Vec::new();
+        let mut from = sequence;
+        loop {
+            let query = encode_wal_query(source_id, &[(FROM_PARAM, from.to_string())]);
+            let frame = self
+                .call(
+                    Op::WalReadFrom,
+                    source_id,
+                    &endpoints::WAL_READ_FROM,
+                    query,
+                    None,
+                    answer::bytes,
+                )
+                .await?;
+            let page = EventsFrame::decode(&frame).map_err(|e| {
+                WalError::SerializationError(format!(
+                    "remote write-ahead log: read_from on source '{source_id}' at {}: {e}",
+                    self.transport.server()
+                ))
+            })?;
+            if let Some(oldest) = page.oldest
+                && from < oldest
+            {
+                return Err(WalError::PositionUnavailable {
+                    source_id: source_id.to_string(),
+                    requested: from,
+                    oldest_available: Some(oldest),
+                });
+            }
+            out.reserve(page.events.len());
+            for (seq, bytes) in page.events {
+                let change =
+                    wal_codec::decode(bytes).map_err(|e| codec_error(source_id, Some(seq), e))?;
+                out.push((seq, change));
+            }
+            // `decode` checked that `next` is past this page's last event,
+            // so the loop always advances.
+            match page.next {
+                Some(next) => from = next,
+                None => return Ok(out),
+            }
         }
-        frame
-            .events
-            .into_iter()
-            .map(|(seq, bytes)| {
-                wal_codec::decode(bytes)
-                    .map(|change| (seq, change))
-                    .map_err(|e| codec_error(source_id, Some(seq), e))
-            })
-            .collect()
     }
 
     async fn prune_up_to(&self, source_id: &str, sequence: u64) -> Result<u64, WalError> {

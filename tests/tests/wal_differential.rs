@@ -9,12 +9,16 @@
 //! around the head, reads from pruned positions, re-registration with a
 //! different config, invalid ids and configs, `Future` events, deletes and
 //! re-creation, and "restarts" (fresh provider instances on the same data).
+//! One seed runs against a server with a tiny `--max-response-bytes`, so
+//! the remote `read_from` is assembled from many pages and must still
+//! answer exactly what the single-file provider does.
 
 use std::time::Duration;
 
 use drasi_core::models::SourceChange;
 use drasi_lib::wal::{CapacityPolicy, WalError, WalProvider, WriteAheadLogConfig};
-use drasi_state_store_remote::RemoteWalProvider;
+use drasi_state_store_remote::{RemoteWalProvider, wal_codec};
+use drasi_store_protocol::wal::{EVENT_OVERHEAD_BYTES, EVENTS_FRAME_HEADER_BYTES};
 use drasi_store_tests::ServerProcess;
 use drasi_store_tests::wal_events::{future_change, random_change};
 use drasi_wal_redb::RedbWalProvider;
@@ -23,7 +27,11 @@ use rand::{Rng, SeedableRng};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
 const TOKEN: &str = "wal-differential-token";
-const SEEDS: [u64; 3] = [1, 2, 3];
+/// Seeds, each with the server's `--max-response-bytes` (its default when
+/// `None`). With 1 KiB a page holds every single event this seeded
+/// sequence makes (one that did not fit would fail the comparison with an
+/// error naming `--max-response-bytes`), but not a whole log.
+const SEEDS: [(u64, Option<usize>); 3] = [(1, None), (2, None), (3, Some(1024))];
 const OPS_PER_SEED: usize = 300;
 /// Valid ids plus one the file-backed rule refuses.
 const SOURCES: [&str; 4] = ["src-a", "src_b", "C9", "bad/id"];
@@ -152,6 +160,8 @@ struct Coverage {
     already_registered: usize,
     not_registered: usize,
     reads_with_events: usize,
+    /// Reads whose answer spans more than one page.
+    paged_reads: usize,
 }
 
 impl Coverage {
@@ -184,12 +194,14 @@ impl Coverage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_wal_matches_drasi_wal_redb() -> anyhow::Result<()> {
     let mut coverage = Coverage::default();
-    for seed in SEEDS {
+    for (seed, page_bytes) in SEEDS {
         let server_dir = tempfile::tempdir()?;
         let redb_dir = tempfile::tempdir()?;
-        let server = ServerProcess::builder(SERVER, server_dir.path())
-            .token(TOKEN)
-            .start()?;
+        let mut server = ServerProcess::builder(SERVER, server_dir.path()).token(TOKEN);
+        if let Some(bytes) = page_bytes {
+            server = server.arg("--max-response-bytes").arg(bytes.to_string());
+        }
+        let server = server.start()?;
         let mut reference: Box<dyn WalProvider> = Box::new(RedbWalProvider::new(redb_dir.path()));
         let mut candidate: Box<dyn WalProvider> = Box::new(remote(&server));
         let mut rng = StdRng::seed_from_u64(seed);
@@ -223,6 +235,16 @@ async fn remote_wal_matches_drasi_wal_redb() -> anyhow::Result<()> {
                 );
             }
             coverage.note(&op, &expected, count_before);
+            if let (Op::ReadFrom(s, seq), Some(page)) = (&op, page_bytes)
+                && let Ok(events) = reference.read_from(s, *seq).await
+            {
+                let frame = EVENTS_FRAME_HEADER_BYTES
+                    + events
+                        .iter()
+                        .map(|(_, e)| EVENT_OVERHEAD_BYTES + wal_codec::encode(e).unwrap().len())
+                        .sum::<usize>();
+                coverage.paged_reads += usize::from(frame > page);
+            }
         }
         // The final state agrees too, source by source.
         for s in SOURCES {
@@ -240,6 +262,7 @@ async fn remote_wal_matches_drasi_wal_redb() -> anyhow::Result<()> {
     anyhow::ensure!(coverage.already_registered > 0, "{coverage:?}");
     anyhow::ensure!(coverage.not_registered > 0, "{coverage:?}");
     anyhow::ensure!(coverage.reads_with_events > 0, "{coverage:?}");
+    anyhow::ensure!(coverage.paged_reads > 0, "{coverage:?}");
     Ok(())
 }
 

@@ -42,6 +42,18 @@ pub enum EngineError {
     /// A write-ahead log refused the call; nothing was applied.
     #[error("{0}")]
     Wal(wal::WalRefusal),
+    /// One event is larger than a `read_from` page may be, so no page can
+    /// hold it and the log cannot be read past it with this setting.
+    #[error(
+        "event {sequence} of the write-ahead log of source '{source_id}' is {bytes} bytes; \
+         a read_from answer holds at most {max} bytes (--max-response-bytes)"
+    )]
+    WalEventTooLarge {
+        source_id: String,
+        sequence: u64,
+        bytes: usize,
+        max: usize,
+    },
     /// The database hit an I/O error (e.g. a full disk) and is being
     /// reopened: nothing was applied; retry later.
     #[error(
@@ -483,10 +495,18 @@ impl Engine {
         wal::info(&*self.read_txn("wal info")?, source)
     }
 
-    /// See [`wal::read_from`]. Reads the whole tail: callers run it off
-    /// the async executor.
-    pub fn wal_read_from(&self, source: &str, from: u64) -> EngineResult<wal::ReadFrom> {
-        wal::read_from(&*self.read_txn("wal read_from")?, source, from)
+    /// One page of a source's `read_from`, encoded (see
+    /// [`wal::read_page`]). Scans up to a page of events: callers run it
+    /// off the async executor.
+    pub fn wal_read_page<E: From<EngineError>>(
+        &self,
+        source: &str,
+        from: u64,
+        max_answer_bytes: usize,
+        admit: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<Vec<u8>, E> {
+        let txn = self.read_txn("wal read_from")?;
+        wal::read_page(&txn, source, from, max_answer_bytes, admit)
     }
 
     /// A write-ahead log write through the group-commit writer; the reply

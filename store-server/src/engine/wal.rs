@@ -11,7 +11,10 @@
 //! transaction, so memory does not grow with sources or events.
 
 use bytes::Bytes;
-use drasi_store_protocol::wal::{AppendId, WalCapacityPolicy, WalConfig, WalInfo};
+use drasi_store_protocol::wal::{
+    AppendId, EVENT_OVERHEAD_BYTES, EVENTS_FRAME_HEADER_BYTES, EventsFrame, WalCapacityPolicy,
+    WalConfig, WalInfo,
+};
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::{EngineError, EngineResult};
@@ -342,32 +345,86 @@ pub(crate) fn info(txn: &ReadTransaction, source: &str) -> EngineResult<WalInfo>
     })
 }
 
-/// The oldest retained sequence and, unless `from` is older than it (that
-/// position was pruned), the events with `seq >= from` without their
-/// append ids.
-pub(crate) type ReadFrom = (Option<u64>, Vec<(u64, Vec<u8>)>);
-
-pub(crate) fn read_from(txn: &ReadTransaction, source: &str, from: u64) -> EngineResult<ReadFrom> {
+/// One page of `read_from`, as the events frame of the answer (see
+/// [`EventsFrame`]): the events with `seq >= from`, in order, without their
+/// append ids, up to `max_answer_bytes` of frame. Events are copied once,
+/// straight from redb's pages into the frame, and only after `admit`
+/// granted room for each; a page that stops early says where the next one
+/// starts. No events when `from` is older than the oldest retained one
+/// (that position was pruned).
+pub(crate) fn read_page<E: From<EngineError>>(
+    txn: &ReadTransaction,
+    source: &str,
+    from: u64,
+    max_answer_bytes: usize,
+    mut admit: impl FnMut(usize) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
     const OP: &str = "wal read_from";
-    let (_, count) = read_log(txn, OP, source)?.ok_or_else(|| not_registered(source))?;
+    read_log(txn, OP, source)?.ok_or_else(|| not_registered(source))?;
     let events = txn.open_table(WAL_EVENTS).map_err(|e| storage(OP, e))?;
     let oldest = oldest(&events, OP, source)?;
+    let mut page = EventsFrame {
+        oldest,
+        next: None,
+        events: Vec::new(),
+    };
     if oldest.is_some_and(|o| from < o) {
-        return Ok((oldest, Vec::new()));
+        return Ok(page.encode());
     }
-    let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 16));
+    admit(EVENTS_FRAME_HEADER_BYTES)?;
+    let mut bytes = EVENTS_FRAME_HEADER_BYTES;
+    let mut guards = Vec::new();
     for item in events
         .range((source, from)..=(source, u64::MAX))
         .map_err(|e| storage(OP, e))?
     {
         let (k, v) = item.map_err(|e| storage(OP, e))?;
-        let stored = v.value();
-        out.push((
-            k.value().1,
-            stored[APPEND_ID_BYTES.min(stored.len())..].to_vec(),
-        ));
+        let seq = k.value().1;
+        let event_len = v.value().len().saturating_sub(APPEND_ID_BYTES);
+        let entry = EVENT_OVERHEAD_BYTES + event_len;
+        if bytes + entry > max_answer_bytes {
+            if guards.is_empty() {
+                // Not even one event fits: no page size makes progress.
+                return Err(EngineError::WalEventTooLarge {
+                    source_id: source.to_string(),
+                    sequence: seq,
+                    bytes: event_len,
+                    max: max_answer_bytes,
+                }
+                .into());
+            }
+            page.next = Some(seq);
+            break;
+        }
+        admit(entry)?;
+        bytes += entry;
+        guards.push((seq, v));
     }
-    Ok((oldest, out))
+    page.events = guards
+        .iter()
+        .map(|(seq, v)| (*seq, &v.value()[APPEND_ID_BYTES.min(v.value().len())..]))
+        .collect();
+    Ok(page.encode())
+}
+
+/// Every retained event with `seq >= from`, decoded from one unbounded
+/// page: for tests, which know their logs are small.
+#[cfg(test)]
+pub(crate) fn read_all(
+    txn: &ReadTransaction,
+    source: &str,
+    from: u64,
+) -> EngineResult<(Option<u64>, Vec<(u64, Vec<u8>)>)> {
+    let frame = read_page(txn, source, from, usize::MAX, |_| Ok::<(), EngineError>(()))?;
+    let page = EventsFrame::decode(&frame).expect("the engine writes valid frames");
+    assert_eq!(page.next, None, "an unbounded page holds the whole tail");
+    Ok((
+        page.oldest,
+        page.events
+            .into_iter()
+            .map(|(s, e)| (s, e.to_vec()))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -430,7 +487,7 @@ mod tests {
         assert_eq!(engine.wal_write(append("t", 7, b"x")).await.unwrap(), 1);
         let info = engine.wal_info("s").unwrap();
         assert_eq!((info.head_sequence, info.event_count), (2, 2));
-        let (_, events) = engine.wal_read_from("s", 1).unwrap();
+        let (_, events) = read_all(&engine.db.begin_read("test").unwrap(), "s", 1).unwrap();
         assert_eq!(events, vec![(1, b"a".to_vec()), (2, b"b".to_vec())]);
     }
 
@@ -464,6 +521,71 @@ mod tests {
             engine.wal_info("s"),
             Err(EngineError::Wal(WalRefusal::NotRegistered(_)))
         ));
+    }
+
+    /// Pages of `read_page` walked like the client walks them.
+    fn pages(engine: &Engine, from: u64, max: usize) -> Vec<Vec<u64>> {
+        let mut out = Vec::new();
+        let mut from = from;
+        loop {
+            let txn = engine.db.begin_read("test").unwrap();
+            let frame = read_page(&txn, "s", from, max, |_| Ok::<(), EngineError>(())).unwrap();
+            assert!(frame.len() <= max, "a page of {} bytes", frame.len());
+            let page = EventsFrame::decode(&frame).unwrap();
+            out.push(page.events.iter().map(|(seq, _)| *seq).collect());
+            match page.next {
+                Some(next) => from = next,
+                None => return out,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn read_from_answers_are_bounded_pages() {
+        const EVENT: &[u8] = &[7; 100];
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(&dir);
+        engine.wal_write(register("s", 16)).await.unwrap();
+        for id in 1..=10u128 {
+            engine.wal_write(append("s", id, EVENT)).await.unwrap();
+        }
+        // Room for exactly three events per page.
+        let max = EVENTS_FRAME_HEADER_BYTES + 3 * (EVENT_OVERHEAD_BYTES + EVENT.len());
+        assert_eq!(
+            pages(&engine, 2, max),
+            vec![vec![2, 3, 4], vec![5, 6, 7], vec![8, 9, 10]]
+        );
+        assert_eq!(
+            pages(&engine, 1, max - 1).concat(),
+            (1..=10).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            pages(&engine, 1, usize::MAX),
+            vec![(1..=10).collect::<Vec<_>>()]
+        );
+
+        // A page too small for even one event: a clear error, not an empty
+        // page the client would ask for again and again.
+        let txn = engine.db.begin_read("test").unwrap();
+        let tiny = EVENTS_FRAME_HEADER_BYTES + EVENT_OVERHEAD_BYTES + EVENT.len() - 1;
+        let err = read_page(&txn, "s", 4, tiny, |_| Ok::<(), EngineError>(())).unwrap_err();
+        assert!(
+            matches!(&err, EngineError::WalEventTooLarge { source_id, sequence: 4, bytes: 100, .. } if source_id == "s"),
+            "{err}"
+        );
+
+        // The memory budget is asked before each event is copied, and its
+        // refusal ends the read.
+        let mut granted = 0;
+        let refused = read_page(&txn, "s", 1, usize::MAX, |len| {
+            if granted + len > 300 {
+                return Err(EngineError::Busy { capacity: 0 });
+            }
+            granted += len;
+            Ok(())
+        });
+        assert!(matches!(refused, Err(EngineError::Busy { .. })));
+        assert!(granted <= 300);
     }
 
     #[tokio::test]

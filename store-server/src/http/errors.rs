@@ -67,7 +67,9 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable | EngineError::Recovering | EngineError::Busy { .. } => {
                 ErrorCode::Unavailable
             }
-            EngineError::AnswerTooLarge { .. } => ErrorCode::ResponseTooLarge,
+            EngineError::AnswerTooLarge { .. } | EngineError::WalEventTooLarge { .. } => {
+                ErrorCode::ResponseTooLarge
+            }
             EngineError::Wal(WalRefusal::NotRegistered(_)) => ErrorCode::WalNotRegistered,
             EngineError::Wal(WalRefusal::CapacityExhausted(_)) => ErrorCode::WalCapacityExhausted,
         };

@@ -1,22 +1,24 @@
 //! Handlers of the write-ahead log routes (`/v1/wal/...`, docs/wal.md).
 //! Every input is checked before the writer sees it, so a bad request
-//! changes nothing.
+//! changes nothing. Bodies and answers count against the same memory
+//! budget (`--max-inflight-body-bytes`) as the state store routes, and a
+//! `read_from` answer is one page of at most `--max-response-bytes`.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use drasi_store_protocol::routes::{JSON, OCTET_STREAM};
+use drasi_store_protocol::routes::OCTET_STREAM;
 use drasi_store_protocol::wal::{
-    APPEND_ID_PARAM, AppendResponse, EventsFrame, FROM_PARAM, UP_TO_PARAM, WalConfig, WalQuery,
-    WalQueryError, parse_wal_query,
+    APPEND_ID_PARAM, AppendResponse, FROM_PARAM, UP_TO_PARAM, WalConfig, WalQuery, WalQueryError,
+    parse_wal_query,
 };
 use drasi_store_protocol::{CountResponse, ErrorCode};
-use serde::Serialize;
 
 use super::SharedState;
 use super::errors::ApiError;
-use super::limits::{BodyLimit, read_body};
+use super::handlers::{blocking, json, raw_target};
+use super::limits::{BodyLimit, Held, read_body};
 use crate::engine::wal::WalOp;
 
 type ApiResult = Result<Response, ApiError>;
@@ -30,13 +32,17 @@ impl From<WalQueryError> for ApiError {
     }
 }
 
+/// The WAL query, from the query string or, when a long source id made it
+/// too long for a URI, from the target header (as the state store routes
+/// carry long keys).
 fn query(
     uri: &Uri,
+    headers: &HeaderMap,
     allowed: &[&'static str],
     required: &[&'static str],
     state: &SharedState,
 ) -> Result<WalQuery, ApiError> {
-    let q = parse_wal_query(uri.query(), allowed, required)?;
+    let q = parse_wal_query(raw_target(uri, headers)?, allowed, required)?;
     let max = state.limits.max_key_bytes;
     if q.source.len() > max {
         return Err(ApiError::new(
@@ -50,22 +56,13 @@ fn query(
     Ok(q)
 }
 
-fn json<T: Serialize>(value: &T) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => ([(header::CONTENT_TYPE, JSON)], body).into_response(),
-        Err(e) => {
-            ApiError::new(ErrorCode::Internal, format!("encoding response: {e}")).into_response()
-        }
-    }
-}
-
 pub async fn register(
     State(state): State<SharedState>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let q = query(&uri, &[], &[], &state)?;
+    let q = query(&uri, &headers, &[], &[], &state)?;
     let limit = BodyLimit {
         max: MAX_CONFIG_BYTES,
         code: ErrorCode::BodyTooLarge,
@@ -85,6 +82,7 @@ pub async fn register(
             format!("expected a JSON WAL config {{\"maxEvents\", \"capacityPolicy\"}}: {e}"),
         )
     })?;
+    drop(body);
     config.validate().map_err(|e| {
         ApiError::new(
             ErrorCode::MalformedBody,
@@ -107,7 +105,7 @@ pub async fn append(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let q = query(&uri, &[APPEND_ID_PARAM], &[], &state)?;
+    let q = query(&uri, &headers, &[APPEND_ID_PARAM], &[], &state)?;
     let event = read_body(
         body,
         &headers,
@@ -124,27 +122,34 @@ pub async fn append(
             event: event.bytes,
         })
         .await?;
-    // The event's room in the budget is held until it is committed.
+    // The event's room in the budget is held until its commit.
     drop(event.permit);
     Ok(json(&AppendResponse { sequence }))
 }
 
-pub async fn events(State(state): State<SharedState>, uri: Uri) -> ApiResult {
-    let q = query(&uri, &[FROM_PARAM], &[FROM_PARAM], &state)?;
+/// One page of `read_from`: at most `--max-response-bytes` of frame, each
+/// event charged to the memory budget before it is copied; the frame says
+/// where the next page starts.
+pub async fn events(State(state): State<SharedState>, uri: Uri, headers: HeaderMap) -> ApiResult {
+    let q = query(&uri, &headers, &[FROM_PARAM], &[FROM_PARAM], &state)?;
     let from = q.from.unwrap_or_default();
-    let engine = state.engine.clone();
-    // A log holds up to max_events events: scan and encode off the executor.
-    let frame = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let (oldest, events) = engine.wal_read_from(&q.source, from)?;
-        Ok(EventsFrame { oldest, events }.encode())
+    let state2 = state.clone();
+    let (frame, held) = blocking(move || {
+        let mut held = Held::default();
+        let frame =
+            state2
+                .engine
+                .wal_read_page(&q.source, from, state2.max_response_bytes, |len| {
+                    held.take(&state2.body_budget, len)
+                })?;
+        Ok((frame, held))
     })
-    .await
-    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("read task failed: {e}")))??;
-    Ok(([(header::CONTENT_TYPE, OCTET_STREAM)], frame).into_response())
+    .await?;
+    Ok(([(header::CONTENT_TYPE, OCTET_STREAM)], held.body(frame)).into_response())
 }
 
-pub async fn prune(State(state): State<SharedState>, uri: Uri) -> ApiResult {
-    let q = query(&uri, &[UP_TO_PARAM], &[UP_TO_PARAM], &state)?;
+pub async fn prune(State(state): State<SharedState>, uri: Uri, headers: HeaderMap) -> ApiResult {
+    let q = query(&uri, &headers, &[UP_TO_PARAM], &[UP_TO_PARAM], &state)?;
     let count = state
         .engine
         .wal_write(WalOp::Prune {
@@ -155,13 +160,13 @@ pub async fn prune(State(state): State<SharedState>, uri: Uri) -> ApiResult {
     Ok(json(&CountResponse { count }))
 }
 
-pub async fn info(State(state): State<SharedState>, uri: Uri) -> ApiResult {
-    let q = query(&uri, &[], &[], &state)?;
+pub async fn info(State(state): State<SharedState>, uri: Uri, headers: HeaderMap) -> ApiResult {
+    let q = query(&uri, &headers, &[], &[], &state)?;
     Ok(json(&state.engine.wal_info(&q.source)?))
 }
 
-pub async fn delete(State(state): State<SharedState>, uri: Uri) -> ApiResult {
-    let q = query(&uri, &[], &[], &state)?;
+pub async fn delete(State(state): State<SharedState>, uri: Uri, headers: HeaderMap) -> ApiResult {
+    let q = query(&uri, &headers, &[], &[], &state)?;
     state
         .engine
         .wal_write(WalOp::Delete { source: q.source })
