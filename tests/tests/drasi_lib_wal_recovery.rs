@@ -1,7 +1,9 @@
 //! End to end with a real DrasiLib and no local state at all: an
-//! application source with WAL durability, a continuous query and an
-//! application reaction, with both providers remote
-//! (`RemoteStateStoreProvider` and `RemoteWalProvider`).
+//! application source with WAL durability, a continuous query and a
+//! reaction, with both providers remote (`RemoteStateStoreProvider` and
+//! `RemoteWalProvider`). The reaction is a few lines here rather than
+//! `drasi-reaction-application`, which would pull a second major version of
+//! utoipa into the workspace.
 //!
 //! The app pushes changes; each `send` returns only after the change is in
 //! the remote WAL. Mid-stream the server is killed with SIGKILL, so the
@@ -11,22 +13,25 @@
 //! least once). The log's head must not move backwards across the crash,
 //! and the new instance keeps numbering after it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, ensure};
-use drasi_lib::channels::ResultDiff;
+use anyhow::{Context, ensure};
+use async_trait::async_trait;
+use drasi_lib::channels::{QueryResult, ResultDiff};
 use drasi_lib::wal::WalProvider;
-use drasi_lib::{CapacityPolicy, DrasiLib, DurabilityConfig, Query};
-use drasi_reaction_application::application::ResultStream;
-use drasi_reaction_application::{ApplicationReaction, ApplicationReactionHandle};
+use drasi_lib::{
+    CapacityPolicy, ComponentStatus, DrasiLib, DurabilityConfig, Query, Reaction, ReactionBase,
+    ReactionBaseParams, ReactionRuntimeContext,
+};
 use drasi_source_application::{
     ApplicationSource, ApplicationSourceConfig, ApplicationSourceHandle,
 };
 use drasi_state_store_remote::{RemoteStateStoreProvider, RemoteWalProvider};
 use drasi_store_tests::ServerProcess;
 use drasi_store_tests::wal_events::order_change;
+use tokio::sync::mpsc;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
 const TOKEN: &str = "drasi-lib-wal-token";
@@ -40,7 +45,66 @@ const MAX_SENDS: u64 = 2_000;
 struct App {
     drasi: DrasiLib,
     source: ApplicationSourceHandle,
-    reaction: ApplicationReactionHandle,
+    results: mpsc::UnboundedReceiver<QueryResult>,
+}
+
+/// A reaction that hands every query result to the test over a channel,
+/// standing in for an app's own reaction.
+struct ChannelReaction {
+    base: ReactionBase,
+    results: mpsc::UnboundedSender<QueryResult>,
+}
+
+impl ChannelReaction {
+    fn new(id: &str, query: &str) -> (Self, mpsc::UnboundedReceiver<QueryResult>) {
+        let (results, rx) = mpsc::unbounded_channel();
+        let base = ReactionBase::new(ReactionBaseParams::new(id, vec![query.to_string()]));
+        (Self { base, results }, rx)
+    }
+}
+
+#[async_trait]
+impl Reaction for ChannelReaction {
+    fn id(&self) -> &str {
+        &self.base.id
+    }
+
+    fn type_name(&self) -> &str {
+        "test-channel"
+    }
+
+    fn properties(&self) -> HashMap<String, serde_json::Value> {
+        HashMap::new()
+    }
+
+    fn query_ids(&self) -> Vec<String> {
+        self.base.queries.clone()
+    }
+
+    async fn initialize(&self, context: ReactionRuntimeContext) {
+        self.base.initialize(context).await;
+    }
+
+    async fn start(&self) -> anyhow::Result<()> {
+        self.base
+            .set_status(ComponentStatus::Running, Some("started".to_string()))
+            .await;
+        Ok(())
+    }
+
+    async fn stop(&self) -> anyhow::Result<()> {
+        self.base.stop_common().await
+    }
+
+    async fn status(&self) -> ComponentStatus {
+        self.base.get_status().await
+    }
+
+    async fn enqueue_query_result(&self, result: QueryResult) -> anyhow::Result<()> {
+        // The test may have stopped listening; the result is then unwanted.
+        let _ = self.results.send(result);
+        Ok(())
+    }
 }
 
 async fn start_app(url: &str) -> anyhow::Result<App> {
@@ -65,9 +129,7 @@ async fn start_app(url: &str) -> anyhow::Result<App> {
             }),
         },
     )?;
-    let (reaction, reaction_handle) = ApplicationReaction::builder(REACTION)
-        .with_query(QUERY)
-        .build();
+    let (reaction, results) = ChannelReaction::new(REACTION, QUERY);
     let drasi = DrasiLib::builder()
         .with_id("wal-recovery-test")
         .with_state_store_provider(Arc::new(state))
@@ -87,14 +149,14 @@ async fn start_app(url: &str) -> anyhow::Result<App> {
     Ok(App {
         drasi,
         source: source_handle,
-        reaction: reaction_handle,
+        results,
     })
 }
 
 /// The `n` of every order the reaction was told about, until `wanted` are
 /// all seen or the deadline passes.
 async fn collect(
-    stream: &mut ResultStream,
+    stream: &mut mpsc::UnboundedReceiver<QueryResult>,
     wanted: &BTreeSet<u64>,
     deadline: Duration,
 ) -> anyhow::Result<BTreeSet<u64>> {
@@ -102,7 +164,7 @@ async fn collect(
     let until = Instant::now() + deadline;
     while !wanted.is_subset(&seen) {
         let left = until.saturating_duration_since(Instant::now());
-        let Ok(Some(result)) = tokio::time::timeout(left, stream.next()).await else {
+        let Ok(Some(result)) = tokio::time::timeout(left, stream.recv()).await else {
             break;
         };
         for diff in result.results {
@@ -170,13 +232,9 @@ async fn acknowledged_changes_reach_the_reaction_after_kill9_and_restart() -> an
 
     // A fresh DrasiLib instance, as a rescheduled pod: the source replays
     // its remote log into the query and the reaction sees every change.
-    let app = start_app(&url).await?;
-    let mut stream = app
-        .reaction
-        .as_stream()
-        .await
-        .ok_or_else(|| anyhow!("the reaction's stream was already taken"))?;
-    let seen = collect(&mut stream, &acked, Duration::from_secs(30)).await?;
+    let mut app = start_app(&url).await?;
+    let stream = &mut app.results;
+    let seen = collect(stream, &acked, Duration::from_secs(30)).await?;
     let missing: Vec<_> = acked.difference(&seen).collect();
     ensure!(
         missing.is_empty(),
@@ -195,7 +253,7 @@ async fn acknowledged_changes_reach_the_reaction_after_kill9_and_restart() -> an
     );
     let wanted = BTreeSet::from([MAX_SENDS + 1]);
     ensure!(
-        collect(&mut stream, &wanted, Duration::from_secs(10))
+        collect(stream, &wanted, Duration::from_secs(10))
             .await?
             .contains(&(MAX_SENDS + 1)),
         "a change sent after recovery did not reach the reaction"
