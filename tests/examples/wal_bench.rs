@@ -23,7 +23,7 @@ use drasi_store_tests::wal_events::order_change;
 use drasi_wal_redb::RedbWalProvider;
 
 const SERVER_CHILD_ENV: &str = "DRASI_WAL_BENCH_SERVER_CHILD";
-const TOKEN: &str = "wal-bench-token";
+const TOKEN: &str = "wal-bench-token-0123456789";
 const SOURCE: &str = "bench-source";
 const CONCURRENCY: [usize; 2] = [1, 16];
 const USAGE: &str = "wal_bench [--secs S (default 3)] [--dir DIR (default: the temp dir)]";

@@ -23,7 +23,7 @@ use drasi_store_tests::ServerProcess;
 use drasi_store_tests::wal_events::order_change;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
-const TOKEN: &str = "wal-crash-token";
+const TOKEN: &str = "wal-crash-token-0123456789";
 const SOURCES: [&str; 2] = ["orders-http", "payments-grpc"];
 const APPENDERS: usize = 16;
 const MAX_APPENDS_PER_TASK: u64 = 5_000;
