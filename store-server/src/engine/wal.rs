@@ -264,9 +264,9 @@ impl<'txn> WalTables<'txn> {
 
     /// Removes the events in `range` with their append ids; returns how
     /// many there were.
-    fn remove_range<'a>(
+    fn remove_range(
         &mut self,
-        range: std::ops::RangeInclusive<(&'a str, u64)>,
+        range: std::ops::RangeInclusive<(&str, u64)>,
     ) -> Result<u64, EngineError> {
         let source = range.start().0;
         let mut removed = 0;
@@ -407,14 +407,14 @@ pub(crate) fn read_page<E: From<EngineError>>(
     Ok(page.encode())
 }
 
+/// The oldest retained sequence and the events with their sequences.
+#[cfg(test)]
+pub(crate) type Tail = (Option<u64>, Vec<(u64, Vec<u8>)>);
+
 /// Every retained event with `seq >= from`, decoded from one unbounded
 /// page: for tests, which know their logs are small.
 #[cfg(test)]
-pub(crate) fn read_all(
-    txn: &ReadTransaction,
-    source: &str,
-    from: u64,
-) -> EngineResult<(Option<u64>, Vec<(u64, Vec<u8>)>)> {
+pub(crate) fn read_all(txn: &ReadTransaction, source: &str, from: u64) -> EngineResult<Tail> {
     let frame = read_page(txn, source, from, usize::MAX, |_| Ok::<(), EngineError>(()))?;
     let page = EventsFrame::decode(&frame).expect("the engine writes valid frames");
     assert_eq!(page.next, None, "an unbounded page holds the whole tail");
