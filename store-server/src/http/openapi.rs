@@ -301,9 +301,11 @@ fn wal_parameters(mut op: OperationBuilder, extra: &[&str]) -> OperationBuilder 
     op
 }
 
-const EVENTS_FRAME: &str = "Big-endian: the oldest retained sequence (u64, 0 when the log is \
-empty), a u32 count, then per event: u64 sequence, u32 length and the encoded event. No events \
-when `from` is older than the oldest retained sequence. See docs/wal.md.";
+const EVENTS_FRAME: &str = "One page of read_from, at most --max-response-bytes. Big-endian: \
+the oldest retained sequence (u64, 0 when the log is empty), the `from` of the next page (u64, \
+0 when this page reaches the end of the log), a u32 count, then per event: u64 sequence, u32 \
+length and the encoded event. No events when `from` is older than the oldest retained \
+sequence. See docs/wal.md.";
 
 fn octets(description: &str) -> Schema {
     ObjectBuilder::new()
