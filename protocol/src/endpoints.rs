@@ -5,7 +5,7 @@
 //! generates its OpenAPI document from it, so a route cannot exist in one
 //! place and be missing or different in another.
 
-use crate::{routes, snapshot};
+use crate::{routes, snapshot, wal};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +60,13 @@ pub enum Operation {
     Healthz,
     Readyz,
     Metrics,
+    WalRegister,
+    WalAppend,
+    WalReadFrom,
+    WalPruneUpTo,
+    /// `head_sequence`, `oldest_sequence` and `event_count` in one answer.
+    WalInfo,
+    WalDelete,
 }
 
 impl Operation {
@@ -84,6 +91,12 @@ impl Operation {
             Operation::Healthz => "healthz",
             Operation::Readyz => "readyz",
             Operation::Metrics => "metrics",
+            Operation::WalRegister => "wal_register",
+            Operation::WalAppend => "wal_append",
+            Operation::WalReadFrom => "wal_read_from",
+            Operation::WalPruneUpTo => "wal_prune_up_to",
+            Operation::WalInfo => "wal_info",
+            Operation::WalDelete => "wal_delete",
         }
     }
 }
@@ -94,6 +107,9 @@ pub enum Query {
     None,
     Store,
     StoreAndKey,
+    /// `source` plus the optional or required parameters named here (see
+    /// [`crate::wal`]).
+    Source(&'static [&'static str]),
     /// `store` repeated any number of times, none meaning every store
     /// ([`snapshot::encode_selection`]).
     StoreSelection,
@@ -122,6 +138,10 @@ pub enum Body {
     OpenApiDocument,
     /// Prometheus/OpenMetrics text.
     MetricsText,
+    /// One encoded WAL event as raw bytes (see docs/wal.md).
+    WalEvent,
+    /// A WAL events frame ([`crate::wal::EventsFrame`]).
+    WalEventsFrame,
 }
 
 /// One route: method and path, what it serves, and its bodies.
@@ -369,8 +389,69 @@ pub const METRICS: Endpoint = public(
     "Prometheus metrics in the OpenMetrics text format",
 );
 
+pub const WAL_REGISTER: Endpoint = data(
+    Method::Put,
+    routes::WAL_REGISTER,
+    Operation::WalRegister,
+    Query::Source(&[]),
+    Body::Json("WalConfig"),
+    204,
+    Body::Empty,
+    "WAL register: create a source's log, or set the config of an existing one (events and counter are kept)",
+);
+pub const WAL_APPEND: Endpoint = data(
+    Method::Post,
+    routes::WAL_APPEND,
+    Operation::WalAppend,
+    Query::Source(&[wal::APPEND_ID_PARAM]),
+    Body::WalEvent,
+    200,
+    Body::Json("AppendResponse"),
+    "WAL append: add one encoded event; a repeated appendId returns the first sequence",
+);
+pub const WAL_READ_FROM: Endpoint = data(
+    Method::Get,
+    routes::WAL_EVENTS,
+    Operation::WalReadFrom,
+    Query::Source(&[wal::FROM_PARAM]),
+    Body::Empty,
+    200,
+    Body::WalEventsFrame,
+    "WAL read_from: the retained events with sequence >= from, in order",
+);
+pub const WAL_PRUNE_UP_TO: Endpoint = data(
+    Method::Post,
+    routes::WAL_PRUNE,
+    Operation::WalPruneUpTo,
+    Query::Source(&[wal::UP_TO_PARAM]),
+    Body::Empty,
+    200,
+    Body::Json("CountResponse"),
+    "WAL prune_up_to: remove every event with sequence <= upTo",
+);
+pub const WAL_INFO: Endpoint = data(
+    Method::Get,
+    routes::WAL_INFO,
+    Operation::WalInfo,
+    Query::Source(&[]),
+    Body::Empty,
+    200,
+    Body::Json("WalInfo"),
+    "WAL head_sequence, oldest_sequence and event_count from one snapshot",
+);
+pub const WAL_DELETE: Endpoint = data(
+    Method::Delete,
+    routes::WAL,
+    Operation::WalDelete,
+    Query::Source(&[]),
+    Body::Empty,
+    204,
+    Body::Empty,
+    "WAL delete_wal: remove a source's log, events and counter (no error when absent)",
+);
+
 /// Every endpoint the server serves.
-pub const ALL: [&Endpoint; 19] = [
+pub const ALL: [&Endpoint; 25] = [
     &GET,
     &CONTAINS_KEY,
     &SET,
@@ -390,6 +471,12 @@ pub const ALL: [&Endpoint; 19] = [
     &HEALTHZ,
     &READYZ,
     &METRICS,
+    &WAL_REGISTER,
+    &WAL_APPEND,
+    &WAL_READ_FROM,
+    &WAL_PRUNE_UP_TO,
+    &WAL_INFO,
+    &WAL_DELETE,
 ];
 
 #[cfg(test)]

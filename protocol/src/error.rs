@@ -35,6 +35,10 @@ pub enum ErrorCode {
     Unavailable,
     StorageError,
     Internal,
+    /// A WAL call for a source that has no log (never registered, or deleted).
+    WalNotRegistered,
+    /// An append to a full log whose policy is `rejectIncoming`.
+    WalCapacityExhausted,
 }
 
 impl ErrorCode {
@@ -53,6 +57,8 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => 408,
             ErrorCode::Unavailable => 503,
             ErrorCode::StorageError | ErrorCode::Internal => 500,
+            ErrorCode::WalNotRegistered => 404,
+            ErrorCode::WalCapacityExhausted => 409,
         }
     }
 
@@ -75,11 +81,13 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::StorageError => "storage_error",
             ErrorCode::Internal => "internal",
+            ErrorCode::WalNotRegistered => "wal_not_registered",
+            ErrorCode::WalCapacityExhausted => "wal_capacity_exhausted",
         }
     }
 
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::KeyNotFound,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -97,6 +105,8 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::StorageError,
         ErrorCode::Internal,
+        ErrorCode::WalNotRegistered,
+        ErrorCode::WalCapacityExhausted,
     ];
 }
 

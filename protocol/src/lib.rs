@@ -17,6 +17,7 @@ pub mod query;
 pub mod routes;
 pub mod snapshot;
 pub mod types;
+pub mod wal;
 
 pub use batch::{
     BatchError, EntriesFrame, KeysFrame, decode_entries, decode_keys, encode_entries, encode_keys,

@@ -30,6 +30,21 @@ pub const STORE_KEYS: &str = "/v1/store/keys";
 pub const BATCH: &str = "/v1/batch";
 /// `POST` -> 204 once everything acknowledged so far is durable.
 pub const SYNC: &str = "/v1/sync";
+/// Write-ahead logs of DrasiLib transient sources (see [`crate::wal`]);
+/// every route takes `source=<id>`.
+/// `PUT`, body: JSON [`crate::wal::WalConfig`] -> 204 (register).
+pub const WAL_REGISTER: &str = "/v1/wal/register";
+/// `POST`, body: the encoded event (raw bytes), query `appendId` optional
+/// -> [`crate::wal::AppendResponse`].
+pub const WAL_APPEND: &str = "/v1/wal/append";
+/// `GET`, query `from` -> [`crate::wal::EventsFrame`] (read_from).
+pub const WAL_EVENTS: &str = "/v1/wal/events";
+/// `POST`, query `upTo` -> [`crate::CountResponse`] (prune_up_to).
+pub const WAL_PRUNE: &str = "/v1/wal/prune";
+/// `GET` -> [`crate::wal::WalInfo`] (head, oldest, count).
+pub const WAL_INFO: &str = "/v1/wal/info";
+/// `DELETE` -> 204 (delete_wal; also when there was no log).
+pub const WAL: &str = "/v1/wal";
 /// `GET` -> [`crate::ServerInfo`] (durability mode, version).
 pub const INFO: &str = "/v1/info";
 /// `GET` -> OpenAPI 3.1 document of this API.

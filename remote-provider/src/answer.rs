@@ -35,6 +35,11 @@ pub(crate) async fn value(response: Response) -> Result<Option<Vec<u8>>, Failure
     Ok(Some(Vec::from(body(response).await?)))
 }
 
+/// A binary answer, as sent.
+pub(crate) async fn bytes(response: Response) -> Result<bytes::Bytes, Failure> {
+    body(response).await
+}
+
 /// `HEAD /v1/kv`.
 pub(crate) async fn exists(response: Response) -> Result<bool, Failure> {
     Ok(response.status() != StatusCode::NOT_FOUND)

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use drasi_lib::StateStoreError;
 use drasi_store_protocol::endpoints::{self, Endpoint};
 use drasi_store_protocol::{
-    DeleteResponse, ErrorCode, MixedKind, MixedOp, MixedResult, encode_mixed_ops,
+    DeleteResponse, ErrorCode, MixedKind, MixedOp, MixedResult, encode_mixed_ops, encode_query,
 };
 use reqwest::StatusCode;
 use tokio::runtime::Handle;
@@ -268,7 +268,7 @@ impl Shared {
     /// One call on its own single-key route, as without batching.
     async fn single(&self, call: &Call) -> CallResult {
         let endpoint = call.endpoint();
-        let (url, target) = self.url(endpoint, Some(&call.store), Some(&call.key));
+        let (url, target) = self.url(endpoint, Some(encode_query(&call.store, Some(&call.key))));
         let target = target.as_deref();
         let method = method_of(endpoint);
         let op = call.op();
@@ -333,7 +333,7 @@ impl Shared {
         } else {
             Op::Get
         };
-        let (url, _) = self.url(&endpoints::BATCH, None, None);
+        let (url, _) = self.url(&endpoints::BATCH, None);
         let outcome = self
             .execute(
                 op,

@@ -146,6 +146,14 @@ impl RemoteStateStoreProviderBuilder {
     /// starts the provider's I/O runtime. Connects lazily: a server that is
     /// down now does not make this fail.
     pub fn build(self) -> Result<RemoteStateStoreProvider, StateStoreError> {
+        let transport = self.build_transport()?;
+        transport.prefetch_durability();
+        Ok(RemoteStateStoreProvider::from_transport(transport))
+    }
+
+    /// Everything `build` does, for any provider that talks to the server
+    /// (the state store and the write-ahead log share this).
+    pub(crate) fn build_transport(self) -> Result<Transport, StateStoreError> {
         let (base, server) = parse_base_url(&self.url).map_err(config_error)?;
         let token = match self.token {
             None => TokenSource::None,
@@ -178,8 +186,7 @@ impl RemoteStateStoreProviderBuilder {
             batch_always: self.batch_always,
         })
         .map_err(config_error)?;
-        transport.prefetch_durability();
-        Ok(RemoteStateStoreProvider::from_transport(transport))
+        Ok(transport)
     }
 }
 

@@ -9,6 +9,7 @@
 use std::fmt::{self, Write as _};
 
 use drasi_lib::StateStoreError;
+use drasi_lib::wal::WalError;
 use drasi_store_protocol::{ErrorBody, ErrorCode};
 use reqwest::StatusCode;
 
@@ -29,6 +30,12 @@ pub(crate) enum Op {
     Sync,
     /// `GET /v1/info`, for [`drasi_lib::StateStoreProvider::is_durable`].
     ServerInfo,
+    WalRegister,
+    WalAppend,
+    WalReadFrom,
+    WalPruneUpTo,
+    WalInfo,
+    WalDelete,
 }
 
 impl Op {
@@ -47,14 +54,38 @@ impl Op {
             Op::KeyCount => "key_count",
             Op::Sync => "sync",
             Op::ServerInfo => "server_info",
+            Op::WalRegister => "register",
+            Op::WalAppend => "append",
+            Op::WalReadFrom => "read_from",
+            Op::WalPruneUpTo => "prune_up_to",
+            Op::WalInfo => "wal_info",
+            Op::WalDelete => "delete_wal",
         }
     }
 
     /// Whether replaying the request after an unknown outcome gives the same
     /// answer. Deletes are not: the replay would report "did not exist" (or a
-    /// smaller count) for keys the first attempt already removed.
+    /// smaller count) for keys the first attempt already removed; nor is a
+    /// WAL prune, whose replay would report 0 events pruned. A WAL append is:
+    /// it carries an append id, and the server answers a repeated id with
+    /// the first attempt's sequence number instead of appending again.
     pub(crate) fn is_idempotent(self) -> bool {
-        !matches!(self, Op::Delete | Op::DeleteMany | Op::ClearStore)
+        !matches!(
+            self,
+            Op::Delete | Op::DeleteMany | Op::ClearStore | Op::WalPruneUpTo
+        )
+    }
+
+    fn is_wal(self) -> bool {
+        matches!(
+            self,
+            Op::WalRegister
+                | Op::WalAppend
+                | Op::WalReadFrom
+                | Op::WalPruneUpTo
+                | Op::WalInfo
+                | Op::WalDelete
+        )
     }
 }
 
@@ -115,9 +146,14 @@ pub(crate) struct CallContext<'a> {
 
 impl CallContext<'_> {
     fn prefix(&self) -> String {
-        let mut out = format!("remote state store: {} ", self.op);
+        let (service, partition) = if self.op.is_wal() {
+            ("remote write-ahead log", "source")
+        } else {
+            ("remote state store", "store")
+        };
+        let mut out = format!("{service}: {} ", self.op);
         if let Some(store) = self.store {
-            let _ = write!(out, "on store {} ", bounded_debug(store, 80));
+            let _ = write!(out, "on {partition} {} ", bounded_debug(store, 80));
         }
         let _ = write!(out, "at {} failed", self.server);
         if self.attempts > 1 {
@@ -152,6 +188,26 @@ impl CallContext<'_> {
             }
             Failure::Local(detail) => StateStoreError::Other(format!("{prefix}: {detail}")),
             Failure::Status { status, body } => status_error(&prefix, *status, body.as_ref()),
+        }
+    }
+}
+
+impl CallContext<'_> {
+    /// The [`WalError`] for a failed WAL call: the two refusals the trait
+    /// names become their variants, the rest carries the same message as a
+    /// state store error.
+    pub(crate) fn into_wal_error(self, failure: Failure) -> WalError {
+        let source = self.store.unwrap_or_default().to_string();
+        match failure.code() {
+            Some(ErrorCode::WalNotRegistered) => return WalError::SourceNotRegistered(source),
+            Some(ErrorCode::WalCapacityExhausted) => return WalError::CapacityExhausted(source),
+            _ => {}
+        }
+        match self.into_error(failure) {
+            StateStoreError::SerializationError(m) => WalError::SerializationError(m),
+            StateStoreError::StorageError(m)
+            | StateStoreError::Other(m)
+            | StateStoreError::KeyNotFound(m) => WalError::StorageError(m),
         }
     }
 }

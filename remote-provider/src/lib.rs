@@ -71,8 +71,11 @@ mod provider;
 mod retry;
 mod token;
 mod transport;
+mod wal;
+pub mod wal_codec;
 
 pub use builder::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, RemoteStateStoreProviderBuilder,
 };
 pub use provider::RemoteStateStoreProvider;
+pub use wal::{RemoteWalProvider, RemoteWalProviderBuilder};

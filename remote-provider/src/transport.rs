@@ -220,11 +220,44 @@ impl Transport {
                 Query::StoreAndKey => (true, true),
                 // The admin snapshot route; the provider never calls it.
                 Query::StoreSelection => (store.is_some(), false),
+                // The WAL routes go through `call_with_query`.
+                Query::Source(_) => (false, false),
             },
             "{} takes other query parameters",
             endpoint.operation.as_str()
         );
-        let (url, target) = self.shared.url(endpoint, store, key);
+        let query = store.map(|store| encode_query(store, key));
+        self.call_with_query(op, endpoint, query, body, decode)
+            .await
+            .map_err(|(failure, attempts)| {
+                CallContext {
+                    op,
+                    store,
+                    server: &self.shared.server,
+                    attempts,
+                }
+                .into_error(failure)
+            })
+    }
+
+    /// Sends `endpoint`'s request with an already encoded `query` (in the
+    /// URI, or in the target header when long) on the owned runtime, with
+    /// the usual retries, and hands back the last failure and the number of
+    /// attempts, for callers with their own error type (the WAL).
+    pub(crate) async fn call_with_query<T, D, Fut>(
+        &self,
+        op: Op,
+        endpoint: &'static Endpoint,
+        query: Option<String>,
+        body: Option<Bytes>,
+        decode: D,
+    ) -> Result<T, (Failure, u32)>
+    where
+        T: Send + 'static,
+        D: Fn(Response) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, Failure>> + Send + 'static,
+    {
+        let (url, target) = self.shared.url(endpoint, query);
         let method = method_of(endpoint);
         let shared = Arc::clone(&self.shared);
         let task = self.handle.spawn(async move {
@@ -232,7 +265,7 @@ impl Transport {
                 .execute(op, method, &url, target.as_deref(), body.as_ref(), &decode)
                 .await
         });
-        let outcome = match task.await {
+        match task.await {
             Ok(outcome) => outcome,
             Err(join) if join.is_panic() => {
                 Err((Failure::Local("the request task panicked".to_string()), 1))
@@ -241,16 +274,7 @@ impl Transport {
                 Failure::Local("the provider's I/O runtime has shut down".to_string()),
                 1,
             )),
-        };
-        outcome.map_err(|(failure, attempts)| {
-            CallContext {
-                op,
-                store,
-                server: &self.shared.server,
-                attempts,
-            }
-            .into_error(failure)
-        })
+        }
     }
 }
 
@@ -297,21 +321,19 @@ impl Shared {
         }
     }
 
-    /// `<base><path>[?store=..[&key=..]]`, or, when that query would be
-    /// longer than [`routes::MAX_TARGET_IN_URI`], `<base><path>` and the
-    /// query for the target header: every key within the server's limit
-    /// stays reachable, however long it is once percent-encoded.
+    /// `<base><path>[?<query>]`, or, when the query would be longer than
+    /// [`routes::MAX_TARGET_IN_URI`], `<base><path>` and the query for the
+    /// target header: every store id, key and source id within the
+    /// server's limit stays reachable, however long it is once encoded.
     pub(crate) fn url(
         &self,
         endpoint: &Endpoint,
-        store: Option<&str>,
-        key: Option<&str>,
+        query: Option<String>,
     ) -> (String, Option<String>) {
         let base = &self.base;
-        let Some(store) = store else {
+        let Some(query) = query else {
             return (format!("{base}{}", endpoint.path), None);
         };
-        let query = encode_query(store, key);
         if query.len() > routes::MAX_TARGET_IN_URI {
             return (format!("{base}{}", endpoint.path), Some(query));
         }

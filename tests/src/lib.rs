@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod server_process;
+pub mod wal_events;
 
 pub use server_process::{ServerProcess, ServerProcessBuilder};

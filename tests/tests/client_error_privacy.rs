@@ -9,9 +9,11 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
+use drasi_lib::wal::{WalError, WalProvider, WriteAheadLogConfig};
 use drasi_lib::{StateStoreError, StateStoreProvider};
-use drasi_state_store_remote::RemoteStateStoreProvider;
+use drasi_state_store_remote::{RemoteStateStoreProvider, RemoteWalProvider};
 use drasi_store_tests::ServerProcess;
+use drasi_store_tests::wal_events::order_change;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
 const STORE: &str = "tenant-4711-secret-store";
@@ -122,4 +124,85 @@ async fn http_errors_do_not_reveal_key_or_token() {
         .await
         .unwrap_err();
     assert_private("413 set_many", &err);
+}
+
+/// The WAL provider's errors name the source (a plugin id, like a store)
+/// but never a token or the request's query string (which holds the
+/// source and the append id).
+fn assert_wal_private(what: &str, err: &WalError) {
+    let display = err.to_string();
+    let debug = format!("{err:?}");
+    assert!(
+        display.contains(SOURCE),
+        "{what}: error does not name the source:\n  {display}"
+    );
+    for needle in [TOKENS[0], TOKENS[1], "source=", "appendId", "?"] {
+        assert!(
+            !display.contains(needle) && !debug.contains(needle),
+            "{what}: error reveals {needle:?}:\n  {display}\n  {debug}"
+        );
+    }
+}
+
+const SOURCE: &str = "tenant-4711-source";
+
+fn wal_client(url: &str, token: &str) -> RemoteWalProvider {
+    RemoteWalProvider::builder(url)
+        .token(token)
+        .timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .max_retries(0)
+        .build()
+        .expect("WAL client")
+}
+
+/// The calls that reach the server without a registration first.
+async fn every_wal_error(what: &str, wal: &RemoteWalProvider) {
+    let register = wal.register(SOURCE, WriteAheadLogConfig::default()).await;
+    let delete = wal.delete_wal(SOURCE).await;
+    for (op, result) in [("register", register), ("delete_wal", delete)] {
+        let err = result
+            .err()
+            .unwrap_or_else(|| panic!("{what}: {op} unexpectedly succeeded"));
+        assert_wal_private(&format!("{what} / {op}"), &err);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_errors_do_not_reveal_token_or_query() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let refused = wal_client(&format!("http://127.0.0.1:{port}"), TOKENS[0]);
+    every_wal_error("connection refused", &refused).await;
+
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let timeout = wal_client(
+        &format!("http://{}", silent.local_addr().unwrap()),
+        TOKENS[0],
+    );
+    every_wal_error("timeout", &timeout).await;
+    drop(silent);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::builder(SERVER, dir.path().join("data"))
+        .token("the-right-token-0123456789")
+        .arg("--max-value-bytes")
+        .arg("8")
+        .start()
+        .unwrap();
+    every_wal_error("401", &wal_client(&server.url(), TOKENS[1])).await;
+
+    // 413 on an append, which carries an append id in its query.
+    let right = wal_client(&server.url(), "the-right-token-0123456789");
+    right
+        .register(SOURCE, WriteAheadLogConfig::default())
+        .await
+        .unwrap();
+    let err = right
+        .append(SOURCE, &order_change(SOURCE, 1))
+        .await
+        .unwrap_err();
+    assert_wal_private("413 append", &err);
 }

@@ -4,20 +4,46 @@
 //! the database with its sticky I/O error. The server must notice, reopen
 //! the database by itself once the limit is lifted, and lose no
 //! acknowledged write, across the fault and across a `kill -9` afterwards.
+//! The write-ahead log tables live in the same database and must come
+//! through the reopen the same way.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use drasi_core::models::SourceChange;
 use drasi_lib::StateStoreProvider;
-use drasi_state_store_remote::RemoteStateStoreProvider;
+use drasi_lib::wal::{WalProvider, WriteAheadLogConfig};
+use drasi_state_store_remote::{RemoteStateStoreProvider, RemoteWalProvider};
 use drasi_store_protocol::routes;
 use drasi_store_tests::ServerProcess;
+use drasi_store_tests::wal_events::order_change;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
 const TOKEN: &str = "disk-fault-token-0123456789";
 const STORE: &str = "fault";
 const BIG: usize = 1024 * 1024;
+const SOURCE: &str = "fault-src";
+
+/// A WAL client with the source registered, as a restarted app does.
+async fn wal_client(url: &str) -> RemoteWalProvider {
+    let wal = RemoteWalProvider::builder(url)
+        .token(TOKEN)
+        .timeout(Duration::from_secs(10))
+        .max_retries(0)
+        .build()
+        .unwrap();
+    wal.register(SOURCE, WriteAheadLogConfig::default())
+        .await
+        .unwrap();
+    wal
+}
+
+/// Every acknowledged event is in the log at the sequence it was given.
+async fn check_wal(wal: &RemoteWalProvider, acked: &[(u64, SourceChange)]) {
+    let events = wal.read_from(SOURCE, 1).await.unwrap();
+    assert_eq!(events, acked, "acknowledged WAL events lost or moved");
+}
 
 fn prlimit_fsize(pid: u32, soft: &str) {
     // Only the soft limit: lowering and raising it needs no privilege.
@@ -78,6 +104,13 @@ async fn a_failed_commit_is_recovered_without_losing_acknowledged_writes() {
         let (key, value) = (format!("small-{i}"), format!("v{i}").into_bytes());
         provider.set(STORE, &key, value.clone()).await.unwrap();
         acked.insert(key, value);
+    }
+    let wal = wal_client(&url).await;
+    let mut wal_acked = Vec::new();
+    for n in 0..10 {
+        let change = order_change(SOURCE, n);
+        let seq = wal.append(SOURCE, &change).await.unwrap();
+        wal_acked.push((seq, change));
     }
 
     // The file may not grow any more: the next large commit fails.
@@ -152,15 +185,27 @@ async fn a_failed_commit_is_recovered_without_losing_acknowledged_writes() {
         acked.insert(key, value);
     }
     check_all(&provider, &acked).await;
+    // The reopened database serves the logs too, and numbering goes on.
+    check_wal(&wal, &wal_acked).await;
+    for n in 10..15 {
+        let change = order_change(SOURCE, n);
+        let seq = wal.append(SOURCE, &change).await.unwrap();
+        wal_acked.push((seq, change));
+    }
+    check_wal(&wal, &wal_acked).await;
+    let seqs: Vec<u64> = wal_acked.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
 
     // And everything acknowledged survives kill -9.
     drop(provider);
+    drop(wal);
     server.kill9().unwrap();
     let server = ServerProcess::builder(SERVER, &data)
         .token(TOKEN)
         .start()
         .unwrap();
     check_all(&client(&server.url()), &acked).await;
+    check_wal(&wal_client(&server.url()).await, &wal_acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ pub mod import;
 pub mod schema;
 pub mod snapshot;
 mod tables;
+pub mod wal;
 mod writer;
 
 use std::collections::HashSet;
@@ -38,6 +39,21 @@ pub enum EngineError {
     /// The writer is stopping or stopped: nothing was applied.
     #[error("the store is shutting down or its writer has stopped")]
     Unavailable,
+    /// A write-ahead log refused the call; nothing was applied.
+    #[error("{0}")]
+    Wal(wal::WalRefusal),
+    /// One event is larger than a `read_from` page may be, so no page can
+    /// hold it and the log cannot be read past it with this setting.
+    #[error(
+        "event {sequence} of the write-ahead log of source '{source_id}' is {bytes} bytes; \
+         a read_from answer holds at most {max} bytes (--max-response-bytes)"
+    )]
+    WalEventTooLarge {
+        source_id: String,
+        sequence: u64,
+        bytes: usize,
+        max: usize,
+    },
     /// The database hit an I/O error (e.g. a full disk) and is being
     /// reopened: nothing was applied; retry later.
     #[error(
@@ -472,6 +488,36 @@ impl Engine {
             })
             .await?;
         Ok(out.count)
+    }
+
+    /// Head, oldest and count of a source's write-ahead log.
+    pub fn wal_info(&self, source: &str) -> EngineResult<drasi_store_protocol::wal::WalInfo> {
+        wal::info(&*self.read_txn("wal info")?, source)
+    }
+
+    /// One page of a source's `read_from`, encoded (see
+    /// [`wal::read_page`]). Scans up to a page of events: callers run it
+    /// off the async executor.
+    pub fn wal_read_page<E: From<EngineError>>(
+        &self,
+        source: &str,
+        from: u64,
+        max_answer_bytes: usize,
+        admit: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<Vec<u8>, E> {
+        let txn = self.read_txn("wal read_from")?;
+        wal::read_page(&txn, source, from, max_answer_bytes, admit)
+    }
+
+    /// A write-ahead log write through the group-commit writer; the reply
+    /// is the op's count (see [`wal::WalOp`]).
+    pub async fn wal_write(&self, op: wal::WalOp) -> EngineResult<u64> {
+        let source = op.source().to_string();
+        let reply = self.write(WriteOp::Wal(op)).await?;
+        match reply.refusal {
+            None => Ok(reply.count),
+            Some(refusal) => Err(EngineError::Wal(refusal.for_source(source))),
+        }
     }
 
     /// Returns once everything acknowledged so far is durable.

@@ -10,6 +10,7 @@ use super::import::ImportPlan;
 use super::schema::{
     GARBAGE, KV, META, META_NEXT_PARTITION, META_STORE_COUNT, META_TOTAL_KEYS, STORES,
 };
+use super::wal::WalTables;
 use super::writer::{Reply, WriteOp};
 use super::{EngineResult, StorageContext as _};
 
@@ -23,6 +24,9 @@ pub(crate) struct Tables<'txn> {
     next_pid: u64,
     total_keys: u64,
     store_count: u64,
+    txn: &'txn WriteTransaction,
+    /// Opened by the first WAL op of the group.
+    wal: Option<WalTables<'txn>>,
     /// The counters as read at the start of the group: a group that only
     /// overwrites existing keys leaves them alone and writes no `meta` row.
     loaded: (u64, u64, u64),
@@ -46,6 +50,8 @@ impl<'txn> Tables<'txn> {
             next_pid,
             total_keys,
             store_count,
+            txn,
+            wal: None,
             loaded: (next_pid, total_keys, store_count),
         })
     }
@@ -118,7 +124,12 @@ impl<'txn> Tables<'txn> {
     /// Applies one op. Ops arrive decoded and validated, so the only error
     /// is a storage error, which aborts the group.
     pub(crate) fn apply(&mut self, op: &WriteOp) -> EngineResult<Reply> {
-        let reply = |count| Ok(Reply { count });
+        let reply = |count| {
+            Ok(Reply {
+                count,
+                refusal: None,
+            })
+        };
         match op {
             WriteOp::Set { store, key, value } => {
                 let (pid, count, is_new) = self.row_or_new(store)?;
@@ -165,6 +176,14 @@ impl<'txn> Tables<'txn> {
             }
             WriteOp::Clear { store } => reply(self.clear(store)?),
             WriteOp::Sync => reply(0),
+            WriteOp::Wal(op) => {
+                let wal = match &mut self.wal {
+                    Some(wal) => wal,
+                    None => self.wal.insert(WalTables::open(self.txn)?),
+                };
+                let (count, refusal) = wal.apply(op)?;
+                Ok(Reply { count, refusal })
+            }
             WriteOp::Import(plan) => reply(self.import(plan)?),
         }
     }

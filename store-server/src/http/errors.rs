@@ -9,6 +9,7 @@ use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER};
 use drasi_store_protocol::{BatchError, ErrorBody, ErrorCode};
 
 use crate::engine::EngineError;
+use crate::engine::wal::WalRefusal;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -66,7 +67,11 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable | EngineError::Recovering | EngineError::Busy { .. } => {
                 ErrorCode::Unavailable
             }
-            EngineError::AnswerTooLarge { .. } => ErrorCode::ResponseTooLarge,
+            EngineError::AnswerTooLarge { .. } | EngineError::WalEventTooLarge { .. } => {
+                ErrorCode::ResponseTooLarge
+            }
+            EngineError::Wal(WalRefusal::NotRegistered(_)) => ErrorCode::WalNotRegistered,
+            EngineError::Wal(WalRefusal::CapacityExhausted(_)) => ErrorCode::WalCapacityExhausted,
         };
         ApiError::new(code, e.to_string())
     }

@@ -30,7 +30,18 @@ fn target(
     with_key: bool,
     state: &SharedState,
 ) -> Result<RequestTarget, ApiError> {
-    let raw = match (uri.query(), headers.get(TARGET_HEADER)) {
+    let target = parse_query(raw_target(uri, headers)?, with_key)?;
+    check_target(&target, &state.limits)?;
+    Ok(target)
+}
+
+/// The encoded target (query string) of a request: the URI's query, or
+/// the target header that carries it when it is too long for a URI.
+pub(super) fn raw_target<'a>(
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+) -> Result<Option<&'a str>, ApiError> {
+    Ok(match (uri.query(), headers.get(TARGET_HEADER)) {
         (Some(q), Some(_)) if !q.is_empty() => {
             return Err(ApiError::new(
                 ErrorCode::InvalidQuery,
@@ -44,10 +55,7 @@ fn target(
             )
         })?),
         (query, None) => query,
-    };
-    let target = parse_query(raw, with_key)?;
-    check_target(&target, &state.limits)?;
-    Ok(target)
+    })
 }
 
 /// `parse_query(.., true)` guarantees the key.
@@ -76,7 +84,7 @@ const READ_SLOTS: usize = 4;
 static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READ_SLOTS);
 
 /// Runs a blocking read (a partition scan or a big batch) off the executor.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let slot = READS

@@ -8,6 +8,7 @@ pub mod errors;
 mod handlers;
 pub mod limits;
 pub mod openapi;
+mod wal;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,6 +105,12 @@ fn method_router(e: &Endpoint) -> MethodRouter<SharedState> {
         Operation::Healthz => on(filter, handlers::healthz),
         Operation::Readyz => on(filter, handlers::readyz),
         Operation::Metrics => on(filter, handlers::metrics),
+        Operation::WalRegister => on(filter, wal::register),
+        Operation::WalAppend => on(filter, wal::append),
+        Operation::WalReadFrom => on(filter, wal::events),
+        Operation::WalPruneUpTo => on(filter, wal::prune),
+        Operation::WalInfo => on(filter, wal::info),
+        Operation::WalDelete => on(filter, wal::delete),
     }
 }
 

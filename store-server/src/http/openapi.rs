@@ -8,6 +8,7 @@
 use drasi_store_protocol::endpoints::{self, Body, Endpoint, Method, Query};
 use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM};
 use drasi_store_protocol::snapshot::CONTENT_TYPE as SNAPSHOT;
+use drasi_store_protocol::wal::{self, AppendResponse, WalCapacityPolicy, WalConfig, WalInfo};
 use drasi_store_protocol::{
     CountResponse, DeleteResponse, Durability, ErrorBody, ErrorCode, ImportResponse, KeyList,
     ServerInfo, StoreInfo,
@@ -20,7 +21,9 @@ use utoipa::openapi::path::{
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ComponentsBuilder, OpenApi, OpenApiBuilder, Ref, RefOr, Required};
 
@@ -56,6 +59,11 @@ pub fn document() -> OpenApi {
         .schema("Snapshot", snapshot_stream())
         .schema("MixedBatchFrame", octets(MIXED_BATCH_FRAME))
         .schema("MixedResultsFrame", octets(MIXED_RESULTS_FRAME))
+        .schema_from::<WalConfig>()
+        .schema_from::<WalCapacityPolicy>()
+        .schema_from::<AppendResponse>()
+        .schema_from::<WalInfo>()
+        .schema("EventsFrame", octets(EVENTS_FRAME))
         .security_scheme(
             BEARER,
             SecurityScheme::Http(
@@ -124,10 +132,13 @@ fn operation(e: &Endpoint) -> utoipa::openapi::path::Operation {
         .operation_id(Some(e.operation.as_str()))
         .summary(Some(e.summary));
     let params: &[(&str, &str)] = match e.query {
-        Query::None | Query::StoreSelection => &[],
+        Query::None | Query::StoreSelection | Query::Source(_) => &[],
         Query::Store => &[("store", "store_id")],
         Query::StoreAndKey => &[("store", "store_id"), ("key", "key")],
     };
+    if let Query::Source(extra) = e.query {
+        op = wal_parameters(op, extra);
+    }
     for (name, what) in params {
         op = op.parameter(
             ParameterBuilder::new()
@@ -239,8 +250,62 @@ fn content(body: Body) -> Option<(&'static str, RefOr<Schema>)> {
             "application/openmetrics-text",
             ObjectBuilder::new().schema_type(Type::String).into(),
         )),
+        Body::WalEvent => Some((
+            OCTET_STREAM,
+            octets("One encoded SourceChange (see docs/wal.md).").into(),
+        )),
+        Body::WalEventsFrame => Some((OCTET_STREAM, Ref::from_schema_name("EventsFrame").into())),
     }
 }
+
+/// `source` and the extra parameters of a WAL endpoint (docs/wal.md).
+fn wal_parameters(mut op: OperationBuilder, extra: &[&str]) -> OperationBuilder {
+    let param = |name: &str, required: bool, schema: ObjectBuilder, what: &str| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Query)
+            .required(if required {
+                Required::True
+            } else {
+                Required::False
+            })
+            .description(Some(what))
+            .schema(Some(schema))
+    };
+    op = op.parameter(param(
+        wal::SOURCE_PARAM,
+        true,
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[A-Za-z0-9_-]+$")),
+        "The DrasiLib source id: ASCII letters, digits, '_' and '-', not starting with '.'.",
+    ));
+    for name in extra {
+        let number = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)));
+        op = op.parameter(match *name {
+            wal::FROM_PARAM => param(name, true, number, "First sequence number wanted."),
+            wal::UP_TO_PARAM => param(name, true, number, "Highest sequence number to remove."),
+            _ => param(
+                name,
+                false,
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9a-fA-F]{32}$")),
+                "Client-chosen id; a repeated append with it returns the first sequence number.",
+            ),
+        });
+    }
+    op
+}
+
+const EVENTS_FRAME: &str = "One page of read_from, at most --max-response-bytes. Big-endian: \
+the oldest retained sequence (u64, 0 when the log is empty), the `from` of the next page (u64, \
+0 when this page reaches the end of the log), a u32 count, then per event: u64 sequence, u32 \
+length and the encoded event. No events when `from` is older than the oldest retained \
+sequence. See docs/wal.md.";
 
 fn octets(description: &str) -> Schema {
     ObjectBuilder::new()

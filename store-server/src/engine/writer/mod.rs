@@ -51,6 +51,8 @@ pub enum WriteOp {
     },
     /// Forces a durable commit and answers after it.
     Sync,
+    /// A write-ahead log write (see [`super::wal`]).
+    Wal(super::wal::WalOp),
     /// Replaces whole stores with the records of a snapshot file that
     /// `engine::import` verified completely before handing it over.
     Import(Arc<ImportPlan>),
@@ -65,6 +67,7 @@ impl WriteOp {
             WriteOp::DeleteMany { keys, .. } => keys.frame_bytes(),
             WriteOp::Delete { key, .. } => key.len(),
             WriteOp::Clear { .. } | WriteOp::Sync => 0,
+            WriteOp::Wal(op) => op.payload_bytes(),
             WriteOp::Import(plan) => usize::try_from(plan.spool_bytes).unwrap_or(usize::MAX),
         }
     }
@@ -75,6 +78,9 @@ impl WriteOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
     pub count: u64,
+    /// Set when a WAL op was refused; it changed nothing, and the rest of
+    /// its group commits.
+    pub refusal: Option<super::wal::Refusal>,
 }
 
 type ReplyTx = oneshot::Sender<EngineResult<Reply>>;
