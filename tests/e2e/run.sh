@@ -19,6 +19,10 @@
 #      and a SHA-256;
 #   6. deletes the DrasiStateStore and checks the finalizer ran and the PVC was
 #      retained (pvcRetention.whenDeleted defaults to Retain);
+#   6b. creates a new store from the deleted store's backup
+#      (spec.restore.fromBackup), waits for Ready, reads the value through its
+#      own connection Secret, restarts its pod and checks the restore init
+#      container skipped the second time;
 #   7. cleans up (helm uninstall, namespaces), unless E2E_KEEP=1.
 #
 # Usage:
@@ -181,12 +185,13 @@ url="$(kubectl get secret "$STORE-connection" -n "$E2E_NAMESPACE" -o 'jsonpath={
 [ "$url" = "http://$STORE.$E2E_NAMESPACE.svc:7070" ] || die "unexpected DRASI_STATE_STORE_URL $url"
 echo "connection Secret $STORE-connection: URL $url and a token"
 
-# run_job NAME SCRIPT: runs SCRIPT with sh in $CURL_IMAGE, with the connection
-# Secret as environment (exactly how a DrasiLib pod consumes it), and waits.
+# run_job NAME SCRIPT [STORE]: runs SCRIPT with sh in $CURL_IMAGE, with the
+# connection Secret of STORE (default $STORE) as environment (exactly how a
+# DrasiLib pod consumes it), and waits.
 # The script travels in a ConfigMap, so Kubernetes' $(VAR) expansion of
 # command/env never touches it.
 run_job() {
-  local name="$1" script="$2"
+  local name="$1" script="$2" store="${3:-$STORE}"
   kubectl delete job "$name" -n "$E2E_NAMESPACE" --ignore-not-found --wait=true >/dev/null
   kubectl create configmap "$name" -n "$E2E_NAMESPACE" --from-literal=run.sh="$script" \
     --from-literal=store="$STORE_ID" --from-literal=key="$KEY" --from-literal=value="$VALUE" \
@@ -213,7 +218,7 @@ spec:
           command: ["sh", "-eu", "/e2e/run.sh"]
           envFrom:
             - secretRef:
-                name: $STORE-connection
+                name: $store-connection
           volumeMounts:
             - {name: e2e, mountPath: /e2e, readOnly: true}
           securityContext:
@@ -314,3 +319,46 @@ done
 kubectl get pvc "data-$STORE-0" -n "$E2E_NAMESPACE" >/dev/null \
   || die "PVC data-$STORE-0 was deleted although pvcRetention.whenDeleted is Retain"
 echo "StatefulSet garbage-collected, PVC data-$STORE-0 retained"
+
+# --- 6b. restore the deleted store's backup into a new store ---------------------
+RESTORED="$STORE-restored"
+log "the backup outlived its store: creating DrasiStateStore $RESTORED with spec.restore.fromBackup $STORE-e2e"
+{
+  cat <<YAML
+apiVersion: drasi.io/v1alpha1
+kind: DrasiStateStore
+metadata:
+  name: $RESTORED
+spec:
+  restore:
+    fromBackup: $STORE-e2e
+  storage:
+    size: 256Mi
+YAML
+  [ -n "${STORAGE_CLASS:-}" ] && printf '    storageClassName: %s\n' "$STORAGE_CLASS"
+  true
+} | kubectl apply -n "$E2E_NAMESPACE" -f -
+if ! kubectl wait --for=condition=Ready "dss/$RESTORED" -n "$E2E_NAMESPACE" --timeout="$E2E_TIMEOUT"; then
+  kubectl get dss "$RESTORED" -n "$E2E_NAMESPACE" -o yaml || true
+  kubectl logs -n "$E2E_NAMESPACE" "pod/$RESTORED-0" -c restore 2>&1 || true
+  die "DrasiStateStore $RESTORED did not become Ready"
+fi
+restored_from="$(kubectl get dss "$RESTORED" -n "$E2E_NAMESPACE" -o 'jsonpath={.status.restoredFrom.location}')"
+[ "$restored_from" = "$location" ] \
+  || die "$RESTORED records restoredFrom.location '$restored_from', want $location"
+kubectl logs -n "$E2E_NAMESPACE" "pod/$RESTORED-0" -c restore
+# shellcheck disable=SC2016 # expanded by sh in the pod, not here
+run_job e2e-read-restored "$PRELUDE"'
+got=$(kv --retry 10 --retry-all-errors --retry-delay 2 -H "$auth")
+[ "$got" = "$value" ] || { echo "the restored store has \"$got\", want \"$value\""; exit 1; }
+echo "the restored store serves $value"' "$RESTORED"
+# A restart must not restore again over the live data: the init container
+# finds the database and skips.
+kubectl delete pod "$RESTORED-0" -n "$E2E_NAMESPACE" --wait=true --timeout="$E2E_TIMEOUT"
+kubectl wait --for=condition=Ready "dss/$RESTORED" -n "$E2E_NAMESPACE" --timeout="$E2E_TIMEOUT"
+deadline=$((SECONDS + 180))
+until kubectl logs -n "$E2E_NAMESPACE" "pod/$RESTORED-0" -c restore 2>/dev/null | grep -q 'restore skipped'; do
+  [ $SECONDS -lt $deadline ] || die "the restarted $RESTORED-0 did not skip the restore"
+  sleep 2
+done
+echo "restored store $RESTORED: Ready, serves the value, and a restart skips the restore"
