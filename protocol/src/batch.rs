@@ -152,6 +152,11 @@ impl KeysFrame {
         self.frame.len()
     }
 
+    /// The encoded frame, as `decode` took it or `encode` made it.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
     /// The keys in frame order, duplicates included.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.keys.iter().map(|k| utf8(&self.frame, k))
@@ -209,6 +214,11 @@ impl EntriesFrame {
     /// Size of the encoded frame.
     pub fn frame_bytes(&self) -> usize {
         self.frame.len()
+    }
+
+    /// The encoded frame, as `decode` took it or `encode` made it.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
     }
 
     /// The entries in frame order, duplicates included.

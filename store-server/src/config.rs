@@ -63,6 +63,20 @@ pub struct Config {
     #[arg(long, env = "DRASI_STORE_DURABILITY", value_enum, default_value_t = DurabilityMode::Immediate)]
     pub durability: DurabilityMode,
 
+    /// With `--durability immediate`: acknowledge a commit group once it
+    /// is synced to the commit journal (`state.journal`, one sequential
+    /// write) and checkpoint redb durably in the background, at least every
+    /// second. `false` makes every group a durable redb commit (slower; the
+    /// same guarantee). A journal left by an earlier run is replayed either
+    /// way.
+    #[arg(
+        long,
+        env = "DRASI_STORE_JOURNAL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub journal: bool,
+
     /// File with bearer tokens, one per line; re-read when its content changes.
     #[arg(long, env = "DRASI_STORE_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,

@@ -61,6 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         durability: config.durability,
         cache_bytes: config.cache_bytes,
         recovery_timeout: config.db_recovery_timeout(),
+        journal: config.journal,
     };
     let engine_metrics = metrics.clone();
     // Opening may repair a large file after a crash: keep it off the executor.

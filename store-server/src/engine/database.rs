@@ -97,9 +97,14 @@ impl DbSlot {
         }
     }
 
-    /// Opens the database again after [`DbSlot::close`].
-    pub(crate) fn reopen(&self) -> anyhow::Result<()> {
+    /// Opens the database again after [`DbSlot::close`]; `prepare` runs
+    /// before any reader can see it (the journal's replay).
+    pub(crate) fn reopen(
+        &self,
+        prepare: impl FnOnce(&Database) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let db = open_database(&self.path, self.cache_bytes)?;
+        prepare(&db)?;
         *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
         Ok(())
     }

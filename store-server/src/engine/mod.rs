@@ -8,6 +8,7 @@
 mod database;
 mod gc;
 pub mod import;
+pub mod journal;
 pub mod schema;
 pub mod snapshot;
 mod tables;
@@ -120,6 +121,10 @@ pub struct EngineOptions {
     /// How long the database may stay closed after an I/O error before
     /// liveness fails.
     pub recovery_timeout: Duration,
+    /// With `--durability immediate`: make groups durable through the
+    /// commit journal (see [`journal`]) rather than a durable redb commit
+    /// each.
+    pub journal: bool,
 }
 
 /// Live counters kept in the `meta` table.
@@ -168,6 +173,7 @@ impl Engine {
     /// Opens (or creates) the database and starts the writer thread.
     pub fn open(options: &EngineOptions, metrics: Arc<Metrics>) -> anyhow::Result<Engine> {
         let db = Arc::new(DbSlot::open(&options.path, options.cache_bytes)?);
+        let journal = open_journal(options, &db)?;
         let health = Arc::new(Health {
             last_commit_ok: AtomicBool::new(true),
             recovering_since: Mutex::new(None),
@@ -175,7 +181,13 @@ impl Engine {
             #[cfg(test)]
             inject_gc_failures: Default::default(),
         });
-        let writer = writer::spawn(db.clone(), options.durability, health.clone(), metrics)?;
+        let writer = writer::spawn(
+            db.clone(),
+            options.durability,
+            health.clone(),
+            metrics,
+            journal,
+        )?;
         Ok(Engine {
             db,
             writer,
@@ -530,6 +542,34 @@ impl Engine {
     pub async fn shutdown(&self) -> anyhow::Result<()> {
         self.writer.shutdown().await
     }
+}
+
+/// Opens the commit journal when it is in use, and replays what an earlier
+/// run left in it either way: a journal from a run with other settings
+/// still holds acknowledged writes. One that is not in use is removed
+/// after its replay.
+fn open_journal(options: &EngineOptions, db: &DbSlot) -> anyhow::Result<Option<journal::Journal>> {
+    use anyhow::Context as _;
+    let path = options.path.with_file_name(journal::JOURNAL_NAME);
+    let wanted = options.journal && options.durability == DurabilityMode::Immediate;
+    if !wanted && !path.exists() {
+        return Ok(None);
+    }
+    let mut journal = journal::Journal::open(&path)
+        .with_context(|| format!("opening the commit journal {}", path.display()))?;
+    let replayed = journal
+        .recover(&*db.get()?)
+        .with_context(|| format!("replaying the commit journal {}", path.display()))?;
+    if replayed > 0 {
+        tracing::info!(records = replayed, path = %path.display(), "replayed the commit journal");
+    }
+    if wanted {
+        return Ok(Some(journal));
+    }
+    drop(journal);
+    std::fs::remove_file(&path)
+        .with_context(|| format!("removing the unused commit journal {}", path.display()))?;
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -28,6 +28,11 @@ pub const META_NEXT_PARTITION: &str = "next_partition_id";
 pub const META_TOTAL_KEYS: &str = "total_keys";
 /// Live stores, i.e. rows in `stores` (the `stores` gauge, O(1)).
 pub const META_STORE_COUNT: &str = "store_count";
+/// The commit journal's last checkpoint: the sequence number of the last
+/// record it covers and the key of the records after it (see
+/// `engine::journal`). Written only by durable commits.
+pub const META_JOURNAL_SEQ: &str = "journal_checkpoint_seq";
+pub const META_JOURNAL_KEY: &str = "journal_checkpoint_key";
 /// On-disk layout version, checked at open.
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const SCHEMA_VERSION: u64 = 1;

@@ -72,6 +72,16 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
+    /// Records a journal checkpoint in this (durable) transaction.
+    pub(crate) fn save_checkpoint(&mut self, cp: super::journal::Checkpoint) -> EngineResult<()> {
+        cp.save(&mut self.meta)
+    }
+
+    /// Records that this transaction applies journal record `seq`.
+    pub(crate) fn save_journal_seq(&mut self, seq: u64) -> EngineResult<()> {
+        super::journal::Checkpoint::save_applied(&mut self.meta, seq)
+    }
+
     fn row(&self, store: &str) -> EngineResult<Option<(u64, u64)>> {
         Ok(self
             .stores

@@ -17,6 +17,7 @@ fn open(dir: &tempfile::TempDir, durability: DurabilityMode) -> Engine {
             durability,
             cache_bytes: 4 * 1024 * 1024,
             recovery_timeout: std::time::Duration::from_secs(60),
+            journal: true,
         },
         Arc::new(Metrics::new()),
     )

@@ -443,6 +443,7 @@ mod tests {
                 durability: DurabilityMode::Immediate,
                 cache_bytes: 1 << 20,
                 recovery_timeout: std::time::Duration::from_secs(30),
+                journal: true,
             },
             Arc::new(Metrics::new()),
         )

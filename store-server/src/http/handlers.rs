@@ -436,6 +436,7 @@ mod tests {
                 durability: DurabilityMode::Immediate,
                 cache_bytes: 1 << 20,
                 recovery_timeout: Duration::from_secs(60),
+                journal: true,
             },
             metrics.clone(),
         )

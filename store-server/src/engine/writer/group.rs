@@ -11,6 +11,8 @@ use redb::{Durability, WriteTransaction};
 use super::{Msg, Reply, ReplyTx, WriteOp};
 use crate::config::DurabilityMode;
 use crate::engine::database::{self, DbSlot};
+use crate::engine::journal::{self, AppendError, Journal};
+use crate::engine::schema::META;
 use crate::engine::tables::Tables;
 use crate::engine::{EngineError, EngineResult, Health, StorageContext as _, gc};
 use crate::metrics::Metrics;
@@ -73,6 +75,14 @@ pub(super) struct Writer {
     groups_since_gc: u32,
     /// Backoff between attempts to reopen a wedged database.
     reopen_retry: Backoff,
+    /// With `--durability immediate` (unless turned off): groups are
+    /// fsynced as journal records and committed to redb without fsync,
+    /// see [`journal`].
+    journal: Option<Journal>,
+    /// A failed append could not be invalidated on disk: until the next
+    /// checkpoint (which makes every older record invalid) every group is
+    /// committed durably instead.
+    journal_suspect: bool,
 }
 
 impl Writer {
@@ -81,6 +91,7 @@ impl Writer {
         mode: DurabilityMode,
         health: Arc<Health>,
         metrics: Arc<Metrics>,
+        journal: Option<Journal>,
     ) -> Self {
         Writer {
             db,
@@ -93,6 +104,8 @@ impl Writer {
             gc_retry: Backoff::default(),
             groups_since_gc: 0,
             reopen_retry: Backoff::default(),
+            journal,
+            journal_suspect: false,
         }
     }
 
@@ -235,7 +248,14 @@ impl Writer {
     /// clients retry instead of waiting.
     fn recover(&mut self, rx: &Receiver<Msg>) -> Next {
         if self.reopen_retry.due() {
-            match self.db.reopen() {
+            // Reopening returns to the last durable commit: the journal's
+            // records since then are replayed before anyone reads.
+            let journal = &mut self.journal;
+            let replay = |db: &redb::Database| match journal {
+                Some(journal) => journal.recover(db).map(drop),
+                None => Ok(()),
+            };
+            match self.db.reopen(replay) {
                 Ok(()) => {
                     tracing::info!(
                         path = %self.db.path().display(),
@@ -244,9 +264,11 @@ impl Writer {
                     self.reopen_retry.succeeded();
                     self.health.set_recovering(None);
                     self.health.last_commit_ok.store(true, Ordering::Relaxed);
-                    // Opening made the last durable commit current; what
-                    // was committed without fsync since then is gone.
+                    // Opening made the last durable commit current (plus
+                    // the journal's records); what `--durability eventual`
+                    // committed without fsync since then is gone.
                     self.dirty_since = None;
+                    self.journal_suspect = false;
                     self.gc_pending = true;
                     self.gc_retry.succeeded();
                     return Next::Idle;
@@ -274,7 +296,8 @@ impl Writer {
     }
 
     fn must_be_durable(&self, group: &[(WriteOp, ReplyTx)]) -> bool {
-        self.mode == DurabilityMode::Immediate
+        (self.mode == DurabilityMode::Immediate && self.journal.is_none())
+            || self.journal_suspect
             || self
                 .dirty_since
                 .is_some_and(|since| since.elapsed() >= FLUSH_INTERVAL)
@@ -307,9 +330,18 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        let durable = self.must_be_durable(group);
+        // A group the journal cannot take (an import, a sync, a record that
+        // does not fit before the next checkpoint) is committed durably.
+        let wants_durable = self.must_be_durable(group);
+        let record = match &self.journal {
+            Some(j) if !wants_durable => {
+                journal::encode(group.iter().map(|(op, _)| op)).filter(|r| j.fits(r.len()))
+            }
+            _ => None,
+        };
+        let durable = wants_durable || (self.journal.is_some() && record.is_none());
         let started = Instant::now();
-        let result = self.apply_group(group, durable);
+        let result = self.apply_group(group, durable, record.as_deref());
         let elapsed = started.elapsed();
         self.metrics.observe_commit(group.len(), elapsed);
         match result {
@@ -343,8 +375,21 @@ impl Writer {
         }
     }
 
-    fn apply_group(&self, group: &[(WriteOp, ReplyTx)], durable: bool) -> EngineResult<Vec<Reply>> {
+    /// Applies the group in one transaction. With a journal `record`, the
+    /// record is appended and synced before the (non-durable) commit makes
+    /// the group visible; a durable commit with a journal is a checkpoint.
+    fn apply_group(
+        &mut self,
+        group: &[(WriteOp, ReplyTx)],
+        durable: bool,
+        record: Option<&[u8]>,
+    ) -> EngineResult<Vec<Reply>> {
         let txn = self.begin(durable)?;
+        let checkpoint = self
+            .journal
+            .as_ref()
+            .filter(|_| durable)
+            .map(Journal::next_checkpoint);
         let replies = {
             let mut tables = Tables::open(&txn)?;
             let replies = group
@@ -352,10 +397,61 @@ impl Writer {
                 .map(|(op, _)| tables.apply(op))
                 .collect::<EngineResult<Vec<_>>>()?;
             tables.save_counters()?;
+            if let Some(cp) = checkpoint {
+                tables.save_checkpoint(cp)?;
+            }
+            if let (Some(_), Some(journal)) = (record, &self.journal) {
+                tables.save_journal_seq(journal.next_seq())?;
+            }
             replies
         };
-        txn.commit().ctx("commit")?;
+        let Some(record) = record else {
+            txn.commit().ctx("commit")?;
+            if let (Some(cp), Some(journal)) = (checkpoint, self.journal.as_mut()) {
+                journal.checkpointed(cp);
+                self.journal_suspect = false;
+            }
+            return Ok(replies);
+        };
+        let journal = self.journal.as_mut().expect("a record implies a journal");
+        if let Err(err) = journal.append(record) {
+            let _ = txn.abort();
+            let detail = match err {
+                AppendError::Full => "the journal is full".to_string(),
+                AppendError::Io(e) => e.to_string(),
+            };
+            self.discard_journal_record(false);
+            return Err(EngineError::Storage {
+                op: "journal append",
+                detail,
+            });
+        }
+        if let Err(err) = txn.commit() {
+            self.discard_journal_record(true);
+            return Err(EngineError::Storage {
+                op: "commit",
+                detail: err.to_string(),
+            });
+        }
         Ok(replies)
+    }
+
+    /// After a group failed around its journal append: invalidates its
+    /// record (whole or partial) so that no recovery applies a group that
+    /// was answered with an error. If even that fails, the journal is not
+    /// trusted until the next checkpoint.
+    fn discard_journal_record(&mut self, appended: bool) {
+        let Some(journal) = self.journal.as_mut() else {
+            return;
+        };
+        if let Err(err) = journal.discard(appended) {
+            tracing::error!(
+                error = %err,
+                path = %journal.path().display(),
+                "could not invalidate a failed journal record; committing durably until the next checkpoint"
+            );
+            self.journal_suspect = true;
+        }
     }
 
     /// Makes every earlier non-durable commit durable.
@@ -364,9 +460,20 @@ impl Writer {
             return Ok(());
         }
         let started = Instant::now();
-        let result = self.begin(true).and_then(|txn| txn.commit().ctx("flush"));
+        let checkpoint = self.journal.as_ref().map(Journal::next_checkpoint);
+        let result = self.begin(true).and_then(|txn| {
+            if let Some(cp) = checkpoint {
+                let mut meta = txn.open_table(META).ctx("flush")?;
+                cp.save(&mut meta)?;
+            }
+            txn.commit().ctx("flush")
+        });
         match result {
             Ok(()) => {
+                if let (Some(cp), Some(journal)) = (checkpoint, self.journal.as_mut()) {
+                    journal.checkpointed(cp);
+                    self.journal_suspect = false;
+                }
                 self.committed(true);
                 tracing::debug!(
                     reason = why,

@@ -43,9 +43,10 @@ pub(crate) fn spawn(
     mode: DurabilityMode,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    journal: Option<crate::engine::journal::Journal>,
 ) -> anyhow::Result<WriterHandle> {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
-    let mut writer = Writer::new(db, mode, health, metrics);
+    let mut writer = Writer::new(db, mode, health, metrics, journal);
     let thread = std::thread::Builder::new()
         .name("drasi-store-writer".into())
         .spawn(move || {

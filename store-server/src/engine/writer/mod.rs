@@ -60,7 +60,7 @@ pub enum WriteOp {
 
 impl WriteOp {
     /// What the op adds to a group's size.
-    fn payload_bytes(&self) -> usize {
+    pub(crate) fn payload_bytes(&self) -> usize {
         match self {
             WriteOp::Set { key, value, .. } => key.len() + value.len(),
             WriteOp::SetMany { entries, .. } => entries.frame_bytes(),
