@@ -117,7 +117,7 @@ pub fn backup_job(plan: &BackupPlan) -> Job {
         },
     ];
     let env = match (&plan.location, &plan.destination.object_store) {
-        (Location::ObjectStore { .. }, Some(dest)) => object_store_env(dest),
+        (Location::ObjectStore { .. }, Some(dest)) => object_store_env(&dest.access),
         _ => Vec::new(),
     };
     if let Location::Volume {

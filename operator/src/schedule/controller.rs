@@ -689,7 +689,7 @@ async fn check_credentials(
         .destination
         .object_store
         .as_ref()
-        .and_then(|o| o.credentials_secret.clone())
+        .and_then(|o| o.access.credentials_secret.clone())
     else {
         return Ok(Ok(()));
     };

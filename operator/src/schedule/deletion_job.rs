@@ -193,7 +193,7 @@ pub fn deletion_job(plan: &DeletionPlan) -> Job {
             plan.destination
                 .object_store
                 .as_ref()
-                .map(object_store_env)
+                .map(|dest| object_store_env(&dest.access))
                 .unwrap_or_default(),
             Vec::new(),
             Vec::new(),
@@ -227,8 +227,8 @@ pub fn deletion_job(plan: &DeletionPlan) -> Job {
 mod tests {
     use super::*;
     use crate::crd::{
-        DrasiStateStoreBackupSpec, DrasiStateStoreBackupStatus, ObjectStoreDestination,
-        VolumeDestination,
+        DrasiStateStoreBackupSpec, DrasiStateStoreBackupStatus, ObjectStoreAccess,
+        ObjectStoreDestination, VolumeDestination,
     };
 
     fn backup(
@@ -259,9 +259,12 @@ mod tests {
             name: "s3".into(),
             object_store: Some(ObjectStoreDestination {
                 bucket: "bkt".into(),
-                credentials_secret: Some("creds".into()),
-                endpoint: Some("http://minio:9000".into()),
-                ..ObjectStoreDestination::default()
+                prefix: None,
+                access: ObjectStoreAccess {
+                    credentials_secret: Some("creds".into()),
+                    endpoint: Some("http://minio:9000".into()),
+                    ..ObjectStoreAccess::default()
+                },
             }),
             volume: None,
         }
