@@ -8,6 +8,7 @@ use drasi_store_operator::backup::plan::{BackupInvalid, BackupReason, JobOwner, 
 use drasi_store_operator::backup::summary::parse_summary;
 use drasi_store_operator::builders::BuildContext;
 use drasi_store_operator::crd::{BackupPhase, DrasiStateStore, DrasiStateStoreBackup};
+use drasi_store_operator::schedule::deletion_job::{deletion_job, deletion_plan};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -89,6 +90,42 @@ fn volume_job_with_tls() {
         ]
     );
     insta::assert_yaml_snapshot!("volume-tls", backup_job(&plan));
+}
+
+/// A Completed backup of `orders` whose snapshot is at `location`.
+fn completed(location: &str, destination: Value) -> DrasiStateStoreBackup {
+    let mut b = backup("orders-3", None);
+    b.metadata.owner_references = Some(vec![
+        serde_json::from_value(json!({
+            "apiVersion": "drasi.io/v1alpha1", "kind": "DrasiStateStoreBackup",
+            "name": "orders-3", "uid": "backup-uid", "controller": true }))
+        .unwrap(),
+    ]);
+    b.status = Some(
+        serde_json::from_value(json!({
+            "phase": "Completed", "location": location, "destination": destination }))
+        .unwrap(),
+    );
+    b
+}
+
+#[test]
+fn deletion_jobs() {
+    let image = "ghcr.io/drasi-project/drasi-store-server:test";
+    let s3 = completed(
+        "s3://backups/drasi/apps/orders/orders-3.snap",
+        json!({ "name": "s3", "objectStore": {
+            "bucket": "backups", "prefix": "drasi", "endpoint": "http://minio.minio:9000",
+            "region": "us-east-1", "credentialsSecret": "s3-creds" } }),
+    );
+    let plan = deletion_plan(&s3, image).unwrap().unwrap();
+    insta::assert_yaml_snapshot!("deletion-object-store", deletion_job(&plan));
+    let nfs = completed(
+        "pvc://backup-pvc/stores/apps/orders/orders-3.snap",
+        json!({ "name": "nfs", "volume": { "claimName": "backup-pvc", "path": "stores" } }),
+    );
+    let plan = deletion_plan(&nfs, image).unwrap().unwrap();
+    insta::assert_yaml_snapshot!("deletion-volume", deletion_job(&plan));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use drasi_store_operator::builders::{
 };
 use drasi_store_operator::controller::restore;
 use drasi_store_operator::crd::{
-    DrasiStateStore, Durability, RestoreObjectStore, RestoreSpec, RestoredFrom,
+    DrasiStateStore, Durability, ObjectStoreAccess, RestoreSpec, RestoredFrom,
 };
 use drasi_store_operator::labels::{self, CONFIG_HASH_ANNOTATION};
 use drasi_store_operator::validated::{Invalid, validate};
@@ -772,7 +772,7 @@ fn from_s3_backup() -> RestoredFrom {
         backup: Some("orders-state-manual-1".into()),
         location: "s3://drasi-backups/stores/default/orders-state/orders-state-manual-1.snap"
             .into(),
-        object_store: Some(RestoreObjectStore {
+        object_store: Some(ObjectStoreAccess {
             endpoint: Some("http://minio.minio.svc:9000".into()),
             region: Some("us-east-1".into()),
             credentials_secret: Some("orders-backup-s3".into()),

@@ -26,6 +26,8 @@ use support::*;
 const SCHEDULE: &str = "nightly";
 const STORE: &str = "orders";
 const CREDS: &str = "orders-backup-s3";
+/// The backup of the schedule's 2024-01-01T00:00 slot.
+const SLOT_BACKUP: &str = "nightly-202401010000";
 
 fn schedule_path(name: &str) -> String {
     format!("/apis/drasi.io/v1alpha1/namespaces/{NS}/drasistatestorescheduledbackups/{name}")
@@ -233,6 +235,53 @@ impl Schedules {
     fn event_reasons(&self) -> Vec<String> {
         self.h.event_reasons()
     }
+
+    /// A schedule and one Completed S3 backup it owns, [`SLOT_BACKUP`],
+    /// with the credentials Secret labelled
+    /// `drasi.io/state-store-access: <access>`.
+    fn with_completed_s3_backup(access: &str) -> Self {
+        let s = Self::new();
+        s.create("0 0 1 1 *", json!({}));
+        s.add_credentials(json!({ "drasi.io/state-store-access": access }));
+        s.add_owned_backup(
+            SLOT_BACKUP,
+            "2024-01-01T00:00:00Z",
+            completed_s3(SLOT_BACKUP),
+        );
+        s
+    }
+
+    /// The Job deleting the data of `backup`, if it exists.
+    fn deletion_job(&self, backup: &str) -> Option<Value> {
+        self.h.server.get(&job_path(&format!("{backup}-delete")))
+    }
+
+    fn backup_gone(&self, name: &str) -> bool {
+        self.h.server.get(&backup_path(name)).is_none()
+    }
+
+    /// The backups being deleted, sorted.
+    async fn deleting_backups(&self) -> Vec<String> {
+        let mut deleting = Vec::new();
+        for b in self.backups().await {
+            if self.deleting(&b) {
+                deleting.push(b);
+            }
+        }
+        deleting
+    }
+
+    /// Requests so far, for [`Self::writes_since`].
+    fn request_count(&self) -> usize {
+        self.h.server.requests().len()
+    }
+
+    /// When the failed Job `job` failed.
+    fn set_job_failed_at(&self, job: &str, at: String) {
+        self.h.server.update(&job_path(job), |j| {
+            j["status"]["conditions"][0]["lastTransitionTime"] = json!(at);
+        });
+    }
 }
 
 fn completed_s3(name: &str) -> Value {
@@ -284,7 +333,7 @@ async fn one_backup_per_slot_no_duplicates_and_a_requeue_until_the_next_slot() {
     assert!(s.event_reasons().contains(&"BackupCreated".to_owned()));
 
     // Repeated passes within the slot change nothing at all.
-    let since = s.h.server.requests().len();
+    let since = s.request_count();
     s.reconcile("2024-01-01T01:00:06Z").await;
     s.reconcile("2024-01-01T01:59:59Z").await;
     assert_eq!(s.writes_since(since), Vec::<String>::new());
@@ -406,7 +455,7 @@ async fn an_invalid_schedule_or_max_age_creates_and_deletes_nothing() {
         s.mark_last_schedule("2023-01-01T00:00:00Z");
         s.add_owned_backup("old", "2023-01-01T00:00:00Z", phase("Completed"));
         s.add_owned_backup("older", "2022-01-01T00:00:00Z", phase("Completed"));
-        let since = s.h.server.requests().len();
+        let since = s.request_count();
         let action = s.reconcile("2024-01-01T05:00:00Z").await;
         assert_eq!(action, Action::await_change());
         let (status, reason, message) = s.condition("Scheduled");
@@ -424,7 +473,7 @@ async fn an_invalid_schedule_or_max_age_creates_and_deletes_nothing() {
         assert!(s.event_reasons().contains(&"InvalidSpec".to_owned()));
         // The same error again: no new status write, no new event.
         let events = s.event_reasons().len();
-        let since = s.h.server.requests().len();
+        let since = s.request_count();
         s.reconcile("2024-01-01T05:01:00Z").await;
         assert!(s.writes_since(since).is_empty());
         assert_eq!(s.event_reasons().len(), events);
@@ -450,13 +499,7 @@ async fn retention_deletes_beyond_keep_last_but_never_running_or_foreign_backups
             "spec": { "store": STORE }, "status": { "phase": "Completed" } }),
     );
     s.reconcile("2024-06-30T00:00:00Z").await;
-    let deleting: Vec<String> = s
-        .backups()
-        .await
-        .into_iter()
-        .filter(|b| s.deleting(b))
-        .collect();
-    assert_eq!(deleting, ["b3", "b5"]);
+    assert_eq!(s.deleting_backups().await, ["b3", "b5"]);
     assert!(s.backups().await.contains(&"foreign".to_owned()));
     let (status, reason, message) = s.condition("Retention");
     assert_eq!(
@@ -468,7 +511,7 @@ async fn retention_deletes_beyond_keep_last_but_never_running_or_foreign_backups
     assert!(s.event_reasons().contains(&"BackupExpired".to_owned()));
 
     // Backups already being deleted are not deleted again.
-    let since = s.h.server.requests().len();
+    let since = s.request_count();
     s.reconcile("2024-06-30T00:01:00Z").await;
     assert!(
         s.writes_since(since)
@@ -490,39 +533,23 @@ async fn max_age_never_deletes_the_newest_completed_backup() {
     s.add_owned_backup("old-2", "2024-03-01T00:00:00Z", phase("Completed"));
     s.add_owned_backup("old-running", "2024-02-01T00:00:00Z", phase("Pending"));
     s.reconcile("2024-06-30T00:00:00Z").await;
-    let deleting: Vec<String> = s
-        .backups()
-        .await
-        .into_iter()
-        .filter(|b| s.deleting(b))
-        .collect();
-    assert_eq!(deleting, ["old-2"]);
+    assert_eq!(s.deleting_backups().await, ["old-2"]);
     assert_eq!(s.status()["lastSuccessfulBackup"], "old-1");
 }
 
 #[tokio::test]
 async fn deleting_a_completed_backup_runs_a_job_then_releases_the_finalizer() {
-    let s = Schedules::new();
-    s.create("0 0 1 1 *", json!({}));
-    s.add_credentials(json!({ "drasi.io/state-store-access": STORE }));
-    let name = "nightly-202401010000";
-    s.add_owned_backup(name, "2024-01-01T00:00:00Z", completed_s3(name));
+    let s = Schedules::with_completed_s3_backup(STORE);
+    let name = SLOT_BACKUP;
 
     // Not deleted: nothing to do.
     assert_eq!(s.reconcile_deletion(name).await, Action::await_change());
-    assert!(
-        s.h.server
-            .get(&job_path(&format!("{name}-delete")))
-            .is_none()
-    );
+    assert!(s.deletion_job(name).is_none());
 
     s.delete_backup(name).await;
     assert!(s.deleting(name));
     s.reconcile_deletion(name).await;
-    let job =
-        s.h.server
-            .get(&job_path(&format!("{name}-delete")))
-            .expect("deletion Job");
+    let job = s.deletion_job(name).expect("deletion Job");
     let container = &job["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], SERVER_IMAGE);
     assert_eq!(
@@ -561,38 +588,28 @@ async fn deleting_a_completed_backup_runs_a_job_then_releases_the_finalizer() {
 
     s.job_finished(&format!("{name}-delete"), true, "");
     assert_eq!(s.reconcile_deletion(name).await, Action::await_change());
-    assert!(
-        s.h.server.get(&backup_path(name)).is_none(),
-        "the backup is gone"
-    );
+    assert!(s.backup_gone(name), "the backup is gone");
     s.h.assert_rbac_covers_every_request();
 }
 
 #[tokio::test]
 async fn a_failed_deletion_is_reported_and_retried_with_a_new_job() {
-    let s = Schedules::new();
-    s.create("0 0 1 1 *", json!({}));
-    s.add_credentials(json!({ "drasi.io/state-store-access": "true" }));
-    let name = "nightly-202401010000";
+    let s = Schedules::with_completed_s3_backup("true");
+    let name = SLOT_BACKUP;
     let job = format!("{name}-delete");
-    s.add_owned_backup(name, "2024-01-01T00:00:00Z", completed_s3(name));
     s.delete_backup(name).await;
     s.reconcile_deletion(name).await;
     s.job_finished(&job, false, "error: deleting s3://...: AccessDenied");
 
     // Just failed: reported at once, the Job kept until the pause is over.
-    s.h.server.update(&job_path(&job), |j| {
-        j["status"]["conditions"][0]["lastTransitionTime"] = json!(Timestamp::now().to_string());
-    });
+    s.set_job_failed_at(&job, Timestamp::now().to_string());
     let action = s.reconcile_deletion(name).await;
     assert_ne!(action, Action::await_change());
     assert_ne!(action, Action::requeue(Duration::from_secs(5)));
-    assert!(s.h.server.get(&job_path(&job)).is_some());
+    assert!(s.deletion_job(name).is_some());
     let events = s.event_reasons().len();
     // The pause is over.
-    s.h.server.update(&job_path(&job), |j| {
-        j["status"]["conditions"][0]["lastTransitionTime"] = json!("2024-01-01T00:00:00Z");
-    });
+    s.set_job_failed_at(&job, "2024-01-01T00:00:00Z".into());
     assert_eq!(
         s.reconcile_deletion(name).await,
         Action::requeue(Duration::from_secs(5))
@@ -611,10 +628,7 @@ async fn a_failed_deletion_is_reported_and_retried_with_a_new_job() {
         s.event_reasons()
             .contains(&"SnapshotDeletionFailed".to_owned())
     );
-    assert!(
-        s.h.server.get(&job_path(&job)).is_none(),
-        "the failed Job is deleted"
-    );
+    assert!(s.deletion_job(name).is_none(), "the failed Job is deleted");
     assert_eq!(
         s.backup(name)["metadata"]["finalizers"],
         json!([DATA_FINALIZER])
@@ -622,10 +636,10 @@ async fn a_failed_deletion_is_reported_and_retried_with_a_new_job() {
 
     // The retry creates a new Job under the same name.
     s.reconcile_deletion(name).await;
-    assert!(s.h.server.get(&job_path(&job)).is_some());
+    assert!(s.deletion_job(name).is_some());
     s.job_finished(&job, true, "");
     s.reconcile_deletion(name).await;
-    assert!(s.h.server.get(&backup_path(name)).is_none());
+    assert!(s.backup_gone(name));
     s.h.assert_rbac_covers_every_request();
 }
 
@@ -645,12 +659,8 @@ async fn backups_that_never_completed_are_released_at_once() {
         s.add_owned_backup(name, "2024-01-01T00:00:00Z", status);
         s.delete_backup(name).await;
         assert_eq!(s.reconcile_deletion(name).await, Action::await_change());
-        assert!(s.h.server.get(&backup_path(name)).is_none(), "{name}");
-        assert!(
-            s.h.server
-                .get(&job_path(&format!("{name}-delete")))
-                .is_none()
-        );
+        assert!(s.backup_gone(name), "{name}");
+        assert!(s.deletion_job(name).is_none());
     }
 }
 
@@ -658,7 +668,7 @@ async fn backups_that_never_completed_are_released_at_once() {
 async fn volume_snapshots_are_deleted_through_the_claim() {
     let s = Schedules::new();
     s.create("0 0 1 1 *", json!({}));
-    let name = "nightly-202401010000";
+    let name = SLOT_BACKUP;
     s.add_owned_backup(
         name,
         "2024-01-01T00:00:00Z",
@@ -669,10 +679,7 @@ async fn volume_snapshots_are_deleted_through_the_claim() {
     );
     s.delete_backup(name).await;
     s.reconcile_deletion(name).await;
-    let job =
-        s.h.server
-            .get(&job_path(&format!("{name}-delete")))
-            .unwrap();
+    let job = s.deletion_job(name).expect("deletion Job");
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(
         pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
@@ -694,18 +701,11 @@ async fn volume_snapshots_are_deleted_through_the_claim() {
 
 #[tokio::test]
 async fn credentials_that_no_longer_opt_in_stop_the_deletion() {
-    let s = Schedules::new();
-    s.create("0 0 1 1 *", json!({}));
-    s.add_credentials(json!({ "drasi.io/state-store-access": "another-store" }));
-    let name = "nightly-202401010000";
-    s.add_owned_backup(name, "2024-01-01T00:00:00Z", completed_s3(name));
+    let s = Schedules::with_completed_s3_backup("another-store");
+    let name = SLOT_BACKUP;
     s.delete_backup(name).await;
     assert_eq!(s.reconcile_deletion(name).await, Action::requeue(RETRY));
-    assert!(
-        s.h.server
-            .get(&job_path(&format!("{name}-delete")))
-            .is_none()
-    );
+    assert!(s.deletion_job(name).is_none());
     let status = s.backup(name)["status"].clone();
     assert_eq!(status["reason"], "SnapshotDeletionFailed");
     assert!(
@@ -737,11 +737,8 @@ async fn retention_and_deletion_together_remove_expired_backups_and_their_data()
 
 #[tokio::test]
 async fn a_terminating_namespace_releases_the_finalizer_and_keeps_the_snapshot() {
-    let s = Schedules::new();
-    s.create("0 0 1 1 *", json!({}));
-    s.add_credentials(json!({ "drasi.io/state-store-access": STORE }));
-    let name = "nightly-202401010000";
-    s.add_owned_backup(name, "2024-01-01T00:00:00Z", completed_s3(name));
+    let s = Schedules::with_completed_s3_backup(STORE);
+    let name = SLOT_BACKUP;
     s.delete_backup(name).await;
     s.h.server
         .update(&format!("/api/v1/namespaces/{NS}"), |ns| {
@@ -749,12 +746,8 @@ async fn a_terminating_namespace_releases_the_finalizer_and_keeps_the_snapshot()
             ns["status"]["phase"] = json!("Terminating");
         });
     assert_eq!(s.reconcile_deletion(name).await, Action::await_change());
-    assert!(s.h.server.get(&backup_path(name)).is_none());
-    assert!(
-        s.h.server
-            .get(&job_path(&format!("{name}-delete")))
-            .is_none()
-    );
+    assert!(s.backup_gone(name));
+    assert!(s.deletion_job(name).is_none());
     assert!(s.event_reasons().contains(&"SnapshotKept".to_owned()));
     s.h.assert_rbac_covers_every_request();
 }

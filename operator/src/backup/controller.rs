@@ -168,7 +168,7 @@ pub async fn reconcile(
         Ok(plan) => plan,
         Err(invalid) => {
             let status = failed_status(previous, invalid.reason(), invalid.to_string(), now());
-            write_status(client, &namespace, &name, &status).await?;
+            apply_status::<DrasiStateStoreBackup>(client, &namespace, &name, &status).await?;
             return Ok(Action::await_change());
         }
     };
@@ -189,7 +189,7 @@ pub async fn reconcile(
                 ..DrasiStateStoreBackupStatus::default()
             };
             if previous != Some(&status) {
-                write_status(client, &namespace, &name, &status).await?;
+                apply_status::<DrasiStateStoreBackup>(client, &namespace, &name, &status).await?;
             }
             return Ok(Action::requeue(POLL));
         }
@@ -198,7 +198,7 @@ pub async fn reconcile(
                 object: describe::<Job>(&namespace, &job_name(&plan)),
             };
             let status = failed_status(previous, invalid.reason(), invalid.to_string(), now());
-            write_status(client, &namespace, &name, &status).await?;
+            apply_status::<DrasiStateStoreBackup>(client, &namespace, &name, &status).await?;
             return Ok(Action::await_change());
         }
     }
@@ -211,7 +211,8 @@ pub async fn reconcile(
                 if let Err(invalid) = plan.check_credentials(found.as_ref()) {
                     let status =
                         failed_status(previous, invalid.reason(), invalid.to_string(), now());
-                    write_status(client, &namespace, &name, &status).await?;
+                    apply_status::<DrasiStateStoreBackup>(client, &namespace, &name, &status)
+                        .await?;
                     return Ok(Action::await_change());
                 }
             }
@@ -235,13 +236,14 @@ pub async fn reconcile(
                     ..DrasiStateStoreBackupStatus::default()
                 };
                 if previous != Some(&status) {
-                    write_status(client, &namespace, &name, &status).await?;
+                    apply_status::<DrasiStateStoreBackup>(client, &namespace, &name, &status)
+                        .await?;
                 }
                 return Ok(Action::requeue(POLL));
             }
             // Status first: a second backup reconciled right after this one
             // must see it Running and wait.
-            write_status(
+            apply_status::<DrasiStateStoreBackup>(
                 client,
                 &namespace,
                 &name,
@@ -271,7 +273,7 @@ pub async fn reconcile(
         JobOutcome::Running => {
             let status = running_status(&plan, now(), previous);
             if previous.map(|p| p.phase) != Some(status.phase) {
-                write_status(client, &namespace, &name, &status).await?;
+                apply_status::<DrasiStateStoreBackup>(client, &namespace, &name, &status).await?;
             }
             Ok(Action::requeue(POLL))
         }
@@ -291,7 +293,7 @@ pub async fn reconcile(
                     now(),
                 ),
             };
-            write_status(client, &namespace, &name, &status).await?;
+            apply_status::<DrasiStateStoreBackup>(client, &namespace, &name, &status).await?;
             Ok(Action::await_change())
         }
         JobOutcome::Failed => {
@@ -302,7 +304,7 @@ pub async fn reconcile(
                 .map(|m| error_message(&m))
                 .unwrap_or_else(|| format!("Job {} failed (see its pod's log)", job_name(&plan)));
             let status = failed_status(Some(&running), BackupReason::BackupFailed, message, now());
-            write_status(client, &namespace, &name, &status).await?;
+            apply_status::<DrasiStateStoreBackup>(client, &namespace, &name, &status).await?;
             Ok(Action::await_change())
         }
     }
@@ -393,15 +395,6 @@ async fn termination_message(
             .message
             .clone()
     }))
-}
-
-async fn write_status(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    status: &DrasiStateStoreBackupStatus,
-) -> Result<(), ApiError> {
-    apply_status::<DrasiStateStoreBackup>(client, namespace, name, status).await
 }
 
 pub fn error_policy(

@@ -1,16 +1,18 @@
 //! The backup Job: one pod running `drasi-store-server backup` against the
-//! store's Service. Pure: the same plan always gives the same Job.
+//! store's Service. Pure: the same plan always gives the same Job. Also the
+//! Job shell the data deletion Job shares ([`job_with_container`]).
 
 use std::collections::BTreeMap;
 
 use drasi_store_protocol::env;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SecretVolumeSource, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, KeyToPath, LocalObjectReference,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::object_store_env;
 use super::plan::{BACKUP_VOLUME_DIR, BackupPlan, Location};
@@ -69,7 +71,6 @@ pub fn backup_args(plan: &BackupPlan) -> Vec<String> {
 }
 
 pub fn backup_job(plan: &BackupPlan) -> Job {
-    let labels = job_labels(&plan.store, &plan.name);
     let mut connection_items = vec![KeyToPath {
         key: env::TOKEN.to_owned(),
         path: "token".to_owned(),
@@ -116,34 +117,89 @@ pub fn backup_job(plan: &BackupPlan) -> Job {
         },
     ];
     let env = match (&plan.location, &plan.destination.object_store) {
-        (Location::ObjectStore { .. }, Some(dest)) => object_store_env(dest),
+        (Location::ObjectStore { .. }, Some(dest)) => object_store_env(&dest.access),
         _ => Vec::new(),
     };
     if let Location::Volume {
         claim, sub_path, ..
     } = &plan.location
     {
-        volumes.push(claim_volume("backup", claim, false));
-        mounts.push(VolumeMount {
-            name: "backup".to_owned(),
-            mount_path: BACKUP_VOLUME_DIR.to_owned(),
-            sub_path: sub_path.clone(),
-            ..VolumeMount::default()
-        });
+        let (volume, mount) = backup_claim(claim, sub_path.clone());
+        volumes.push(volume);
+        mounts.push(mount);
     }
+    job_with_container(JobParts {
+        name: job_name(plan),
+        namespace: plan.namespace.clone(),
+        labels: job_labels(&plan.store, &plan.name),
+        owner: plan.owner.clone(),
+        // One attempt: a failed backup is reported as Failed and a new
+        // DrasiStateStoreBackup is the retry, so history stays honest.
+        backoff_limit: 0,
+        active_deadline_seconds: ACTIVE_DEADLINE_SECONDS,
+        container: BACKUP_CONTAINER,
+        image: plan.image.clone(),
+        image_pull_policy: plan.image_pull_policy.clone(),
+        image_pull_secrets: plan.image_pull_secrets.clone(),
+        args: backup_args(plan),
+        env,
+        mounts,
+        volumes,
+    })
+}
+
+/// What sets one of the operator's one-shot Jobs (backup, data deletion)
+/// apart; [`job_with_container`] puts it into the shell they share.
+pub(crate) struct JobParts {
+    pub name: String,
+    pub namespace: String,
+    /// On the Job and on its pod.
+    pub labels: BTreeMap<String, String>,
+    pub owner: Option<OwnerReference>,
+    pub backoff_limit: i32,
+    pub active_deadline_seconds: i64,
+    pub container: &'static str,
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    pub args: Vec<String>,
+    /// Empty lists are left out of the Job.
+    pub env: Vec<EnvVar>,
+    pub mounts: Vec<VolumeMount>,
+    pub volumes: Vec<Volume>,
+}
+
+/// A Job running one container once, hardened like the store's pods: no
+/// service account token, no service links, the restricted security
+/// contexts and bounded resources.
+pub(crate) fn job_with_container(parts: JobParts) -> Job {
+    let JobParts {
+        name,
+        namespace,
+        labels,
+        owner,
+        backoff_limit,
+        active_deadline_seconds,
+        container,
+        image,
+        image_pull_policy,
+        image_pull_secrets,
+        args,
+        env,
+        mounts,
+        volumes,
+    } = parts;
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(plan)),
-            namespace: Some(plan.namespace.clone()),
+            name: Some(name),
+            namespace: Some(namespace),
             labels: Some(labels.clone()),
-            owner_references: plan.owner.clone().map(|o| vec![o]),
+            owner_references: owner.map(|o| vec![o]),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
-            // One attempt: a failed backup is reported as Failed and a new
-            // DrasiStateStoreBackup is the retry, so history stays honest.
-            backoff_limit: Some(0),
-            active_deadline_seconds: Some(ACTIVE_DEADLINE_SECONDS),
+            backoff_limit: Some(backoff_limit),
+            active_deadline_seconds: Some(active_deadline_seconds),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -152,21 +208,21 @@ pub fn backup_job(plan: &BackupPlan) -> Job {
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
                     containers: vec![Container {
-                        name: BACKUP_CONTAINER.to_owned(),
-                        image: Some(plan.image.clone()),
-                        image_pull_policy: plan.image_pull_policy.clone(),
-                        args: Some(backup_args(plan)),
+                        name: container.to_owned(),
+                        image: Some(image),
+                        image_pull_policy,
+                        args: Some(args),
                         env: (!env.is_empty()).then_some(env),
                         // On failure the last log lines (the error) become
                         // the termination message the operator reports.
                         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
                         resources: Some(job_resources()),
                         security_context: Some(container_security_context()),
-                        volume_mounts: Some(mounts),
+                        volume_mounts: (!mounts.is_empty()).then_some(mounts),
                         ..Container::default()
                     }],
-                    volumes: Some(volumes),
-                    image_pull_secrets: plan.image_pull_secrets.clone(),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    image_pull_secrets,
                     security_context: Some(pod_security_context()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
@@ -190,8 +246,20 @@ pub(crate) fn claim_volume(name: &str, claim: &str, read_only: bool) -> Volume {
     }
 }
 
+/// The claim holding snapshot files, writable, with `sub_path` mounted at
+/// [`BACKUP_VOLUME_DIR`].
+pub(crate) fn backup_claim(claim: &str, sub_path: Option<String>) -> (Volume, VolumeMount) {
+    let mount = VolumeMount {
+        name: "backup".to_owned(),
+        mount_path: BACKUP_VOLUME_DIR.to_owned(),
+        sub_path,
+        ..VolumeMount::default()
+    };
+    (claim_volume("backup", claim, false), mount)
+}
+
 /// Streaming needs little: the upload keeps about 24 MiB in flight.
-pub(crate) fn job_resources() -> ResourceRequirements {
+fn job_resources() -> ResourceRequirements {
     let q = |s: &str| Quantity(s.to_owned());
     ResourceRequirements {
         requests: Some(BTreeMap::from([

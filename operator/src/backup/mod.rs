@@ -12,7 +12,7 @@ pub mod summary;
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 
-use crate::crd::ObjectStoreDestination;
+use crate::crd::ObjectStoreAccess;
 
 /// Keys of a destination's credentials Secret, passed as same-named
 /// environment variables; the session token is optional.
@@ -22,10 +22,11 @@ pub const CREDENTIAL_KEYS: &[(&str, bool)] = &[
     ("AWS_SESSION_TOKEN", true),
 ];
 
-/// The `AWS_*` environment of a container that reads or writes `dest`.
+/// The `AWS_*` environment of a container that reads or writes through
+/// `dest`.
 /// Credentials are Secret references, so their values never appear in a
 /// pod spec.
-pub fn object_store_env(dest: &ObjectStoreDestination) -> Vec<EnvVar> {
+pub fn object_store_env(dest: &ObjectStoreAccess) -> Vec<EnvVar> {
     let value = |name: &str, value: &str| EnvVar {
         name: name.to_owned(),
         value: Some(value.to_owned()),

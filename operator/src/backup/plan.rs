@@ -274,6 +274,7 @@ impl BackupPlan {
         self.destination
             .object_store
             .as_ref()?
+            .access
             .credentials_secret
             .as_deref()
     }

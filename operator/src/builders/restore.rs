@@ -15,7 +15,7 @@ use super::names::{DATA_DIR, DATA_VOLUME, TMP_DIR};
 use super::statefulset::{container_security_context, default_resources};
 use crate::backup::job::claim_volume;
 use crate::backup::object_store_env;
-use crate::crd::{ObjectStoreDestination, RestoreLocation, RestoredFrom};
+use crate::crd::{RestoreLocation, RestoredFrom};
 use crate::validated::ValidatedStore;
 
 /// Name of the init container.
@@ -86,14 +86,8 @@ pub fn restore_container(store: &ValidatedStore<'_>, from: &RestoredFrom) -> Con
         });
     }
     let env = match (&from.object_store, RestoreLocation::parse(&from.location)) {
-        (Some(os), Ok(RestoreLocation::S3 { bucket, .. })) => {
-            let mut env = object_store_env(&ObjectStoreDestination {
-                bucket,
-                prefix: None,
-                endpoint: os.endpoint.clone(),
-                region: os.region.clone(),
-                credentials_secret: os.credentials_secret.clone(),
-            });
+        (Some(os), Ok(RestoreLocation::S3 { .. })) => {
+            let mut env = object_store_env(os);
             for var in &mut env {
                 if let Some(key) = var
                     .value_from

@@ -18,8 +18,7 @@ use kube::{Client, ResourceExt};
 use super::api::{self, ApiError};
 use super::status::{DegradedReason, Problem, Progress, ProgressingReason};
 use crate::crd::{
-    BackupPhase, DrasiStateStore, DrasiStateStoreBackup, RestoreLocation, RestoreObjectStore,
-    RestoredFrom,
+    BackupPhase, DrasiStateStore, DrasiStateStoreBackup, RestoreLocation, RestoredFrom,
 };
 use crate::labels::{self, ACCESS_LABEL};
 
@@ -159,11 +158,7 @@ fn from_backup(
     };
     let object_store = match (RestoreLocation::parse(&location), destination) {
         (Ok(RestoreLocation::S3 { bucket, .. }), dest) => match dest.object_store {
-            Some(os) if os.bucket == bucket => Some(RestoreObjectStore {
-                endpoint: os.endpoint,
-                region: os.region,
-                credentials_secret: os.credentials_secret,
-            }),
+            Some(os) if os.bucket == bucket => Some(os.access),
             _ => {
                 return Err(invalid(&format!(
                     "its location {location} is not in the object store destination its status \

@@ -43,7 +43,6 @@ pub struct BackupDestination {
 /// An S3-compatible bucket. Objects are named
 /// `<prefix><namespace>/<store>/<backup>.snap`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("!has(self.endpoint) || self.endpoint.startsWith('https://') || self.endpoint.startsWith('http://')").message("objectStore.endpoint must be an http:// or https:// URL"))]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectStoreDestination {
     #[schemars(length(min = 3, max = 63), pattern(r"^[a-z0-9][-a-z0-9.]*[a-z0-9]$"))]
@@ -54,6 +53,16 @@ pub struct ObjectStoreDestination {
     #[schemars(length(max = 512), pattern(r"^[^\s]*$"))]
     pub prefix: Option<String>,
 
+    #[serde(flatten)]
+    pub access: ObjectStoreAccess,
+}
+
+/// How a pod reaches S3-compatible storage: the fields a backup
+/// destination's `objectStore` shares with `spec.restore.objectStore`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.endpoint) || self.endpoint.startsWith('https://') || self.endpoint.startsWith('http://')").message("objectStore.endpoint must be an http:// or https:// URL"))]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStoreAccess {
     /// Endpoint of an S3-compatible service (`AWS_ENDPOINT_URL`); AWS when
     /// unset. An `http://` endpoint also sets `AWS_ALLOW_HTTP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,9 +75,10 @@ pub struct ObjectStoreDestination {
     pub region: Option<String>,
 
     /// Secret in the store's namespace with the keys `AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`. Only
-    /// backup Jobs and the restore init container receive it, never the
-    /// server container. Unset: the pod's own identity (e.g. IRSA).
+    /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`, labelled
+    /// `drasi.io/state-store-access: <store>` (or `true`). Only backup Jobs
+    /// and the restore init container receive it, never the server
+    /// container. Unset: the pod's own identity (e.g. IRSA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
     pub credentials_secret: Option<String>,

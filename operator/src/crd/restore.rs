@@ -6,8 +6,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::data_protection::DNS_LABEL_PATTERN;
-use super::spec::SECRET_NAME_PATTERN;
+use super::data_protection::{DNS_LABEL_PATTERN, ObjectStoreAccess};
 
 /// Syntax of `spec.restore.source`: `s3://<bucket>/<key>` or
 /// `pvc://<claim>/<path to the file>`. `..` segments are refused by a CEL
@@ -42,33 +41,7 @@ pub struct RestoreSpec {
 
     /// How to reach an `s3://` source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object_store: Option<RestoreObjectStore>,
-}
-
-/// How the restore init container reaches S3-compatible storage.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("!has(self.endpoint) || self.endpoint.startsWith('https://') || self.endpoint.startsWith('http://')").message("objectStore.endpoint must be an http:// or https:// URL"))]
-#[serde(rename_all = "camelCase")]
-pub struct RestoreObjectStore {
-    /// Endpoint of an S3-compatible service (`AWS_ENDPOINT_URL`); AWS when
-    /// unset. An `http://` endpoint also sets `AWS_ALLOW_HTTP`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048))]
-    pub endpoint: Option<String>,
-
-    /// Region (`AWS_REGION`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
-    pub region: Option<String>,
-
-    /// Secret in the store's namespace with the keys `AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`, labelled
-    /// `drasi.io/state-store-access: <store>` (or `true`). Only the restore
-    /// init container receives it, never the server container. Unset: the
-    /// pod's own identity (e.g. IRSA).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
-    pub credentials_secret: Option<String>,
+    pub object_store: Option<ObjectStoreAccess>,
 }
 
 /// Where the store's data was restored from, as resolved when the store
@@ -86,7 +59,7 @@ pub struct RestoredFrom {
 
     /// How the init container reaches an `s3://` location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object_store: Option<RestoreObjectStore>,
+    pub object_store: Option<ObjectStoreAccess>,
 }
 
 /// A parsed `s3://` or `pvc://` location.

@@ -281,7 +281,8 @@ pub async fn reconcile_at(
                 .is_none_or(|p| p.reason != c.reason || p.message != c.message);
             set_condition(&mut status.conditions, c);
             if status != previous {
-                write_schedule_status(client, &namespace, &name, &status).await?;
+                apply_status::<DrasiStateStoreScheduledBackup>(client, &namespace, &name, &status)
+                    .await?;
             }
             if changed {
                 ctx.event(
@@ -489,22 +490,13 @@ pub async fn reconcile_at(
         .flatten();
     status.next_schedule_time = next.map(Time);
     if status != previous {
-        write_schedule_status(client, &namespace, &name, &status).await?;
+        apply_status::<DrasiStateStoreScheduledBackup>(client, &namespace, &name, &status).await?;
     }
     Ok(Action::requeue(if failures.is_empty() {
         requeue_for(next, now)
     } else {
         RETRY
     }))
-}
-
-async fn write_schedule_status(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    status: &DrasiStateStoreScheduledBackupStatus,
-) -> Result<(), ApiError> {
-    apply_status::<DrasiStateStoreScheduledBackup>(client, namespace, name, status).await
 }
 
 pub fn error_policy(
@@ -697,7 +689,7 @@ async fn check_credentials(
         .destination
         .object_store
         .as_ref()
-        .and_then(|o| o.credentials_secret.clone())
+        .and_then(|o| o.access.credentials_secret.clone())
     else {
         return Ok(Ok(()));
     };

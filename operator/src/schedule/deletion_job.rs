@@ -4,16 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, VolumeMount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::backup::job::{claim_volume, job_resources};
+use crate::backup::job::{JobParts, backup_claim, job_with_container};
 use crate::backup::object_store_env;
 use crate::backup::plan::BACKUP_VOLUME_DIR;
-use crate::builders::{container_security_context, pod_security_context};
 use crate::crd::{BackupDestination, BackupPhase, DrasiStateStoreBackup};
 use crate::labels::{
     COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_LABEL, NAME_VALUE,
@@ -190,78 +188,47 @@ pub fn deletion_labels(plan: &DeletionPlan) -> BTreeMap<String, String> {
 /// Service; only the bucket's credentials (as Secret references) or the
 /// claim holding the file.
 pub fn deletion_job(plan: &DeletionPlan) -> Job {
-    let labels = deletion_labels(plan);
     let (env, volumes, mounts) = match &plan.target {
         Target::Object { .. } => (
             plan.destination
                 .object_store
                 .as_ref()
-                .map(object_store_env)
+                .map(|dest| object_store_env(&dest.access))
                 .unwrap_or_default(),
             Vec::new(),
             Vec::new(),
         ),
         Target::File {
             claim, sub_path, ..
-        } => (
-            Vec::new(),
-            vec![claim_volume("backup", claim, false)],
-            vec![VolumeMount {
-                name: "backup".to_owned(),
-                mount_path: BACKUP_VOLUME_DIR.to_owned(),
-                sub_path: sub_path.clone(),
-                ..VolumeMount::default()
-            }],
-        ),
+        } => {
+            let (volume, mount) = backup_claim(claim, sub_path.clone());
+            (Vec::new(), vec![volume], vec![mount])
+        }
     };
-    Job {
-        metadata: ObjectMeta {
-            name: Some(deletion_job_name(&plan.backup)),
-            namespace: Some(plan.namespace.clone()),
-            labels: Some(labels.clone()),
-            owner_references: plan.owner.clone().map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(DELETION_BACKOFF_LIMIT),
-            active_deadline_seconds: Some(DELETION_DEADLINE_SECONDS),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".to_owned()),
-                    containers: vec![Container {
-                        name: DELETION_CONTAINER.to_owned(),
-                        image: Some(plan.image.clone()),
-                        args: Some(deletion_args(plan)),
-                        env: (!env.is_empty()).then_some(env),
-                        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-                        resources: Some(job_resources()),
-                        security_context: Some(container_security_context()),
-                        volume_mounts: (!mounts.is_empty()).then_some(mounts),
-                        ..Container::default()
-                    }],
-                    volumes: (!volumes.is_empty()).then_some(volumes),
-                    security_context: Some(pod_security_context()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
-        }),
-        ..Job::default()
-    }
+    job_with_container(JobParts {
+        name: deletion_job_name(&plan.backup),
+        namespace: plan.namespace.clone(),
+        labels: deletion_labels(plan),
+        owner: plan.owner.clone(),
+        backoff_limit: DELETION_BACKOFF_LIMIT,
+        active_deadline_seconds: DELETION_DEADLINE_SECONDS,
+        container: DELETION_CONTAINER,
+        image: plan.image.clone(),
+        image_pull_policy: None,
+        image_pull_secrets: None,
+        args: deletion_args(plan),
+        env,
+        mounts,
+        volumes,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{
-        DrasiStateStoreBackupSpec, DrasiStateStoreBackupStatus, ObjectStoreDestination,
-        VolumeDestination,
+        DrasiStateStoreBackupSpec, DrasiStateStoreBackupStatus, ObjectStoreAccess,
+        ObjectStoreDestination, VolumeDestination,
     };
 
     fn backup(
@@ -292,9 +259,12 @@ mod tests {
             name: "s3".into(),
             object_store: Some(ObjectStoreDestination {
                 bucket: "bkt".into(),
-                credentials_secret: Some("creds".into()),
-                endpoint: Some("http://minio:9000".into()),
-                ..ObjectStoreDestination::default()
+                prefix: None,
+                access: ObjectStoreAccess {
+                    credentials_secret: Some("creds".into()),
+                    endpoint: Some("http://minio:9000".into()),
+                    ..ObjectStoreAccess::default()
+                },
             }),
             volume: None,
         }
