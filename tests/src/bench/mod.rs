@@ -59,6 +59,9 @@ pub struct BenchOptions {
     /// Build the remote provider with batching turned off (every call its
     /// own request), for before/after comparisons.
     pub no_batching: bool,
+    /// Start the server with `--journal false` (a durable redb commit per
+    /// group), for before/after comparisons of the commit journal.
+    pub no_journal: bool,
 }
 
 impl BenchOptions {
@@ -74,6 +77,7 @@ impl BenchOptions {
             only: Vec::new(),
             remote_only: false,
             no_batching: false,
+            no_journal: false,
         }
     }
 
@@ -89,12 +93,13 @@ impl BenchOptions {
             only: Vec::new(),
             remote_only: false,
             no_batching: false,
+            no_journal: false,
         }
     }
 
     pub const USAGE: &'static str = "\
 usage: bench [--quick] [--duration-secs S] [--warmup-secs S] [--ops N] [--no-redis] [--rss-stores N]
-             [--only NAME]... [--remote-only] [--no-batching]
+             [--only NAME]... [--remote-only] [--no-batching] [--no-journal]
 
   --quick            tiny smoke run (a few hundred calls per workload)
   --duration-secs S  measured seconds per workload and store (default 2.5)
@@ -104,7 +109,8 @@ usage: bench [--quick] [--duration-secs S] [--warmup-secs S] [--ops N] [--no-red
   --rss-stores N     distinct store_ids written before reading server RSS (default 100000; 0 skips)
   --only NAME        only workloads whose name contains NAME, e.g. \"set c=64 16B\" (repeatable)
   --remote-only      measure only the remote provider (for profiling it with perf)
-  --no-batching      remote provider without client-side batching (every call its own request)";
+  --no-batching      remote provider without client-side batching (every call its own request)
+  --no-journal       server without the commit journal (--journal false: a durable redb commit per group)";
 
     /// Parses the command line (without the program name). `--quick` first
     /// resets every option to the quick defaults; later flags override.
@@ -138,6 +144,7 @@ usage: bench [--quick] [--duration-secs S] [--warmup-secs S] [--ops N] [--no-red
                 "--no-redis" => opts.redis = false,
                 "--remote-only" => opts.remote_only = true,
                 "--no-batching" => opts.no_batching = true,
+                "--no-journal" => opts.no_journal = true,
                 "--only" => opts.only.push(value("--only")?),
                 "--rss-stores" => {
                     opts.rss_store_ids = value("--rss-stores")?.parse().context("--rss-stores")?
@@ -267,6 +274,11 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
             .environment
             .push("remote provider built with .batching(false): every call its own request".into());
     }
+    if opts.no_journal {
+        report
+            .environment
+            .push("server started with --journal false: every group a durable redb commit".into());
+    }
     let load_before = load_average();
 
     let workloads: Vec<Workload> = workloads
@@ -286,10 +298,11 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
         RedbStateStoreProvider::new(tmp.path().join("embedded.redb"))
             .context("opening the embedded redb provider")?,
     )));
+    let journal = if opts.no_journal { "false" } else { "true" };
     let process = start_server(
         server,
         &tmp.path().join("remote"),
-        &["--durability", "immediate"],
+        &["--durability", "immediate", "--journal", journal],
     )
     .await?;
     let remote: Arc<dyn BenchTarget> = Arc::new(ProviderTarget(remote_provider(
