@@ -362,6 +362,15 @@ impl Journal {
             .read_exact_at(&mut self.tail, self.end - in_block as u64)
     }
 
+    /// Forgets the last append without touching the file, as if its
+    /// write had gone through but its sync had failed.
+    #[cfg(test)]
+    pub(crate) fn forget_last(&mut self) {
+        self.end = self.last_at;
+        self.last_seq -= 1;
+        self.reload_tail().expect("reading the journal back");
+    }
+
     /// Invalidates the record at the end (the last one appended when
     /// `appended`, else a failed append's partial write) by zeroing its
     /// header, so that no recovery replays a group that was answered with

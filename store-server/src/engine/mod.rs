@@ -144,6 +144,13 @@ pub(crate) struct Health {
     /// GC steps that fail on purpose, so tests can check the retry.
     #[cfg(test)]
     pub inject_gc_failures: std::sync::atomic::AtomicU32,
+    /// Journal appends that reach the disk but report a failure, as an
+    /// fsync error after the write would.
+    #[cfg(test)]
+    pub inject_append_failures: std::sync::atomic::AtomicU32,
+    /// Attempts to invalidate a failed record that fail.
+    #[cfg(test)]
+    pub inject_discard_failures: std::sync::atomic::AtomicU32,
 }
 
 impl Health {
@@ -180,6 +187,10 @@ impl Engine {
             recovery_timeout: options.recovery_timeout,
             #[cfg(test)]
             inject_gc_failures: Default::default(),
+            #[cfg(test)]
+            inject_append_failures: Default::default(),
+            #[cfg(test)]
+            inject_discard_failures: Default::default(),
         });
         let writer = writer::spawn(
             db.clone(),
@@ -245,6 +256,19 @@ impl Engine {
     #[cfg(test)]
     pub(crate) fn inject_gc_failures(&self, n: u32) {
         self.health.inject_gc_failures.store(n, Ordering::Relaxed);
+    }
+
+    /// Makes the next `appends` journal appends fail after their record
+    /// reached the disk, and the next `discards` attempts to invalidate
+    /// such a record fail.
+    #[cfg(test)]
+    pub(crate) fn inject_journal_failures(&self, appends: u32, discards: u32) {
+        self.health
+            .inject_append_failures
+            .store(appends, Ordering::Relaxed);
+        self.health
+            .inject_discard_failures
+            .store(discards, Ordering::Relaxed);
     }
 
     /// Partition id and key count of a live store.

@@ -10,7 +10,7 @@ use drasi_store_protocol::{EntriesFrame, KeysFrame};
 
 use super::*;
 use crate::config::DurabilityMode;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::metrics::Metrics;
 
 fn open(dir: &Path, journal: bool) -> Engine {
@@ -414,4 +414,79 @@ fn both_write_paths_keep_every_record_and_discard_only_the_last() {
         assert_eq!(last, 70);
         assert_eq!(format!("{:?}", records[59]), format!("{:?}", [op(99)]));
     }
+}
+
+/// A group whose append fails after its record reached the disk is
+/// answered with an error, and no recovery applies it: neither after the
+/// record was zeroed, nor when zeroing failed too and a checkpoint had to
+/// retire it. Groups before and after it are kept.
+#[test]
+fn a_group_answered_with_an_error_is_never_replayed() {
+    for discard_fails in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let rt = rt();
+        let e = open(&live, true);
+        rt.block_on(async {
+            e.sync().await.unwrap();
+            e.set("s", "before", Bytes::from_static(b"1"))
+                .await
+                .unwrap();
+            e.inject_journal_failures(1, u32::from(discard_fails));
+            let failed = e.set("s", "failed", Bytes::from_static(b"2")).await;
+            assert!(
+                matches!(
+                    failed,
+                    Err(EngineError::Storage {
+                        op: "journal append",
+                        ..
+                    })
+                ),
+                "{failed:?}"
+            );
+            assert_eq!(e.get("s", "failed").unwrap(), None);
+        });
+        // A crash right after the failure, before any later append could
+        // overwrite the failed record.
+        let at_once = dir.path().join("at-once");
+        crash_image(&e, &live, &at_once, true);
+        rt.block_on(e.set("s", "after", Bytes::from_static(b"3")))
+            .unwrap();
+        let later = dir.path().join("later");
+        crash_image(&e, &live, &later, true);
+        rt.block_on(e.shutdown()).unwrap();
+
+        for (image, has_after) in [(at_once, false), (later, true)] {
+            let e = open(&image, true);
+            assert_eq!(e.get("s", "before").unwrap().as_deref(), Some(&b"1"[..]));
+            assert_eq!(
+                e.get("s", "failed").unwrap(),
+                None,
+                "a group answered with an error was replayed (discard fails: {discard_fails})"
+            );
+            assert_eq!(e.get("s", "after").unwrap().is_some(), has_after);
+        }
+    }
+}
+
+/// The injection above leaves a valid record on disk: without the discard
+/// and without a checkpoint, recovery would apply it. This is what makes
+/// the test above able to fail.
+#[test]
+fn an_undiscarded_failed_record_would_be_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(JOURNAL_NAME);
+    let mut journal = Journal::open(&path).unwrap();
+    let since = Checkpoint { seq: 0, key: 9 };
+    journal.checkpointed(since);
+    let op = WriteOp::Set {
+        store: "s".into(),
+        key: "failed".into(),
+        value: Bytes::from_static(b"2"),
+    };
+    journal.append(&encode([op].iter()).unwrap()).unwrap();
+    journal.forget_last();
+    assert_eq!(journal.scan(since).unwrap().0.len(), 1);
+    journal.discard(false).unwrap();
+    assert_eq!(journal.scan(since).unwrap().0.len(), 0);
 }

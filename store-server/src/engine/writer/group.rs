@@ -414,7 +414,20 @@ impl Writer {
             return Ok(replies);
         };
         let journal = self.journal.as_mut().expect("a record implies a journal");
-        if let Err(err) = journal.append(record) {
+        let appended = journal.append(record);
+        #[cfg(test)]
+        let appended = appended.and_then(|()| {
+            if take_one(&self.health.inject_append_failures) {
+                // The record is on disk, as after a failed fsync whose
+                // write went through: the worst case for discarding it.
+                let journal = self.journal.as_mut().expect("a record implies a journal");
+                journal.forget_last();
+                Err(AppendError::Io(std::io::Error::other("injected by a test")))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(err) = appended {
             let _ = txn.abort();
             let detail = match err {
                 AppendError::Full => "the journal is full".to_string(),
@@ -444,19 +457,34 @@ impl Writer {
         let Some(journal) = self.journal.as_mut() else {
             return;
         };
-        if let Err(err) = journal.discard(appended) {
+        #[cfg(test)]
+        let injected = take_one(&self.health.inject_discard_failures);
+        #[cfg(not(test))]
+        let injected = false;
+        let discarded = if injected {
+            // The record stays valid on disk, as when zeroing it fails.
+            Err(std::io::Error::other("injected by a test"))
+        } else {
+            journal.discard(appended)
+        };
+        if let Err(err) = discarded {
             tracing::error!(
                 error = %err,
                 path = %journal.path().display(),
-                "could not invalidate a failed journal record; committing durably until the next checkpoint"
+                "could not invalidate a failed journal record; checkpointing to retire it"
             );
+            // A checkpoint changes the key, which retires the record as
+            // surely as zeroing it; until one succeeds, groups are
+            // committed durably.
             self.journal_suspect = true;
+            let _ = self.flush("retire a failed journal record");
         }
     }
 
-    /// Makes every earlier non-durable commit durable.
+    /// Makes every earlier non-durable commit durable (with a journal: a
+    /// checkpoint).
     fn flush(&mut self, why: &'static str) -> anyhow::Result<()> {
-        if self.dirty_since.is_none() {
+        if self.dirty_since.is_none() && !self.journal_suspect {
             return Ok(());
         }
         let started = Instant::now();
@@ -546,6 +574,14 @@ impl Writer {
         );
         self.check_wedged();
     }
+}
+
+/// Takes one injected failure from `counter`, if any is left.
+#[cfg(test)]
+fn take_one(counter: &std::sync::atomic::AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 enum Next {
