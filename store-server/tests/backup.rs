@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{TOKEN, TestServer, server_bin, start_server, stderr};
+use common::{TOKEN, TestServer, server_bin, start_server, start_server_in, stderr};
 use drasi_store_protocol::snapshot::{
     CONTENT_TYPE, SNAPSHOT_PATH, SnapshotReader, encode_selection,
 };
@@ -67,22 +67,6 @@ fn entries(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
-}
-
-async fn serve_restored(data_parent: &tempfile::TempDir) -> TestServer {
-    // `common::config` serves `<dir>/data`, where the restore went.
-    let token_file = data_parent.path().join("tokens");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let server = drasi_store_server::start(common::config(data_parent, &token_file, &[]))
-        .await
-        .unwrap();
-    TestServer {
-        base: format!("http://{}", server.local_addr()),
-        server,
-        dir: tempfile::tempdir().unwrap(),
-        token_file,
-        client: reqwest::Client::new(),
-    }
 }
 
 #[tokio::test]
@@ -190,7 +174,8 @@ async fn backup_verify_restore_round_trip() {
     let out = restore(&file, &data).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(entries(&data), ["state.redb"]);
-    let r = serve_restored(&target).await;
+    // The server serves `<target>/data`, where the restore went.
+    let r = start_server_in(target, &[]).await;
     assert_eq!(r.get("alpha", "b").await.as_deref(), Some(&b"\x00\xff"[..]));
     assert_eq!(r.get("beta", "x/y?z").await.as_deref(), Some(&b"v"[..]));
     assert_eq!(

@@ -6,7 +6,7 @@
 mod common;
 
 use common::moto::{create_bucket, run, start_moto};
-use common::{TOKEN, start_server, stderr};
+use common::{start_server, start_server_in, stderr};
 
 #[tokio::test]
 async fn backup_and_restore_through_a_local_s3_server() {
@@ -80,18 +80,7 @@ async fn backup_and_restore_through_a_local_s3_server() {
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let token_file = target.path().join("tokens");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let restored = drasi_store_server::start(common::config(&target, &token_file, &[]))
-        .await
-        .unwrap();
-    let r = common::TestServer {
-        base: format!("http://{}", restored.local_addr()),
-        server: restored,
-        dir: tempfile::tempdir().unwrap(),
-        token_file,
-        client: reqwest::Client::new(),
-    };
+    let r = start_server_in(target, &[]).await;
     assert_eq!(r.get("big", "k19").await.as_deref(), Some(&value[..]));
     assert_eq!(r.snapshot("big").await.1, 20);
     assert_eq!(r.get("small", "a").await.as_deref(), Some(&b"1"[..]));

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TOKEN, expect_error, json, start_server};
+use common::{expect_error, json, start_server, start_server_in};
 use std::collections::BTreeSet;
 
 use drasi_store_protocol::endpoints::{self, Body};
@@ -224,23 +224,10 @@ async fn openapi_document_matches_the_endpoint_table() {
 async fn eventual_writes_survive_a_graceful_restart() {
     let t = start_server(&["--durability", "eventual"]).await;
     assert_eq!(t.put("s", "k", b"v").await.status(), 204);
-    let dir = t.dir;
-    let token_file = t.token_file.clone();
     t.server.shutdown().await.unwrap();
-    let server = drasi_store_server::start(common::config(&dir, &token_file, &[]))
-        .await
-        .unwrap();
-    let r = reqwest::Client::new()
-        .get(format!(
-            "http://{}/v1/kv?store=s&key=k",
-            server.local_addr()
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.bytes().await.unwrap(), &b"v"[..]);
-    server.shutdown().await.unwrap();
+    let r = start_server_in(t.dir, &[]).await;
+    assert_eq!(r.get("s", "k").await.as_deref(), Some(&b"v"[..]));
+    r.server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{TOKEN, TestServer, server_bin, start_server, stderr};
+use common::{server_bin, start_server, start_server_in, stderr};
 
 async fn run(cmd: &mut Command) -> Output {
     cmd.env_remove("DRASI_STORE_DATA_DIR");
@@ -50,22 +50,6 @@ async fn backup_file(work: &Path) -> std::path::PathBuf {
     file
 }
 
-/// Serves `<parent>/data`.
-async fn serve(parent: &tempfile::TempDir) -> TestServer {
-    let token_file = parent.path().join("tokens");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let server = drasi_store_server::start(common::config(parent, &token_file, &[]))
-        .await
-        .unwrap();
-    TestServer {
-        base: format!("http://{}", server.local_addr()),
-        server,
-        dir: tempfile::tempdir().unwrap(),
-        token_file,
-        client: reqwest::Client::new(),
-    }
-}
-
 #[tokio::test]
 async fn a_fresh_volume_is_restored_once_and_then_left_alone() {
     let work = tempfile::tempdir().unwrap();
@@ -80,11 +64,12 @@ async fn a_fresh_volume_is_restored_once_and_then_left_alone() {
     assert!(stdout(&out).contains("restored into"), "{}", stdout(&out));
 
     // The server writes to the restored database.
-    let t = serve(&target).await;
+    let t = start_server_in(target, &[]).await;
     assert_eq!(t.get("alpha", "a").await.as_deref(), Some(&b"1"[..]));
     assert_eq!(t.put("alpha", "a", b"changed").await.status(), 204);
     assert_eq!(t.put("alpha", "c", b"new").await.status(), 204);
     t.server.shutdown().await.unwrap();
+    let target = t.dir;
     let written = std::fs::read(data.join("state.redb")).unwrap();
 
     // The next start skips, without even reading the input.
@@ -95,7 +80,7 @@ async fn a_fresh_volume_is_restored_once_and_then_left_alone() {
         assert_eq!(std::fs::read(data.join("state.redb")).unwrap(), written);
     }
 
-    let t = serve(&target).await;
+    let t = start_server_in(target, &[]).await;
     assert_eq!(t.get("alpha", "a").await.as_deref(), Some(&b"changed"[..]));
     assert_eq!(t.get("alpha", "b").await.as_deref(), Some(&b"2"[..]));
     assert_eq!(t.get("alpha", "c").await.as_deref(), Some(&b"new"[..]));
@@ -114,7 +99,7 @@ async fn if_empty_redoes_an_interrupted_restore() {
     let out = restore_if_empty(&file, &data).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("restored into"), "{}", stdout(&out));
-    let t = serve(&target).await;
+    let t = start_server_in(target, &[]).await;
     assert_eq!(t.get("alpha", "b").await.as_deref(), Some(&b"2"[..]));
     t.server.shutdown().await.unwrap();
 }

@@ -6,6 +6,7 @@
 //! provoked for real: a refused connection, a server that never answers, and
 //! HTTP error answers from the real server.
 
+use std::fmt::{Debug, Display};
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -19,21 +20,66 @@ const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
 const STORE: &str = "tenant-4711-secret-store";
 const KEY: &str = "customer-0815-secret-key";
 const TOKENS: [&str; 2] = ["a-token-of-16-bytes!", "the-wrong-token-0123456789"];
+const RIGHT_TOKEN: &str = "the-right-token-0123456789";
 
-fn assert_private(what: &str, err: &StateStoreError) {
+/// `err` names `names` in its message, and neither its message nor its
+/// Debug form holds any of `hidden`.
+fn assert_hides(what: &str, err: &(impl Display + Debug), names: &str, hidden: &[&str]) {
     let display = err.to_string();
     let debug = format!("{err:?}");
     assert!(
-        display.contains(&format!("{STORE:?}")),
-        "{what}: error does not name the store:\n  {display}"
+        display.contains(names),
+        "{what}: error does not name {names}:\n  {display}"
     );
-    // The key also as its percent-encoded query form would show it.
-    for needle in [KEY, "customer-0815", TOKENS[0], TOKENS[1]] {
+    for needle in hidden {
         assert!(
             !display.contains(needle) && !debug.contains(needle),
             "{what}: error reveals {needle:?}:\n  {display}\n  {debug}"
         );
     }
+}
+
+fn assert_private(what: &str, err: &StateStoreError) {
+    // The key also as its percent-encoded query form would show it.
+    let hidden = [KEY, "customer-0815", TOKENS[0], TOKENS[1]];
+    assert_hides(what, err, &format!("{STORE:?}"), &hidden);
+}
+
+/// Every call in `results` failed, with an error `check` accepts.
+fn assert_each_failed<E>(
+    what: &str,
+    results: impl IntoIterator<Item = (&'static str, Option<E>)>,
+    check: fn(&str, &E),
+) {
+    for (op, err) in results {
+        let err = err.unwrap_or_else(|| panic!("{what}: {op} unexpectedly succeeded"));
+        check(&format!("{what} / {op}"), &err);
+    }
+}
+
+/// The URL of a loopback port nothing listens on (any more).
+fn refused_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// Accepts connections (the kernel completes the handshake) and never
+/// answers, so every call runs into the client's timeout; silent only while
+/// the listener lives.
+fn silent_url() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+/// The real server, taking `RIGHT_TOKEN` and values of at most 8 bytes.
+fn start_server(dir: &tempfile::TempDir) -> ServerProcess {
+    ServerProcess::builder(SERVER, dir.path().join("data"))
+        .token(RIGHT_TOKEN)
+        .arg("--max-value-bytes")
+        .arg("8")
+        .start()
+        .unwrap()
 }
 
 fn client(url: &str, token: &str) -> RemoteStateStoreProvider {
@@ -74,48 +120,33 @@ async fn every_error(what: &str, provider: &RemoteStateStoreProvider, value: Vec
         ("store_exists", provider.store_exists(STORE).await.err()),
         ("key_count", provider.key_count(STORE).await.err()),
     ];
-    for (op, err) in results {
-        let err = err.unwrap_or_else(|| panic!("{what}: {op} unexpectedly succeeded"));
-        assert_private(&format!("{what} / {op}"), &err);
-    }
+    assert_each_failed(what, results, assert_private);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_errors_do_not_reveal_key_or_token() {
-    let port = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let provider = client(&format!("http://127.0.0.1:{port}"), TOKENS[0]);
+    let provider = client(&refused_url(), TOKENS[0]);
     every_error("connection refused", &provider, b"v".to_vec()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_do_not_reveal_key_or_token() {
-    // Accepts connections (the kernel completes the handshake) and never
-    // answers, so every call runs into the client's timeout.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (silent, url) = silent_url();
     let provider = client(&url, TOKENS[0]);
     every_error("timeout", &provider, b"v".to_vec()).await;
-    drop(listener);
+    drop(silent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_errors_do_not_reveal_key_or_token() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::builder(SERVER, dir.path().join("data"))
-        .token("the-right-token-0123456789")
-        .arg("--max-value-bytes")
-        .arg("8")
-        .start()
-        .unwrap();
+    let server = start_server(&dir);
     // 401 on every call.
     let wrong = client(&server.url(), TOKENS[1]);
     every_error("401", &wrong, b"v".to_vec()).await;
 
     // 413 from the server's limits, on the calls that carry a value.
-    let right = client(&server.url(), "the-right-token-0123456789");
+    let right = client(&server.url(), RIGHT_TOKEN);
     let big = vec![7u8; 64];
     let err = right.set(STORE, KEY, big.clone()).await.unwrap_err();
     assert_private("413 set", &err);
@@ -130,18 +161,8 @@ async fn http_errors_do_not_reveal_key_or_token() {
 /// but never a token or the request's query string (which holds the
 /// source and the append id).
 fn assert_wal_private(what: &str, err: &WalError) {
-    let display = err.to_string();
-    let debug = format!("{err:?}");
-    assert!(
-        display.contains(SOURCE),
-        "{what}: error does not name the source:\n  {display}"
-    );
-    for needle in [TOKENS[0], TOKENS[1], "source=", "appendId", "?"] {
-        assert!(
-            !display.contains(needle) && !debug.contains(needle),
-            "{what}: error reveals {needle:?}:\n  {display}\n  {debug}"
-        );
-    }
+    let hidden = [TOKENS[0], TOKENS[1], "source=", "appendId", "?"];
+    assert_hides(what, err, SOURCE, &hidden);
 }
 
 const SOURCE: &str = "tenant-4711-source";
@@ -160,42 +181,25 @@ fn wal_client(url: &str, token: &str) -> RemoteWalProvider {
 async fn every_wal_error(what: &str, wal: &RemoteWalProvider) {
     let register = wal.register(SOURCE, WriteAheadLogConfig::default()).await;
     let delete = wal.delete_wal(SOURCE).await;
-    for (op, result) in [("register", register), ("delete_wal", delete)] {
-        let err = result
-            .err()
-            .unwrap_or_else(|| panic!("{what}: {op} unexpectedly succeeded"));
-        assert_wal_private(&format!("{what} / {op}"), &err);
-    }
+    let results = [("register", register.err()), ("delete_wal", delete.err())];
+    assert_each_failed(what, results, assert_wal_private);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_errors_do_not_reveal_token_or_query() {
-    let port = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let refused = wal_client(&format!("http://127.0.0.1:{port}"), TOKENS[0]);
+    let refused = wal_client(&refused_url(), TOKENS[0]);
     every_wal_error("connection refused", &refused).await;
 
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let timeout = wal_client(
-        &format!("http://{}", silent.local_addr().unwrap()),
-        TOKENS[0],
-    );
-    every_wal_error("timeout", &timeout).await;
+    let (silent, url) = silent_url();
+    every_wal_error("timeout", &wal_client(&url, TOKENS[0])).await;
     drop(silent);
 
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::builder(SERVER, dir.path().join("data"))
-        .token("the-right-token-0123456789")
-        .arg("--max-value-bytes")
-        .arg("8")
-        .start()
-        .unwrap();
+    let server = start_server(&dir);
     every_wal_error("401", &wal_client(&server.url(), TOKENS[1])).await;
 
     // 413 on an append, which carries an append id in its query.
-    let right = wal_client(&server.url(), "the-right-token-0123456789");
+    let right = wal_client(&server.url(), RIGHT_TOKEN);
     right
         .register(SOURCE, WriteAheadLogConfig::default())
         .await

@@ -4,8 +4,10 @@
 //! clear "too large" error that changes nothing. The same holds for the
 //! source ids of the remote write-ahead log.
 
+use std::fmt::Display;
+
+use drasi_lib::StateStoreProvider;
 use drasi_lib::wal::{WalProvider, WriteAheadLogConfig};
-use drasi_lib::{StateStoreError, StateStoreProvider};
 use drasi_state_store_remote::{RemoteStateStoreProvider, RemoteWalProvider};
 use drasi_store_tests::ServerProcess;
 use drasi_store_tests::wal_events::order_change;
@@ -32,20 +34,26 @@ fn utf8_of_len(len: usize, seed: char) -> String {
     s
 }
 
-fn too_large(err: &StateStoreError) -> bool {
+/// The server's "too large" error, naming the limit.
+fn too_large(err: &impl Display) -> bool {
     let text = err.to_string();
     text.contains("key_too_large") && text.contains(&MAX.to_string())
+}
+
+/// The real server at `--max-key-bytes` `MAX`.
+fn start_server(dir: &tempfile::TempDir) -> ServerProcess {
+    ServerProcess::builder(SERVER, dir.path().join("data"))
+        .token(TOKEN)
+        .arg("--max-key-bytes")
+        .arg(MAX.to_string())
+        .start()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_and_store_ids_of_exactly_the_limit_are_reachable() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::builder(SERVER, dir.path().join("data"))
-        .token(TOKEN)
-        .arg("--max-key-bytes")
-        .arg(MAX.to_string())
-        .start()
-        .unwrap();
+    let server = start_server(&dir);
     let provider = RemoteStateStoreProvider::builder(server.url())
         .token(TOKEN)
         .build()
@@ -107,12 +115,7 @@ async fn keys_and_store_ids_of_exactly_the_limit_are_reachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_source_ids_of_exactly_the_limit_are_reachable() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::builder(SERVER, dir.path().join("data"))
-        .token(TOKEN)
-        .arg("--max-key-bytes")
-        .arg(MAX.to_string())
-        .start()
-        .unwrap();
+    let server = start_server(&dir);
     let wal = RemoteWalProvider::builder(server.url())
         .token(TOKEN)
         .build()
@@ -149,10 +152,7 @@ async fn wal_source_ids_of_exactly_the_limit_are_reachable() {
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(
-        text.contains("key_too_large") && text.contains(&MAX.to_string()),
-        "{text}"
-    );
+    assert!(too_large(&text), "{text}");
     assert!(!text.contains(TOKEN), "{text}");
     // The message names the source, shortened, not all 64 KiB of it.
     assert!(text.len() < 1024, "{} bytes: {text:.200}", text.len());

@@ -39,7 +39,13 @@ pub fn config(dir: &tempfile::TempDir, token_file: &std::path::Path, extra: &[&s
 }
 
 pub async fn start_server(extra: &[&str]) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
+    start_server_in(tempfile::tempdir().unwrap(), extra).await
+}
+
+/// A server on `dir` as it is: `<dir>/data` may already hold what a restore
+/// or an earlier server left there. The server owns `dir` for as long as it
+/// runs; a restart on the same files takes it back from `TestServer::dir`.
+pub async fn start_server_in(dir: tempfile::TempDir, extra: &[&str]) -> TestServer {
     let token_file = dir.path().join("tokens");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let server = start(config(&dir, &token_file, extra)).await.unwrap();
