@@ -38,6 +38,8 @@ pub struct Metrics {
     pub commit_group_size: Histogram,
     pub commit_duration: Histogram,
     pub gc_entries_deleted: Counter,
+    pub journal_checkpoints: Counter,
+    pub journal_replayed_records: Counter,
     database_file_bytes: Gauge,
     keys: Gauge,
     stores: Gauge,
@@ -75,7 +77,7 @@ impl Metrics {
         let commit_duration = latency_histogram();
         registry.register(
             "commit_duration_seconds",
-            "Time to apply and commit one group, fsync included",
+            "Time to apply and commit one group, its durable journal write or fsync included",
             commit_duration.clone(),
         );
         let gc_entries_deleted = Counter::default();
@@ -83,6 +85,18 @@ impl Metrics {
             "gc_entries_deleted",
             "Entries of cleared stores deleted by the background collector",
             gc_entries_deleted.clone(),
+        );
+        let journal_checkpoints = Counter::default();
+        registry.register(
+            "journal_checkpoints",
+            "Durable database commits after which the commit journal started over",
+            journal_checkpoints.clone(),
+        );
+        let journal_replayed_records = Counter::default();
+        registry.register(
+            "journal_replayed_records",
+            "Commit journal records replayed at startup or after reopening the database",
+            journal_replayed_records.clone(),
         );
         let database_file_bytes = Gauge::default();
         registry.register(
@@ -107,6 +121,8 @@ impl Metrics {
             commit_group_size,
             commit_duration,
             gc_entries_deleted,
+            journal_checkpoints,
+            journal_replayed_records,
             database_file_bytes,
             keys,
             stores,

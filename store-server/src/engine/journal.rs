@@ -57,6 +57,8 @@ const GROW_STEP: u64 = 4 * 1024 * 1024;
 /// Alignment and size unit of direct I/O writes (a multiple of every
 /// common logical block size).
 const BLOCK: usize = 4096;
+/// The largest write buffer kept between appends.
+const SCRATCH_KEEP: usize = 1024 * 1024;
 
 const MAGIC: u32 = 0x4C4E_524A; // "JRNL", little-endian
 /// magic u32, payload length u32, sequence u64, checksum u32.
@@ -326,7 +328,13 @@ impl Journal {
             out[..self.tail.len()].copy_from_slice(&self.tail);
             out[self.tail.len()..used].copy_from_slice(bytes);
             out[used..].fill(0);
-            match direct.write_all_at(out, block_start) {
+            let written = direct.write_all_at(out, block_start);
+            // A large group's buffer is not kept: memory stays bounded by
+            // what is in flight, not by the largest write ever seen.
+            if self.scratch.len() > SCRATCH_KEEP {
+                self.scratch = Vec::new();
+            }
+            match written {
                 Ok(()) => return Ok(()),
                 // The filesystem took O_DIRECT at open but refuses the
                 // write (some network and FUSE filesystems): use the page

@@ -180,7 +180,7 @@ impl Engine {
     /// Opens (or creates) the database and starts the writer thread.
     pub fn open(options: &EngineOptions, metrics: Arc<Metrics>) -> anyhow::Result<Engine> {
         let db = Arc::new(DbSlot::open(&options.path, options.cache_bytes)?);
-        let journal = open_journal(options, &db)?;
+        let journal = open_journal(options, &db, &metrics)?;
         let health = Arc::new(Health {
             last_commit_ok: AtomicBool::new(true),
             recovering_since: Mutex::new(None),
@@ -572,7 +572,11 @@ impl Engine {
 /// run left in it either way: a journal from a run with other settings
 /// still holds acknowledged writes. One that is not in use is removed
 /// after its replay.
-fn open_journal(options: &EngineOptions, db: &DbSlot) -> anyhow::Result<Option<journal::Journal>> {
+fn open_journal(
+    options: &EngineOptions,
+    db: &DbSlot,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<journal::Journal>> {
     use anyhow::Context as _;
     let path = options.path.with_file_name(journal::JOURNAL_NAME);
     let wanted = options.journal && options.durability == DurabilityMode::Immediate;
@@ -584,6 +588,7 @@ fn open_journal(options: &EngineOptions, db: &DbSlot) -> anyhow::Result<Option<j
     let replayed = journal
         .recover(&*db.get()?)
         .with_context(|| format!("replaying the commit journal {}", path.display()))?;
+    metrics.journal_replayed_records.inc_by(replayed);
     if replayed > 0 {
         tracing::info!(records = replayed, path = %path.display(), "replayed the commit journal");
     }

@@ -251,8 +251,16 @@ impl Writer {
             // Reopening returns to the last durable commit: the journal's
             // records since then are replayed before anyone reads.
             let journal = &mut self.journal;
+            let metrics = &self.metrics;
             let replay = |db: &redb::Database| match journal {
-                Some(journal) => journal.recover(db).map(drop),
+                Some(journal) => {
+                    let replayed = journal.recover(db)?;
+                    metrics.journal_replayed_records.inc_by(replayed);
+                    if replayed > 0 {
+                        tracing::info!(records = replayed, "replayed the commit journal");
+                    }
+                    Ok(())
+                }
                 None => Ok(()),
             };
             match self.db.reopen(replay) {
@@ -409,6 +417,7 @@ impl Writer {
             txn.commit().ctx("commit")?;
             if let (Some(cp), Some(journal)) = (checkpoint, self.journal.as_mut()) {
                 journal.checkpointed(cp);
+                self.metrics.journal_checkpoints.inc();
                 self.journal_suspect = false;
             }
             return Ok(replies);
@@ -500,6 +509,7 @@ impl Writer {
             Ok(()) => {
                 if let (Some(cp), Some(journal)) = (checkpoint, self.journal.as_mut()) {
                     journal.checkpointed(cp);
+                    self.metrics.journal_checkpoints.inc();
                     self.journal_suspect = false;
                 }
                 self.committed(true);
