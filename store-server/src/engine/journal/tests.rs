@@ -1,7 +1,7 @@
 //! The journal's record codec, and recovery from the files a crash leaves.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -47,6 +47,20 @@ fn crash_image(engine: &Engine, from: &Path, to: &Path, with_journal: bool) {
         std::fs::copy(from.join(JOURNAL_NAME), to.join(JOURNAL_NAME)).unwrap();
     }
     drop(hold);
+}
+
+/// An engine serving from `<tmp>/live`, and the runtime that drives it.
+fn start_live() -> (tempfile::TempDir, PathBuf, tokio::runtime::Runtime, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let engine = open(&live, true);
+    (dir, live, rt(), engine)
+}
+
+/// A crash image of `live` in `image`, then a clean stop of the engine.
+fn crash_then_stop(rt: &tokio::runtime::Runtime, e: Engine, live: &Path, image: &Path) {
+    crash_image(&e, live, image, true);
+    rt.block_on(e.shutdown()).unwrap();
 }
 
 fn every_op() -> Vec<WriteOp> {
@@ -173,10 +187,7 @@ async fn append(e: &Engine, n: usize) {
 
 #[test]
 fn acknowledged_writes_survive_a_crash_between_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    let rt = rt();
-    let e = open(&live, true);
+    let (dir, live, rt, e) = start_live();
     let mut acked = Acked {
         kv: BTreeMap::new(),
     };
@@ -247,10 +258,7 @@ fn acknowledged_writes_survive_a_crash_between_checkpoints() {
 
 #[test]
 fn a_torn_last_record_is_dropped_and_every_record_before_it_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    let rt = rt();
-    let e = open(&live, true);
+    let (dir, live, rt, e) = start_live();
     rt.block_on(async {
         e.sync().await.unwrap();
         // One group each: the calls are awaited one at a time.
@@ -261,8 +269,7 @@ fn a_torn_last_record_is_dropped_and_every_record_before_it_replayed() {
         }
     });
     let image = dir.path().join("image");
-    crash_image(&e, &live, &image, true);
-    rt.block_on(e.shutdown()).unwrap();
+    crash_then_stop(&rt, e, &live, &image);
 
     // Every record has the same size; damage the last byte of the tenth,
     // as a write cut short by the crash would.
@@ -299,17 +306,13 @@ fn a_torn_last_record_is_dropped_and_every_record_before_it_replayed() {
 
 #[test]
 fn a_journal_is_replayed_even_when_the_journal_is_turned_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    let rt = rt();
-    let e = open(&live, true);
+    let (dir, live, rt, e) = start_live();
     rt.block_on(async {
         e.sync().await.unwrap();
         e.set("s", "k", Bytes::from_static(b"v")).await.unwrap();
     });
     let image = dir.path().join("image");
-    crash_image(&e, &live, &image, true);
-    rt.block_on(e.shutdown()).unwrap();
+    crash_then_stop(&rt, e, &live, &image);
 
     let e = open(&image, false);
     assert_eq!(e.get("s", "k").unwrap().as_deref(), Some(&b"v"[..]));
@@ -327,14 +330,10 @@ fn a_record_with_another_key_is_not_replayed() {
     // Bytes that look like the next record but were not written under the
     // current checkpoint's key (old records, or a client's value that
     // imitates one) never count.
-    let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    let rt = rt();
-    let e = open(&live, true);
+    let (dir, live, rt, e) = start_live();
     rt.block_on(e.sync()).unwrap();
     let image = dir.path().join("image");
-    crash_image(&e, &live, &image, true);
-    rt.block_on(e.shutdown()).unwrap();
+    crash_then_stop(&rt, e, &live, &image);
 
     let db = redb::Database::create(image.join("state.redb")).unwrap();
     let cp = Checkpoint::load(&db).unwrap();
@@ -423,10 +422,7 @@ fn both_write_paths_keep_every_record_and_discard_only_the_last() {
 #[test]
 fn a_group_answered_with_an_error_is_never_replayed() {
     for discard_fails in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let rt = rt();
-        let e = open(&live, true);
+        let (dir, live, rt, e) = start_live();
         rt.block_on(async {
             e.sync().await.unwrap();
             e.set("s", "before", Bytes::from_static(b"1"))
