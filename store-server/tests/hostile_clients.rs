@@ -104,16 +104,24 @@ async fn slow_bodies_cannot_hold_more_than_the_inflight_budget() {
     .await;
     // A slow client declares 1 MiB and sends a little: the whole budget is
     // reserved for it.
-    let mut slow = TcpStream::connect(t.server.local_addr()).unwrap();
     let path = format!("{}?{}", routes::KV, encode_query("s", Some("slow")));
-    write!(
-        slow,
-        "PUT {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
-         content-length: {MIB}\r\n\r\n"
-    )
-    .unwrap();
-    slow.write_all(&[1u8; 1024]).unwrap();
-    // The server reserves as soon as it reads the headers.
+    let addr = t.server.local_addr();
+    let open_slow = || {
+        let mut slow = TcpStream::connect(addr).unwrap();
+        write!(
+            slow,
+            "PUT {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-length: {MIB}\r\n\r\n"
+        )
+        .unwrap();
+        slow.write_all(&[1u8; 1024]).unwrap();
+        slow.set_nonblocking(true).unwrap();
+        slow
+    };
+    let mut slow = open_slow();
+    // The server reserves as soon as it reads the headers. If a small put
+    // held a few bytes of the budget at that moment, the slow request was
+    // rightly refused: it is sent again.
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         let r = t.put("s", "k", b"small").await;
@@ -122,6 +130,11 @@ async fn slow_bodies_cannot_hold_more_than_the_inflight_budget() {
         }
         assert_eq!(r.status(), 204);
         assert!(Instant::now() < deadline, "the budget never filled");
+        let mut answer = [0u8; 12];
+        if let Ok(12) = slow.peek(&mut answer) {
+            assert_eq!(&answer, b"HTTP/1.1 503", "the slow request was answered");
+            slow = open_slow();
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(refused.headers()["retry-after"], "1");
@@ -210,21 +223,52 @@ async fn answers_a_slow_reader_holds_count_against_the_inflight_budget() {
         t.authed(reqwest::Method::GET, &t.url(routes::KV, "s", Some("k0")))
             .send()
     };
-    assert_eq!(get_k0().await.unwrap().status(), 200);
+    let first = get_k0().await.unwrap();
+    assert_eq!(first.status(), 200);
+    // Read to the end, so its room is returned before the slow reader asks.
+    assert_eq!(first.bytes().await.unwrap().len(), 8 * MIB);
 
-    // Asks for a 16 MiB answer and never reads it: more than the socket
-    // buffers hold, so the rest waits in the server's write queue.
-    let mut slow = TcpStream::connect(t.server.local_addr()).unwrap();
+    // Asks for a 16 MiB answer and never reads past its status line: more
+    // than the socket buffers hold, so the rest waits in the server's write
+    // queue. Nothing else runs until the answer has started, so it is
+    // admitted into an idle budget (a concurrent 8 MiB answer plus this
+    // one and its request would not fit, and the server would rightly
+    // refuse it). An earlier answer's room comes back a moment after its
+    // last byte, so a refusal is retried.
     let body = encode_keys(&["k0", "k1"]);
     let path = format!("{}?{}", routes::GET_MANY, encode_query("s", None));
-    write!(
-        slow,
-        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
-         content-length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    slow.write_all(&body).unwrap();
+    let addr = t.server.local_addr();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let slow = loop {
+        let mut slow = TcpStream::connect(addr).unwrap();
+        write!(
+            slow,
+            "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        slow.write_all(&body).unwrap();
+        let (slow, status) = tokio::task::spawn_blocking(move || {
+            let mut status = [0u8; 12];
+            slow.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            slow.read_exact(&mut status).unwrap();
+            (slow, status)
+        })
+        .await
+        .unwrap();
+        match &status {
+            b"HTTP/1.1 200" => break slow,
+            b"HTTP/1.1 503" if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!(
+                "the slow reader's request got {:?}",
+                String::from_utf8_lossy(other)
+            ),
+        }
+    };
 
     // Once that answer is built, another 8 MiB answer no longer fits.
     let deadline = Instant::now() + Duration::from_secs(10);
