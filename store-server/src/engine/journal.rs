@@ -185,10 +185,8 @@ impl Journal {
         let mut txn = db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         let replayed = records.len() as u64;
-        let next = Checkpoint {
-            seq: last,
-            key: rand::random(),
-        };
+        self.last_seq = last;
+        let next = self.next_checkpoint();
         {
             let mut tables = Tables::open(&txn)?;
             for ops in &records {

@@ -11,20 +11,25 @@ use drasi_store_protocol::{EntriesFrame, KeysFrame};
 use super::*;
 
 fn open(dir: &tempfile::TempDir, durability: DurabilityMode) -> Engine {
+    open_in(dir.path(), durability, true)
+}
+
+/// An engine on `<dir>/state.redb`; shared with the journal's tests.
+pub(super) fn open_in(dir: &std::path::Path, durability: DurabilityMode, journal: bool) -> Engine {
     Engine::open(
         &EngineOptions {
-            path: dir.path().join("state.redb"),
+            path: dir.join("state.redb"),
             durability,
             cache_bytes: 4 * 1024 * 1024,
             recovery_timeout: std::time::Duration::from_secs(60),
-            journal: true,
+            journal,
         },
         Arc::new(Metrics::new()),
     )
     .unwrap()
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(super) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use drasi_store_protocol::wal::{AppendId, WalCapacityPolicy, WalConfig, WalInfo};
@@ -10,28 +9,11 @@ use drasi_store_protocol::{EntriesFrame, KeysFrame};
 
 use super::*;
 use crate::config::DurabilityMode;
-use crate::engine::{Engine, EngineError, EngineOptions};
-use crate::metrics::Metrics;
+use crate::engine::tests::{open_in, rt};
+use crate::engine::{Engine, EngineError};
 
 fn open(dir: &Path, journal: bool) -> Engine {
-    Engine::open(
-        &EngineOptions {
-            path: dir.join("state.redb"),
-            durability: DurabilityMode::Immediate,
-            cache_bytes: 4 * 1024 * 1024,
-            recovery_timeout: std::time::Duration::from_secs(60),
-            journal,
-        },
-        Arc::new(Metrics::new()),
-    )
-    .unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    open_in(dir, DurabilityMode::Immediate, journal)
 }
 
 /// The files as a `kill -9` leaves them: what the process had written to

@@ -415,11 +415,7 @@ impl Writer {
         };
         let Some(record) = record else {
             txn.commit().ctx("commit")?;
-            if let (Some(cp), Some(journal)) = (checkpoint, self.journal.as_mut()) {
-                journal.checkpointed(cp);
-                self.metrics.journal_checkpoints.inc();
-                self.journal_suspect = false;
-            }
+            self.checkpointed(checkpoint);
             return Ok(replies);
         };
         let journal = self.journal.as_mut().expect("a record implies a journal");
@@ -456,6 +452,16 @@ impl Writer {
             });
         }
         Ok(replies)
+    }
+
+    /// After the durable commit that saved `checkpoint` (none without a
+    /// journal): the journal starts over and is trusted again.
+    fn checkpointed(&mut self, checkpoint: Option<journal::Checkpoint>) {
+        if let (Some(cp), Some(journal)) = (checkpoint, self.journal.as_mut()) {
+            journal.checkpointed(cp);
+            self.metrics.journal_checkpoints.inc();
+            self.journal_suspect = false;
+        }
     }
 
     /// After a group failed around its journal append: invalidates its
@@ -507,11 +513,7 @@ impl Writer {
         });
         match result {
             Ok(()) => {
-                if let (Some(cp), Some(journal)) = (checkpoint, self.journal.as_mut()) {
-                    journal.checkpointed(cp);
-                    self.metrics.journal_checkpoints.inc();
-                    self.journal_suspect = false;
-                }
+                self.checkpointed(checkpoint);
                 self.committed(true);
                 tracing::debug!(
                     reason = why,
