@@ -21,7 +21,12 @@ def component(comm, dso, kind, sym):
         return "server: writer redb apply + commit (user)"
     if kernel and re.search(r"tcp|inet|sock|skb|ip_|loopback|net_rx|netif|__dev_queue|napi|sys_sendto|sys_recvfrom|sendmsg|recvmsg", sym):
         return "kernel: loopback TCP (both ends)"
-    if kernel and re.search(r"futex|schedule|wake|try_to_wake|enqueue|dequeue|switch|epoll|ep_|pick_next|finish_task", sym):
+    # In a VM without a PMU, perf samples with the cpu-clock timer, so time
+    # spent with interrupts off surfaces where they are turned back on:
+    # `_raw_spin_unlock_irq[restore]`, whose callers are almost all
+    # try_to_wake_up (futex, socket and eventfd wake-ups) and the context
+    # switch back into a woken thread (checked with `perf report -G`).
+    if kernel and re.search(r"futex|schedule|wake|try_to_wake|enqueue|dequeue|switch|epoll|ep_|pick_next|finish_task|_raw_spin_unlock_irq", sym):
         return "kernel: thread wake-ups / scheduling (runtime hops)"
     if kernel:
         return "kernel: other (syscalls, memory)"
