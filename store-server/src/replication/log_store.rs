@@ -15,7 +15,7 @@ use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -56,6 +56,9 @@ const FORMAT: u64 = 1;
 pub struct LogStore<C: RaftTypeConfig = super::TypeConfig> {
     db: Arc<Database>,
     path: Arc<PathBuf>,
+    /// The last committed log id, as last saved: openraft 0.9's metrics
+    /// carry no commit index, and `/v1/cluster` reports this one.
+    committed: Arc<Mutex<Option<LogId<C::NodeId>>>>,
     _types: PhantomData<fn() -> C>,
 }
 
@@ -64,6 +67,7 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
         LogStore {
             db: self.db.clone(),
             path: self.path.clone(),
+            committed: self.committed.clone(),
             _types: PhantomData,
         }
     }
@@ -122,11 +126,39 @@ where
         }
         txn.commit()
             .with_context(|| format!("initialising the Raft log {}", path.display()))?;
+        let committed = {
+            let txn = db
+                .begin_read()
+                .with_context(|| format!("reading the Raft log {}", path.display()))?;
+            let meta = txn
+                .open_table(META)
+                .with_context(|| format!("reading the meta table of {}", path.display()))?;
+            match meta
+                .get(META_COMMITTED)
+                .with_context(|| format!("reading the committed log id of {}", path.display()))?
+            {
+                Some(v) => serde_json::from_slice::<Option<LogId<C::NodeId>>>(v.value())
+                    .with_context(|| {
+                        format!("decoding the committed log id of {}", path.display())
+                    })?,
+                None => None,
+            }
+        };
         Ok(LogStore {
             db: Arc::new(db),
             path: Arc::new(path.to_owned()),
+            committed: Arc::new(Mutex::new(committed)),
             _types: PhantomData,
         })
+    }
+
+    /// The last committed log id this node has saved (it may know of a
+    /// later one that openraft has not saved yet), for `/v1/cluster`.
+    pub fn committed(&self) -> Option<LogId<C::NodeId>> {
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs blocking redb work (reads, and fsyncing commits) off the async
@@ -305,7 +337,10 @@ where
         committed: Option<LogId<C::NodeId>>,
     ) -> StorageResult<(), C> {
         self.write_meta(META_COMMITTED, &committed, ErrorSubject::Store)
-            .await
+            .await?;
+        // After the write: never report a commit the disk does not hold.
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<C::NodeId>>, C> {

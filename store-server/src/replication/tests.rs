@@ -196,7 +196,9 @@ async fn everything_survives_a_reopen() {
             .blocking_append((2..=6).map(|i| normal(2, i, &[i as u8; 3])))
             .await
             .unwrap();
+        assert_eq!(store.committed(), None);
         store.save_committed(Some(log_id(2, 1, 5))).await.unwrap();
+        assert_eq!(store.committed(), Some(log_id(2, 1, 5)));
         store.purge(log_id(2, 1, 2)).await.unwrap();
         store.truncate(log_id(2, 1, 6)).await.unwrap();
     }
@@ -207,6 +209,11 @@ async fn everything_survives_a_reopen() {
         Some(Vote::new_committed(3, 2))
     );
     assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2, 1, 5)));
+    assert_eq!(
+        store.committed(),
+        Some(log_id(2, 1, 5)),
+        "loaded at open for /v1/cluster"
+    );
     assert_eq!(
         store.get_log_state().await.unwrap(),
         LogState {
