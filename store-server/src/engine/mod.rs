@@ -5,13 +5,13 @@
 //! ([`writer`]), which acknowledges a write only after the commit that
 //! contains it; [`tables`] applies the writes inside that commit.
 
-mod database;
+pub(crate) mod database;
 mod gc;
 pub mod import;
 pub mod journal;
 pub mod schema;
 pub mod snapshot;
-mod tables;
+pub(crate) mod tables;
 pub mod wal;
 mod writer;
 
