@@ -62,6 +62,13 @@ pub enum EngineError {
     )]
     Recovering,
     /// The writer's queue is full: nothing was applied; retry later.
+    /// A replicated store could not reach a leader or a majority in time.
+    /// For a write: it may or may not be applied (like a timeout).
+    #[error("replication: {detail}")]
+    Replication { detail: String },
+    /// Refused by a replicated store; nothing was applied.
+    #[error("{what} is not supported yet")]
+    NotReplicated { what: &'static str },
     #[error("the write queue is full ({capacity} requests); nothing was applied, retry later")]
     Busy { capacity: usize },
     /// A `get_many` answer would exceed `--max-response-bytes`.
@@ -174,6 +181,9 @@ pub struct Engine {
     writer: WriterHandle,
     health: Arc<Health>,
     path: PathBuf,
+    /// Set once on a replicated store: writes then go through Raft, and the
+    /// writer thread only collects garbage and flushes.
+    replica: std::sync::OnceLock<Arc<crate::replication::ReplicaNode>>,
 }
 
 impl Engine {
@@ -204,7 +214,35 @@ impl Engine {
             writer,
             health,
             path: options.path.clone(),
+            replica: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The database, for the replication state machine.
+    pub(crate) fn db_slot(&self) -> Arc<DbSlot> {
+        self.db.clone()
+    }
+
+    /// From now on writes go through `node` (Raft) instead of the local
+    /// writer. Set once, before the server serves.
+    pub fn set_replica(&self, node: Arc<crate::replication::ReplicaNode>) {
+        if self.replica.set(node).is_err() {
+            tracing::error!("replication was already set up for this engine");
+        }
+    }
+
+    pub fn replica(&self) -> Option<&Arc<crate::replication::ReplicaNode>> {
+        self.replica.get()
+    }
+
+    /// On a replicated store, returns once this node has applied everything
+    /// committed before the call, so a read that follows is linearizable.
+    /// A single node is always up to date.
+    pub async fn read_barrier(&self) -> EngineResult<()> {
+        match self.replica.get() {
+            Some(node) => node.read_barrier().await,
+            None => Ok(()),
+        }
     }
 
     pub fn health(&self) -> EngineHealth {
@@ -462,14 +500,24 @@ impl Engine {
 
     /// Sends one write to the group-commit writer and waits for the commit.
     async fn write(&self, op: WriteOp) -> EngineResult<Reply> {
-        self.writer.write(op).await
+        match self.replica.get() {
+            Some(node) => node
+                .write(vec![op])
+                .await
+                .pop()
+                .unwrap_or(Err(EngineError::Unavailable)),
+            None => self.writer.write(op).await,
+        }
     }
 
     /// Sends several independent writes to the writer together, so they
     /// share one commit, and waits for each; every write gets its own
     /// result, in order.
     pub(crate) async fn write_many(&self, ops: Vec<WriteOp>) -> Vec<EngineResult<Reply>> {
-        self.writer.write_many(ops).await
+        match self.replica.get() {
+            Some(node) => node.write(ops).await,
+            None => self.writer.write_many(ops).await,
+        }
     }
 
     pub async fn set(&self, store: &str, key: &str, value: Bytes) -> EngineResult<()> {
@@ -558,7 +606,12 @@ impl Engine {
 
     /// Returns once everything acknowledged so far is durable.
     pub async fn sync(&self) -> EngineResult<()> {
-        self.write(WriteOp::Sync).await.map(drop)
+        match self.replica.get() {
+            // Acknowledged writes are already durable on a majority; sync
+            // is a barrier behind everything committed so far.
+            Some(node) => node.read_barrier().await,
+            None => self.write(WriteOp::Sync).await.map(drop),
+        }
     }
 
     /// Stops the writer after it has committed everything queued, with a

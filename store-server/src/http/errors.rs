@@ -64,9 +64,11 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let code = match e {
             EngineError::Storage { .. } => ErrorCode::StorageError,
-            EngineError::Unavailable | EngineError::Recovering | EngineError::Busy { .. } => {
-                ErrorCode::Unavailable
-            }
+            EngineError::Unavailable
+            | EngineError::Recovering
+            | EngineError::Busy { .. }
+            | EngineError::Replication { .. } => ErrorCode::Unavailable,
+            EngineError::NotReplicated { .. } => ErrorCode::MethodNotAllowed,
             EngineError::AnswerTooLarge { .. } | EngineError::WalEventTooLarge { .. } => {
                 ErrorCode::ResponseTooLarge
             }

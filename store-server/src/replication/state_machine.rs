@@ -61,14 +61,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// `db` is the engine's database; snapshots live in `db`'s directory.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "wired in with the leader's proposing writer, step 2 of docs/replication.md"
-        )
-    )]
-    pub(crate) fn new(db: Arc<DbSlot>) -> Self {
+        pub(crate) fn new(db: Arc<DbSlot>) -> Self {
         let dir = db
             .path()
             .parent()
@@ -295,13 +288,6 @@ pub(crate) fn encode_replies(replies: &[Reply]) -> Vec<u8> {
 
 /// The inverse of [`encode_replies`], for the leader's writer answering
 /// each request of a group.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "wired in with the leader's proposing writer, step 2 of docs/replication.md"
-    )
-)]
 pub(crate) fn decode_replies(bytes: &[u8]) -> anyhow::Result<Vec<Reply>> {
     if !bytes.len().is_multiple_of(9) {
         anyhow::bail!(
