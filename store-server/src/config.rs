@@ -184,6 +184,17 @@ pub struct Config {
     #[arg(long, env = "DRASI_STORE_PEER_TOKEN_FILE")]
     pub peer_token_file: Option<PathBuf>,
 
+    /// Raft log entries between snapshots of a replicated store. Entries a
+    /// snapshot holds are purged (all but the last tenth, at most 10,000,
+    /// so a briefly stopped replica catches up from the log); a replica
+    /// that fell further behind is rebuilt from the snapshot.
+    #[arg(
+        long,
+        env = "DRASI_STORE_RAFT_SNAPSHOT_LOGS",
+        default_value_t = 100_000
+    )]
+    pub raft_snapshot_logs: u64,
+
     /// How long shutdown waits for in-flight requests before closing them.
     #[arg(
         long,
@@ -259,7 +270,11 @@ impl Config {
             if peers.address(id).is_none() {
                 anyhow::bail!(
                     "--node-id {id} is not one of the --peers ids ({})",
-                    peers.ids().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+                    peers
+                        .ids()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             if self.peer_token_file.is_none() && !self.insecure_no_auth {
@@ -267,6 +282,9 @@ impl Config {
                     "--peers needs --peer-token-file: refusing to let peers talk \
                      unauthenticated (pass --insecure-no-auth to do so deliberately)"
                 );
+            }
+            if self.raft_snapshot_logs == 0 {
+                anyhow::bail!("--raft-snapshot-logs must be > 0");
             }
         } else if self.node_id.is_some() {
             anyhow::bail!("--node-id is only meaningful with --peers");

@@ -80,14 +80,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 .as_deref()
                 .map(TokenSet::load)
                 .transpose()?;
-            let replication = crate::replication::Replication::start(
-                &engine,
+            let options = crate::replication::Options {
                 node_id,
-                peers,
-                config.peer_listen,
-                peer_tokens.clone(),
-            )
-            .await?;
+                peers: peers.clone(),
+                peer_listen: config.peer_listen,
+                peer_tokens: peer_tokens.clone(),
+                snapshot_logs: config.raft_snapshot_logs,
+            };
+            let replication = crate::replication::Replication::start(&engine, options).await?;
             engine.set_replica(replication.node.clone());
             Some((replication, peer_tokens))
         }

@@ -1,6 +1,7 @@
 //! Helpers shared by the cross-crate tests and the benchmark.
 
 pub mod bench;
+pub mod cluster;
 pub mod server_process;
 pub mod wal_events;
 

@@ -62,10 +62,14 @@ pub enum EngineError {
     )]
     Recovering,
     /// The writer's queue is full: nothing was applied; retry later.
-    /// A replicated store could not reach a leader or a majority in time.
-    /// For a write: it may or may not be applied (like a timeout).
+    /// A replicated store has no leader it can reach, or no majority
+    /// confirmed a read: nothing was applied; retry later.
     #[error("replication: {detail}")]
     Replication { detail: String },
+    /// A replicated write whose outcome is unknown: it was proposed (or
+    /// forwarded) but not confirmed in time; it may still be applied.
+    #[error("replication: {detail}")]
+    Indeterminate { detail: String },
     /// Refused by a replicated store; nothing was applied.
     #[error("{what} is not supported yet")]
     NotReplicated { what: &'static str },
@@ -221,6 +225,12 @@ impl Engine {
     /// The database, for the replication state machine.
     pub(crate) fn db_slot(&self) -> Arc<DbSlot> {
         self.db.clone()
+    }
+
+    /// Partitions were detached outside the writer (a replicated clear or
+    /// snapshot install): let the writer's garbage collection run.
+    pub(crate) fn collect_garbage(&self) {
+        self.writer.collect_garbage();
     }
 
     /// From now on writes go through `node` (Raft) instead of the local

@@ -68,6 +68,7 @@ impl From<EngineError> for ApiError {
             | EngineError::Recovering
             | EngineError::Busy { .. }
             | EngineError::Replication { .. } => ErrorCode::Unavailable,
+            EngineError::Indeterminate { .. } => ErrorCode::Indeterminate,
             EngineError::NotReplicated { .. } => ErrorCode::MethodNotAllowed,
             EngineError::AnswerTooLarge { .. } | EngineError::WalEventTooLarge { .. } => {
                 ErrorCode::ResponseTooLarge
@@ -101,7 +102,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"drasi-store\""),
                 );
             }
-            ErrorCode::Unavailable => {
+            ErrorCode::Unavailable | ErrorCode::Indeterminate => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

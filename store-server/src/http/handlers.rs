@@ -10,9 +10,8 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM, TARGET_HEADER};
 use drasi_store_protocol::{
-    ClusterInfo, ClusterMember, ClusterRole,
-    CountResponse, DeleteResponse, EntriesFrame, ErrorCode, KeyList, KeysFrame, RequestTarget,
-    ServerInfo, StoreInfo, decode_keys, parse_query,
+    ClusterInfo, ClusterMember, ClusterRole, CountResponse, DeleteResponse, EntriesFrame,
+    ErrorCode, KeyList, KeysFrame, RequestTarget, ServerInfo, StoreInfo, decode_keys, parse_query,
 };
 use serde::Serialize;
 
@@ -325,20 +324,22 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
             state.shutting_down.load(Ordering::Relaxed),
             state.engine.health(),
         )
-        .and_then(|()| match state.engine.replica().map(|node| node.readiness()) {
-            None | Some(Ok(())) => Ok(()),
-            Some(Err(NotReady::Stopped)) => Err(RAFT_STOPPED),
-            Some(Err(NotReady::NoLeader)) => Err(ProbeFailure {
-                reason: "no_leader",
-                message: "this replica knows no leader (an election is under way, or it \
+        .and_then(
+            |()| match state.engine.replica().map(|node| node.readiness()) {
+                None | Some(Ok(())) => Ok(()),
+                Some(Err(NotReady::Stopped)) => Err(RAFT_STOPPED),
+                Some(Err(NotReady::NoLeader)) => Err(ProbeFailure {
+                    reason: "no_leader",
+                    message: "this replica knows no leader (an election is under way, or it \
                           cannot reach a majority of the replicas)",
-            }),
-            Some(Err(NotReady::CatchingUp)) => Err(ProbeFailure {
-                reason: "catching_up",
-                message: "this replica is applying the log (or a snapshot) it received \
+                }),
+                Some(Err(NotReady::CatchingUp)) => Err(ProbeFailure {
+                    reason: "catching_up",
+                    message: "this replica is applying the log (or a snapshot) it received \
                           from the leader",
-            }),
-        }),
+                }),
+            },
+        ),
     )
 }
 

@@ -10,8 +10,8 @@ use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM};
 use drasi_store_protocol::snapshot::CONTENT_TYPE as SNAPSHOT;
 use drasi_store_protocol::wal::{self, AppendResponse, WalCapacityPolicy, WalConfig, WalInfo};
 use drasi_store_protocol::{
-    ClusterInfo, ClusterMember, ClusterRole, CountResponse, DeleteResponse, Durability,
-    ErrorBody, ErrorCode, ImportResponse, KeyList, ServerInfo, StoreInfo,
+    ClusterInfo, ClusterMember, ClusterRole, CountResponse, DeleteResponse, Durability, ErrorBody,
+    ErrorCode, ImportResponse, KeyList, ServerInfo, StoreInfo,
 };
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;

@@ -88,19 +88,29 @@ openraft::declare_raft_types!(
 /// Timing of elections and heartbeats; docs/replication.md explains the
 /// values (a new leader within a few seconds of losing one, no needless
 /// elections on a noisy node).
-fn raft_config() -> anyhow::Result<openraft::Config> {
+fn raft_config(snapshot_logs: u64) -> anyhow::Result<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "drasi-store".into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        heartbeat_interval: 150,
+        election_timeout_min: 750,
+        election_timeout_max: 1500,
         install_snapshot_timeout: 30_000,
-        max_in_snapshot_log_to_keep: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(100_000),
+        max_in_snapshot_log_to_keep: (snapshot_logs / 10).min(10_000),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
         max_payload_entries: 64,
         ..Default::default()
     };
     Ok(config.validate()?)
+}
+
+/// How a replicated node runs (from the flags).
+pub struct Options {
+    pub node_id: NodeId,
+    pub peers: Peers,
+    pub peer_listen: SocketAddr,
+    /// `None` only with `--insecure-no-auth`.
+    pub peer_tokens: Option<Arc<TokenSet>>,
+    pub snapshot_logs: u64,
 }
 
 /// A running replicated node: Raft, the peer listener, and how to stop them.
@@ -115,13 +125,14 @@ impl Replication {
     /// Starts Raft over the engine's database and binds the peer listener.
     /// The node with the lowest id initializes a cluster that has never
     /// been initialized; the others wait to be contacted.
-    pub async fn start(
-        engine: &Engine,
-        node_id: NodeId,
-        peers: &Peers,
-        peer_listen: SocketAddr,
-        peer_tokens: Option<Arc<TokenSet>>,
-    ) -> anyhow::Result<Replication> {
+    pub async fn start(engine: &Arc<Engine>, options: Options) -> anyhow::Result<Replication> {
+        let Options {
+            node_id,
+            peers,
+            peer_listen,
+            peer_tokens,
+            snapshot_logs,
+        } = options;
         let db = engine.db_slot();
         let dir = db
             .path()
@@ -132,14 +143,22 @@ impl Replication {
         let log = tokio::task::spawn_blocking(move || LogStore::open(&log_path))
             .await
             .context("opening the Raft log")??;
-        let state_machine = StateMachine::new(db);
-        let client = network::PeerClient::new(peer_tokens.clone())?;
+        let weak = Arc::downgrade(engine);
+        let state_machine = StateMachine::new(db).on_garbage(move || {
+            if let Some(engine) = weak.upgrade() {
+                engine.collect_garbage();
+            }
+        });
+        // Calls to peers leave from the peer listener's address when it is
+        // a specific one, so peer traffic stays on the peer interface.
+        let local = Some(peer_listen.ip()).filter(|ip| !ip.is_unspecified());
+        let client = network::PeerClient::new(peer_tokens.clone(), local)?;
         let network = network::Network {
             client: client.clone(),
         };
         let raft = openraft::Raft::new(
             node_id,
-            Arc::new(raft_config()?),
+            Arc::new(raft_config(snapshot_logs)?),
             network,
             log.clone(),
             state_machine,

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -13,7 +14,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -54,8 +54,12 @@ pub(crate) struct PeerClient {
 }
 
 impl PeerClient {
-    pub(crate) fn new(token: Option<Arc<TokenSet>>) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        token: Option<Arc<TokenSet>>,
+        local_address: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
+            .local_address(local_address)
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))

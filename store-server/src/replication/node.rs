@@ -12,7 +12,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{LogId, Raft, ServerState};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::network::{PeerClient, routes};
+use super::network::{PeerCallError, PeerClient, routes};
 use super::state_machine::decode_replies;
 use drasi_store_protocol::{ClusterInfo, ClusterMember, ClusterRole};
 
@@ -47,6 +47,9 @@ pub struct ReplicaNode {
     client: PeerClient,
     queue: mpsc::Sender<Proposal>,
     log: super::LogStore,
+    /// Times this node became a candidate (openraft 0.9 counts no
+    /// elections; this watches its metrics for the transitions).
+    elections: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ReplicaNode {
@@ -58,21 +61,32 @@ impl ReplicaNode {
         log: super::LogStore,
     ) -> Arc<ReplicaNode> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let elections = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(count_elections(raft.metrics(), elections.clone()));
         let node = Arc::new(ReplicaNode {
             raft,
             id,
             client,
             queue,
             log,
+            elections,
         });
         tokio::spawn(group_loop(Arc::downgrade(&node), rx));
         node
     }
 
+    /// Elections this node started since it started.
+    pub(crate) fn elections(&self) -> u64 {
+        self.elections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Writes `ops` (in order, in one group) and answers each.
     pub(crate) async fn write(&self, ops: Vec<WriteOp>) -> Vec<EngineResult<Reply>> {
         let count = ops.len();
-        if let Some(op) = ops.iter().find(|op| journal::encode(std::iter::once(*op)).is_none()) {
+        if let Some(op) = ops
+            .iter()
+            .find(|op| journal::encode(std::iter::once(*op)).is_none())
+        {
             let what = match op {
                 WriteOp::Import(_) => "importing a snapshot into a running replicated store",
                 _ => "this operation on a replicated store",
@@ -103,15 +117,35 @@ impl ReplicaNode {
                 let Some(leader) = to.leader_node else {
                     return Err(no_leader());
                 };
-                let answer: Result<GroupResult, String> = self
+                let answer: Result<GroupResult, Forwarded> = self
                     .client
-                    .call(&leader.addr, routes::FORWARD_WRITE, &payload, CLUSTER_TIMEOUT)
+                    .call(
+                        &leader.addr,
+                        routes::FORWARD_WRITE,
+                        &payload,
+                        CLUSTER_TIMEOUT,
+                    )
                     .await
-                    .map_err(|e| replication(format!("forwarding a write to the leader: {e}")))?;
-                answer.map_err(replication)
+                    .map_err(|e| match e {
+                        // Nothing reached the leader: nothing was applied.
+                        PeerCallError::Unreachable { .. } => {
+                            replication(format!("forwarding a write to the leader: {e}"))
+                        }
+                        PeerCallError::Network { .. } => {
+                            indeterminate(format!("forwarding a write to the leader: {e}"))
+                        }
+                    })?;
+                answer.map_err(|refused| match refused {
+                    Forwarded::NotLeader(detail) => replication(detail),
+                    Forwarded::Indeterminate(detail) => indeterminate(detail),
+                })
             }
-            Ok(Err(err)) => Err(replication(err.to_string())),
-            Err(_) => Err(replication(format!(
+            // Refused before it was proposed.
+            Ok(Err(RaftError::APIError(err))) => Err(replication(err.to_string())),
+            Ok(Err(RaftError::Fatal(err))) => Err(indeterminate(format!(
+                "replication stopped while writing: {err}"
+            ))),
+            Err(_) => Err(indeterminate(format!(
                 "the write was not committed by a majority within {} s; it may still be applied",
                 CLUSTER_TIMEOUT.as_secs()
             ))),
@@ -119,15 +153,25 @@ impl ReplicaNode {
     }
 
     /// Serves a group a follower forwarded: only the leader proposes it.
-    pub(crate) async fn propose_forwarded(&self, payload: LogPayload) -> Result<GroupResult, String> {
+    pub(crate) async fn propose_forwarded(
+        &self,
+        payload: LogPayload,
+    ) -> Result<GroupResult, Forwarded> {
         match tokio::time::timeout(CLUSTER_TIMEOUT, self.raft.client_write(payload)).await {
             Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(err)) => Err(format!("node {} could not commit it: {err}", self.id)),
-            Err(_) => Err(format!(
-                "node {} did not commit it within {} s; it may still be applied",
+            Ok(Err(RaftError::APIError(err))) => Err(Forwarded::NotLeader(format!(
+                "node {} refused the forwarded write: {err}",
+                self.id
+            ))),
+            Ok(Err(RaftError::Fatal(err))) => Err(Forwarded::Indeterminate(format!(
+                "node {} stopped replicating while writing: {err}",
+                self.id
+            ))),
+            Err(_) => Err(Forwarded::Indeterminate(format!(
+                "node {} did not commit the write within {} s; it may still be applied",
                 self.id,
                 CLUSTER_TIMEOUT.as_secs()
-            )),
+            ))),
         }
     }
 
@@ -152,7 +196,12 @@ impl ReplicaNode {
                 };
                 let answer: Result<Option<LogId<NodeId>>, String> = self
                     .client
-                    .call(&leader.addr, routes::FORWARD_READ_INDEX, &(), CLUSTER_TIMEOUT)
+                    .call(
+                        &leader.addr,
+                        routes::FORWARD_READ_INDEX,
+                        &(),
+                        CLUSTER_TIMEOUT,
+                    )
                     .await
                     .map_err(|e| replication(format!("asking the leader for a read index: {e}")))?;
                 answer.map_err(replication)?
@@ -259,6 +308,35 @@ fn no_leader() -> EngineError {
 
 fn replication(detail: String) -> EngineError {
     EngineError::Replication { detail }
+}
+
+fn indeterminate(detail: String) -> EngineError {
+    EngineError::Indeterminate { detail }
+}
+
+/// Why the leader did not answer a forwarded write with its result.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Forwarded {
+    /// Refused before proposing it (not the leader any more): nothing was
+    /// applied.
+    NotLeader(String),
+    /// Proposed but not confirmed in time: it may still be applied.
+    Indeterminate(String),
+}
+
+/// Counts this node's transitions to candidate until Raft stops.
+async fn count_elections(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+    elections: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut was = metrics.borrow().state;
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow().state;
+        if now == ServerState::Candidate && was != ServerState::Candidate {
+            elections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        was = now;
+    }
 }
 
 /// Forms groups from queued writes (everything queued when the previous

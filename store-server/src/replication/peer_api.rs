@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::LogPayload;
 use super::network::routes;
 use super::node::ReplicaNode;
-use super::LogPayload;
 use crate::http::auth::{self, TokenSet};
 
 /// Largest peer request: an append carries up to `max_payload_entries`
@@ -51,7 +51,10 @@ pub(crate) async fn serve(
         .route(routes::SNAPSHOT, post(snapshot))
         .route(routes::FORWARD_WRITE, post(forward_write))
         .route(routes::FORWARD_READ_INDEX, post(forward_read_index))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_peer_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_peer_token,
+        ))
         .layer(DefaultBodyLimit::max(MAX_PEER_BODY_BYTES))
         .with_state(state);
     let task = tokio::spawn(async move {
@@ -88,7 +91,11 @@ async fn require_peer_token(
 
 fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| {
-        (StatusCode::BAD_REQUEST, format!("malformed peer request: {e}")).into_response()
+        (
+            StatusCode::BAD_REQUEST,
+            format!("malformed peer request: {e}"),
+        )
+            .into_response()
     })
 }
 

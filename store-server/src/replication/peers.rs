@@ -81,10 +81,9 @@ mod tests {
 
     #[test]
     fn parses_the_operator_form() {
-        let p = Peers::parse(
-            "0=s-0.s-peers.ns.svc:7071, 1=s-1.s-peers.ns.svc:7071,2=127.0.0.1:9000",
-        )
-        .unwrap();
+        let p =
+            Peers::parse("0=s-0.s-peers.ns.svc:7071, 1=s-1.s-peers.ns.svc:7071,2=127.0.0.1:9000")
+                .unwrap();
         assert_eq!(p.ids().collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(p.address(2), Some("127.0.0.1:9000"));
         assert_eq!(p.members()[&1].addr, "s-1.s-peers.ns.svc:7071");

@@ -27,7 +27,7 @@ use crate::engine::schema::RAFT_STATE;
 use crate::engine::snapshot::{SnapshotSource, build_database};
 use crate::engine::tables::Tables;
 use crate::engine::wal::Refusal;
-use crate::engine::{Reply, journal};
+use crate::engine::{Reply, WriteOp, journal};
 
 /// `raft_state` rows: JSON of the last applied log id and membership.
 const APPLIED: &str = "applied";
@@ -57,11 +57,15 @@ type SmResult<T> = Result<T, StorageError<NodeId>>;
 pub struct StateMachine {
     db: Arc<DbSlot>,
     dir: Arc<PathBuf>,
+    /// Called after an apply or install that detached partitions, so the
+    /// engine's writer collects them (garbage collection is local
+    /// housekeeping, not replicated).
+    garbage: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl StateMachine {
     /// `db` is the engine's database; snapshots live in `db`'s directory.
-        pub(crate) fn new(db: Arc<DbSlot>) -> Self {
+    pub(crate) fn new(db: Arc<DbSlot>) -> Self {
         let dir = db
             .path()
             .parent()
@@ -70,6 +74,20 @@ impl StateMachine {
         StateMachine {
             db,
             dir: Arc::new(dir),
+            garbage: None,
+        }
+    }
+
+    /// Calls `hint` whenever applied entries (or an installed snapshot)
+    /// may have left garbage to collect.
+    pub(crate) fn on_garbage(mut self, hint: impl Fn() + Send + Sync + 'static) -> Self {
+        self.garbage = Some(Arc::new(hint));
+        self
+    }
+
+    fn hint_garbage(&self) {
+        if let Some(hint) = &self.garbage {
+            hint();
         }
     }
 
@@ -107,6 +125,7 @@ impl StateMachine {
         let mut results = Vec::with_capacity(entries.len());
         let mut applied = None;
         let mut membership = None;
+        let mut detached = false;
         {
             let mut tables = Tables::open(&txn)?;
             for entry in entries {
@@ -117,6 +136,7 @@ impl StateMachine {
                         let ops = journal::decode(Bytes::from(payload.group)).map_err(|e| {
                             anyhow::anyhow!("log entry {} cannot be decoded: {e}", entry.log_id)
                         })?;
+                        detached |= ops.iter().any(|op| matches!(op, WriteOp::Clear { .. }));
                         let replies = ops
                             .iter()
                             .map(|op| tables.apply(op))
@@ -143,6 +163,9 @@ impl StateMachine {
             }
         }
         txn.commit()?;
+        if detached {
+            self.hint_garbage();
+        }
         Ok(results)
     }
 
@@ -249,6 +272,7 @@ impl StateMachine {
         copy.sync_all()?;
         self.make_current(&building, &meta)?;
         let _ = std::fs::remove_file(self.snapshot_path(RECEIVING_FILE));
+        self.hint_garbage();
         Ok(())
     }
 }
