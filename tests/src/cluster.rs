@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use drasi_store_protocol::{ClusterInfo, ClusterRole, encode_query, routes};
 
 use crate::ServerProcess;
+use crate::partition::{self, Partitions};
 
 pub const CLIENT_TOKEN: &str = "replication-client-token";
 pub const PEER_TOKEN: &str = "replication-peer-token-0123";
@@ -39,12 +40,69 @@ pub struct Cluster {
     nodes: std::sync::Mutex<Vec<Option<ServerProcess>>>,
     http: reqwest::Client,
     extra: Vec<String>,
+    /// Where each node's peer listener binds when it differs from the
+    /// address `--peers` lists (a proxy sits in between).
+    peer_listen: Option<Vec<SocketAddr>>,
 }
 
 impl Cluster {
     /// Starts `n` nodes under `root` (one data directory each).
     pub fn start(binary: &str, root: &Path, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
-        let ports = free_ports(2 * n)?;
+        Self::start_with(binary, root, n, extra, None)
+    }
+
+    /// Like [`Cluster::start`], with every peer link going through a
+    /// [`Partitions`] proxy that can cut links between nodes.
+    pub async fn start_partitionable(
+        binary: &str,
+        root: &Path,
+        n: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<(Cluster, Partitions)> {
+        let backs = free_ports(n)?;
+        let (fronts, cluster) = {
+            let ports = free_ports(2 * n)?;
+            let fronts: Vec<SocketAddr> = ports
+                .chunks(2)
+                .map(|c| SocketAddr::from(([127, 0, 0, 1], c[1])))
+                .collect();
+            (fronts, ports)
+        };
+        let back_addrs: Vec<SocketAddr> = backs
+            .iter()
+            .enumerate()
+            .map(|(i, port)| SocketAddr::new(partition::node_ip(i), *port))
+            .collect();
+        let partitions = Partitions::start(&fronts, &back_addrs).await?;
+        let binary = binary.to_string();
+        let root = root.to_path_buf();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let cluster = tokio::task::spawn_blocking(move || {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            Self::start_ports(&binary, &root, cluster, &extra, Some(back_addrs))
+        })
+        .await??;
+        Ok((cluster, partitions))
+    }
+
+    fn start_with(
+        binary: &str,
+        root: &Path,
+        n: usize,
+        extra: &[&str],
+        peer_listen: Option<Vec<SocketAddr>>,
+    ) -> anyhow::Result<Cluster> {
+        Self::start_ports(binary, root, free_ports(2 * n)?, extra, peer_listen)
+    }
+
+    fn start_ports(
+        binary: &str,
+        root: &Path,
+        ports: Vec<u16>,
+        extra: &[&str],
+        peer_listen: Option<Vec<SocketAddr>>,
+    ) -> anyhow::Result<Cluster> {
+        let n = ports.len() / 2;
         let ports: Vec<(u16, u16)> = ports.chunks(2).map(|c| (c[0], c[1])).collect();
         let peers = ports
             .iter()
@@ -64,6 +122,7 @@ impl Cluster {
                 .timeout(Duration::from_secs(15))
                 .build()?,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            peer_listen,
         };
         // Start them together, as a StatefulSet with Parallel pods does:
         // the first node initializes the cluster and needs a quorum.
@@ -124,7 +183,10 @@ impl Cluster {
             .arg("--peers")
             .arg(&self.peers)
             .arg("--peer-listen")
-            .arg(format!("127.0.0.1:{peer}"))
+            .arg(match &self.peer_listen {
+                Some(addrs) => addrs[i].to_string(),
+                None => format!("127.0.0.1:{peer}"),
+            })
             .arg("--peer-token-file")
             .arg(self.root.join("peer-token"))
             .args(&self.extra)

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod partition;
 pub mod server_process;
 pub mod wal_events;
 

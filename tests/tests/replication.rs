@@ -40,8 +40,10 @@ struct Op {
 struct Load {
     stop: AtomicBool,
     started: Instant,
-    /// Milliseconds since `started` of the latest acknowledgement.
-    last_ack_ms: AtomicU64,
+    /// Milliseconds since `started` at which the latest acknowledged write
+    /// was sent: a write sent after a kill and acknowledged proves the
+    /// store serves again (one in flight before the kill proves nothing).
+    last_acked_sent_ms: AtomicU64,
     ops: Mutex<Vec<Vec<Op>>>,
 }
 
@@ -58,6 +60,7 @@ async fn writer(cluster: Arc<Cluster>, load: Arc<Load>, w: usize) {
         } else {
             vec![format!("k{w}-{}", rng.gen_range(0..KEYS_PER_WRITER))]
         };
+        let sent_ms = load.started.elapsed().as_millis() as u64;
         let sent = if many {
             let entries: Vec<_> = keys.iter().map(|k| (k.clone(), value.clone())).collect();
             cluster.set_many(node, STORE, &entries).await
@@ -66,8 +69,8 @@ async fn writer(cluster: Arc<Cluster>, load: Arc<Load>, w: usize) {
         };
         let acked = matches!(&sent, Ok(r) if r.status().is_success());
         if acked {
-            let ms = load.started.elapsed().as_millis() as u64;
-            load.last_ack_ms.fetch_max(ms, Ordering::Relaxed);
+            load.last_acked_sent_ms
+                .fetch_max(sent_ms, Ordering::Relaxed);
         } else {
             // A dead node or no leader: try another node, as a client with
             // several URLs does.
@@ -171,7 +174,7 @@ async fn kill9_rounds_lose_no_acknowledged_write() -> anyhow::Result<()> {
     let load = Arc::new(Load {
         stop: AtomicBool::new(false),
         started: Instant::now(),
-        last_ack_ms: AtomicU64::new(0),
+        last_acked_sent_ms: AtomicU64::new(0),
         ops: Mutex::new(vec![Vec::new(); WRITERS]),
     });
     let tasks: Vec<_> = (0..WRITERS)
@@ -186,7 +189,7 @@ async fn kill9_rounds_lose_no_acknowledged_write() -> anyhow::Result<()> {
         let kill_instant = Instant::now();
         cluster.kill9(victim)?;
         let served = loop {
-            if load.last_ack_ms.load(Ordering::Relaxed) > killed_at {
+            if load.last_acked_sent_ms.load(Ordering::Relaxed) > killed_at {
                 break kill_instant.elapsed();
             }
             if kill_instant.elapsed() > Duration::from_secs(30) {
@@ -206,7 +209,8 @@ async fn kill9_rounds_lose_no_acknowledged_write() -> anyhow::Result<()> {
     }
     for (round, victim, was_leader, served) in &failovers {
         eprintln!(
-            "round {round}: killed node {victim} ({}), a write was acknowledged {} ms later",
+            "round {round}: killed node {victim} ({}); a write sent after the kill was \
+             acknowledged {} ms after it",
             if *was_leader { "leader" } else { "follower" },
             served.as_millis()
         );
@@ -232,5 +236,168 @@ async fn kill9_rounds_lose_no_acknowledged_write() -> anyhow::Result<()> {
     for (i, c) in contents.iter().enumerate().skip(1) {
         ensure!(*c == contents[0], "node {i} holds other data than node 0");
     }
+    Ok(())
+}
+
+/// Writes one value through node `i`; true when acknowledged.
+async fn acked(cluster: &Cluster, i: usize, key: &str, value: &str) -> bool {
+    matches!(cluster.put(i, STORE, key, value.as_bytes()).await, Ok(r) if r.status().is_success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_leader_acknowledges_nothing_and_the_majority_goes_on() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (cluster, partitions) = Cluster::start_partitionable(SERVER, dir.path(), 3, &[]).await?;
+    let cluster = Arc::new(cluster);
+    let old = cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    for i in 0..3 {
+        ensure!(
+            acked(&cluster, i, &format!("before-{i}"), "v").await,
+            "write through node {i}"
+        );
+    }
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+
+    partitions.isolate(old, 3);
+    let cut_at = Instant::now();
+    // Clients that still reach the old leader keep writing to it: a split
+    // brain would acknowledge some of these.
+    let minority: Vec<_> = (0..4)
+        .map(|n| {
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                let key = format!("minority-{n}");
+                (key.clone(), acked(&cluster, old, &key, "lost").await)
+            })
+        })
+        .collect();
+    // The majority elects a leader of its own and serves.
+    let mut majority_acked = Vec::new();
+    let mut n = 0;
+    let served = loop {
+        n += 1;
+        let key = format!("majority-{n}");
+        if acked(&cluster, others[n % 2], &key, "kept").await {
+            majority_acked.push(key);
+            if majority_acked.len() == 1 {
+                break cut_at.elapsed();
+            }
+        }
+        ensure!(
+            cut_at.elapsed() < Duration::from_secs(30),
+            "the majority never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "the majority acknowledged a write {} ms after the cut",
+        served.as_millis()
+    );
+    for n in 0..20 {
+        let key = format!("majority-more-{n}");
+        ensure!(
+            acked(&cluster, others[n % 2], &key, "kept").await,
+            "majority write {key}"
+        );
+        majority_acked.push(key);
+    }
+    let new = cluster.cluster_info(others[0]).await?.leader_id;
+    ensure!(
+        new.is_some_and(|l| l as usize != old),
+        "the majority follows {new:?}, not a new leader"
+    );
+    // The old leader cannot confirm it still leads: no stale read either.
+    let read = cluster.get(old, STORE, "majority-more-0").await;
+    ensure!(read.is_err(), "the isolated node answered a read: {read:?}");
+    for task in minority {
+        let (key, was_acked) = task.await?;
+        ensure!(
+            !was_acked,
+            "the isolated old leader acknowledged {key}: split brain"
+        );
+    }
+
+    partitions.heal();
+    caught_up(&cluster, old, Duration::from_secs(30)).await?;
+    let mut contents = Vec::new();
+    for i in 0..3 {
+        contents.push(cluster.contents(i, STORE).await?);
+    }
+    for key in &majority_acked {
+        ensure!(
+            contents[0].contains_key(key),
+            "acknowledged {key} is missing"
+        );
+    }
+    ensure!(
+        !contents[0].keys().any(|k| k.starts_with("minority-")),
+        "a write the isolated leader never committed was applied"
+    );
+    for (i, c) in contents.iter().enumerate().skip(1) {
+        ensure!(
+            *c == contents[0],
+            "node {i} holds other data than node 0 after healing"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_whose_volume_is_lost_is_rebuilt_from_a_snapshot() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // A snapshot every 40 entries, keeping 4: the wiped node's entries are
+    // long purged, so only a snapshot can rebuild it.
+    let cluster = Cluster::start(SERVER, dir.path(), 3, &["--raft-snapshot-logs", "40"])?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    let victim = (leader + 1) % 3;
+    for n in 0..60 {
+        ensure!(
+            acked(&cluster, n % 3, &format!("a-{n}"), "first").await,
+            "write a-{n}"
+        );
+    }
+    cluster.kill9(victim)?;
+    cluster.wipe(victim)?;
+    for n in 0..100 {
+        let through = if n % 2 == 0 {
+            leader
+        } else {
+            3 - leader - victim
+        };
+        ensure!(
+            acked(&cluster, through, &format!("b-{n}"), "second").await,
+            "write b-{n}"
+        );
+    }
+    cluster.restart(victim)?;
+    caught_up(&cluster, victim, Duration::from_secs(60)).await?;
+    ensure!(
+        cluster
+            .log(victim)
+            .contains("installed a snapshot received from the leader"),
+        "node {victim} caught up without installing a snapshot:\n{}",
+        cluster.log(victim)
+    );
+    let expected = cluster
+        .contents(leader, STORE)
+        .await
+        .with_context(|| format!("leader's log:\n{}", cluster.log(leader)))?;
+    ensure!(
+        expected.len() == 160,
+        "the leader holds {} keys",
+        expected.len()
+    );
+    let rebuilt = cluster.contents(victim, STORE).await?;
+    ensure!(
+        rebuilt == expected,
+        "the rebuilt node holds other data than the leader"
+    );
+    // It goes on replicating after the snapshot.
+    ensure!(
+        acked(&cluster, victim, "c-after", "third").await,
+        "write through the rebuilt node"
+    );
+    caught_up(&cluster, victim, Duration::from_secs(30)).await?;
+    ensure!(cluster.contents(victim, STORE).await?.len() == 161);
     Ok(())
 }

@@ -151,10 +151,8 @@ async fn read_barrier(State(state): State<SharedState>, req: Request, next: Next
                     | Operation::WalInfo
             )
         });
-        if reads {
-            if let Err(err) = state.engine.read_barrier().await {
-                return ApiError::from(err).into_response();
-            }
+        if reads && let Err(err) = state.engine.read_barrier().await {
+            return ApiError::from(err).into_response();
         }
     }
     next.run(req).await

@@ -144,6 +144,16 @@ impl Replication {
             .await
             .context("opening the Raft log")??;
         let weak = Arc::downgrade(engine);
+        // A node that starts with nothing (a new pod, or a lost volume)
+        // must not help elect a leader that might lack committed entries
+        // until it holds them itself; see `ReplicaNode::may_vote`.
+        let fresh = {
+            use openraft::storage::RaftLogStorage as _;
+            let mut probe = log.clone();
+            let state = probe.get_log_state().await?;
+            let vote = probe.read_vote().await?;
+            state.last_log_id.is_none() && state.last_purged_log_id.is_none() && vote.is_none()
+        };
         let state_machine = StateMachine::new(db).on_garbage(move || {
             if let Some(engine) = weak.upgrade() {
                 engine.collect_garbage();
@@ -165,7 +175,14 @@ impl Replication {
         )
         .await
         .context("starting Raft")?;
-        let node = ReplicaNode::start(raft, node_id, client, log);
+        if fresh {
+            tracing::info!(
+                node_id,
+                "starting with an empty log: this node votes only for candidates of a new \
+                 cluster until it has caught up with a leader"
+            );
+        }
+        let node = ReplicaNode::start(raft, node_id, client, log, fresh);
         let (stop, stop_rx) = watch::channel(false);
         let (peer_addr, listener) =
             peer_api::serve(peer_listen, node.clone(), peer_tokens, stop_rx).await?;

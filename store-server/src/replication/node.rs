@@ -50,6 +50,8 @@ pub struct ReplicaNode {
     /// Times this node became a candidate (openraft 0.9 counts no
     /// elections; this watches its metrics for the transitions).
     elections: Arc<std::sync::atomic::AtomicU64>,
+    /// Started with an empty log and not caught up with a leader yet.
+    rejoining: std::sync::atomic::AtomicBool,
 }
 
 impl ReplicaNode {
@@ -59,6 +61,7 @@ impl ReplicaNode {
         id: NodeId,
         client: PeerClient,
         log: super::LogStore,
+        fresh: bool,
     ) -> Arc<ReplicaNode> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let elections = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -70,9 +73,41 @@ impl ReplicaNode {
             queue,
             log,
             elections,
+            rejoining: std::sync::atomic::AtomicBool::new(fresh),
         });
         tokio::spawn(group_loop(Arc::downgrade(&node), rx));
         node
+    }
+
+    /// Whether this node may answer a vote request from a candidate whose
+    /// log ends at `candidate_last_index`.
+    ///
+    /// A node that started with an empty log (a lost volume) has forgotten
+    /// both its log and its vote. Voting then could elect a candidate that
+    /// lacks entries this node had acknowledged to a leader, losing
+    /// committed writes, or vote twice in one term. So until it has
+    /// applied everything a leader told it is committed, it votes only in
+    /// a brand new cluster (a candidate whose log holds nothing but the
+    /// initial membership, index 0), which is what lets a new cluster of
+    /// empty nodes elect its first leader.
+    pub(crate) fn may_vote(&self, candidate_last_index: Option<u64>) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.rejoining.load(Ordering::Acquire) {
+            return true;
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let committed = self.log.committed().map(|id| id.index);
+        let applied = m.last_applied.map(|id| id.index);
+        if m.current_leader.is_some() && committed.is_some() && applied >= committed {
+            tracing::info!(
+                node_id = self.id,
+                applied = ?applied,
+                "caught up with the leader after starting empty; voting again"
+            );
+            self.rejoining.store(false, Ordering::Release);
+            return true;
+        }
+        candidate_last_index.unwrap_or(0) == 0
     }
 
     /// Elections this node started since it started.
@@ -83,14 +118,22 @@ impl ReplicaNode {
     /// Writes `ops` (in order, in one group) and answers each.
     pub(crate) async fn write(&self, ops: Vec<WriteOp>) -> Vec<EngineResult<Reply>> {
         let count = ops.len();
-        if let Some(op) = ops
-            .iter()
-            .find(|op| journal::encode(std::iter::once(*op)).is_none())
-        {
-            let what = match op {
-                WriteOp::Import(_) => "importing a snapshot into a running replicated store",
-                _ => "this operation on a replicated store",
-            };
+        let refused = ops.iter().find_map(|op| match op {
+            WriteOp::Import(_) => Some("importing a snapshot into a running replicated store"),
+            // A replica rebuilt from a Raft snapshot would come back
+            // without its write-ahead logs (the snapshot stream carries
+            // key-value stores only), so WAL writes are refused rather
+            // than acknowledged and later lost.
+            WriteOp::Wal(_) => Some(
+                "the write-ahead log on a replicated store (Raft snapshots do not carry \
+                 write-ahead logs yet; use a single-replica store for it)",
+            ),
+            op if journal::encode(std::iter::once(op)).is_none() => {
+                Some("this operation on a replicated store")
+            }
+            _ => None,
+        });
+        if let Some(what) = refused {
             return vec![Err(EngineError::NotReplicated { what }); count];
         }
         let (answers, rx) = oneshot::channel();

@@ -109,28 +109,38 @@ fn json<T: Serialize>(value: &T) -> Response {
 async fn append(State(s): State<Arc<PeerState>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(rpc) => json(&s.node.raft.append_entries(rpc).await),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn vote(State(s): State<Arc<PeerState>>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(rpc) => json(&s.node.raft.vote(rpc).await),
-        Err(r) => r,
+    let rpc: openraft::raft::VoteRequest<super::NodeId> = match decode(&body) {
+        Ok(rpc) => rpc,
+        Err(r) => return *r,
+    };
+    if !s.node.may_vote(rpc.last_log_id.map(|id| id.index)) {
+        // An error rather than a refusal: the candidate counts no vote
+        // from this node and learns nothing false about its term.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node started with an empty log and votes again once it has caught up",
+        )
+            .into_response();
     }
+    json(&s.node.raft.vote(rpc).await)
 }
 
 async fn snapshot(State(s): State<Arc<PeerState>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(rpc) => json(&s.node.raft.install_snapshot(rpc).await),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn forward_write(State(s): State<Arc<PeerState>>, body: Bytes) -> Response {
     let payload: LogPayload = match decode(&body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // A forwarded group must decode exactly as the state machine will
     // decode it: a peer bug must not become a log entry every node fails on.

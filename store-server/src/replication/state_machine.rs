@@ -272,6 +272,10 @@ impl StateMachine {
         copy.sync_all()?;
         self.make_current(&building, &meta)?;
         let _ = std::fs::remove_file(self.snapshot_path(RECEIVING_FILE));
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            "installed a snapshot received from the leader"
+        );
         self.hint_garbage();
         Ok(())
     }
