@@ -89,6 +89,10 @@ async fn require_peer_token(
     next.run(req).await
 }
 
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the answer itself, returned at once"
+)]
 fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| {
         (
@@ -109,14 +113,14 @@ fn json<T: Serialize>(value: &T) -> Response {
 async fn append(State(s): State<Arc<PeerState>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(rpc) => json(&s.node.raft.append_entries(rpc).await),
-        Err(r) => *r,
+        Err(r) => r,
     }
 }
 
 async fn vote(State(s): State<Arc<PeerState>>, body: Bytes) -> Response {
     let rpc: openraft::raft::VoteRequest<super::NodeId> = match decode(&body) {
         Ok(rpc) => rpc,
-        Err(r) => return *r,
+        Err(r) => return r,
     };
     if !s.node.may_vote(rpc.last_log_id.map(|id| id.index)) {
         // An error rather than a refusal: the candidate counts no vote
@@ -133,14 +137,14 @@ async fn vote(State(s): State<Arc<PeerState>>, body: Bytes) -> Response {
 async fn snapshot(State(s): State<Arc<PeerState>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(rpc) => json(&s.node.raft.install_snapshot(rpc).await),
-        Err(r) => *r,
+        Err(r) => r,
     }
 }
 
 async fn forward_write(State(s): State<Arc<PeerState>>, body: Bytes) -> Response {
     let payload: LogPayload = match decode(&body) {
         Ok(p) => p,
-        Err(r) => return *r,
+        Err(r) => return r,
     };
     // A forwarded group must decode exactly as the state machine will
     // decode it: a peer bug must not become a log entry every node fails on.
