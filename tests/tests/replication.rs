@@ -153,10 +153,11 @@ async fn caught_up(cluster: &Cluster, i: usize, timeout: Duration) -> anyhow::Re
     let leader = cluster.wait_for_leader(timeout).await?;
     let target = cluster.cluster_info(leader).await?.commit_index;
     loop {
-        if let Ok(info) = cluster.cluster_info(i).await {
-            if info.applied_index >= target && info.leader_id.is_some() {
-                return Ok(());
-            }
+        if let Ok(info) = cluster.cluster_info(i).await
+            && info.applied_index >= target
+            && info.leader_id.is_some()
+        {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("node {i} did not catch up to index {target} within {timeout:?}");
