@@ -53,6 +53,9 @@ pub enum Operation {
     Import,
     /// The server's durability mode and version.
     Info,
+    /// `GET /v1/cluster`: roles, term, indexes and members of a replicated
+    /// store (docs/replication.md).
+    Cluster,
     /// Many independent get/set/delete/contains_key calls in one request
     /// (see [`crate::mixed`]).
     Batch,
@@ -86,6 +89,7 @@ impl Operation {
             Operation::Snapshot => "snapshot",
             Operation::Import => "import",
             Operation::Info => "info",
+            Operation::Cluster => "cluster",
             Operation::Batch => "batch",
             Operation::OpenApi => "openapi",
             Operation::Healthz => "healthz",
@@ -353,6 +357,17 @@ pub const INFO: Endpoint = data(
     Body::Json("ServerInfo"),
     "The server's durability mode and version",
 );
+pub const CLUSTER: Endpoint = data(
+    Method::Get,
+    routes::CLUSTER,
+    Operation::Cluster,
+    Query::None,
+    Body::Empty,
+    200,
+    Body::Json("ClusterInfo"),
+    "This node's view of the cluster: its role, the leader, the term, commit and applied \
+     indexes, and the members (a single node answers as the leader of a cluster of one)",
+);
 pub const BATCH: Endpoint = data(
     Method::Post,
     routes::BATCH,
@@ -451,7 +466,7 @@ pub const WAL_DELETE: Endpoint = data(
 );
 
 /// Every endpoint the server serves.
-pub const ALL: [&Endpoint; 25] = [
+pub const ALL: [&Endpoint; 26] = [
     &GET,
     &CONTAINS_KEY,
     &SET,
@@ -466,6 +481,7 @@ pub const ALL: [&Endpoint; 25] = [
     &SNAPSHOT,
     &IMPORT,
     &INFO,
+    &CLUSTER,
     &BATCH,
     &OPENAPI,
     &HEALTHZ,

@@ -33,6 +33,10 @@ pub enum ErrorCode {
     /// Shutting down or the database is not ready: nothing was applied, so
     /// the request may be retried.
     Unavailable,
+    /// A replicated store could not confirm a write in time (no majority
+    /// reachable, or the leader changed mid-write): it may or may not be
+    /// applied, so only an idempotent request may be sent again.
+    Indeterminate,
     StorageError,
     Internal,
     /// A WAL call for a source that has no log (never registered, or deleted).
@@ -55,7 +59,7 @@ impl ErrorCode {
             | ErrorCode::BodyTooLarge
             | ErrorCode::ResponseTooLarge => 413,
             ErrorCode::RequestTimeout => 408,
-            ErrorCode::Unavailable => 503,
+            ErrorCode::Unavailable | ErrorCode::Indeterminate => 503,
             ErrorCode::StorageError | ErrorCode::Internal => 500,
             ErrorCode::WalNotRegistered => 404,
             ErrorCode::WalCapacityExhausted => 409,
@@ -79,6 +83,7 @@ impl ErrorCode {
             ErrorCode::ResponseTooLarge => "response_too_large",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Indeterminate => "indeterminate",
             ErrorCode::StorageError => "storage_error",
             ErrorCode::Internal => "internal",
             ErrorCode::WalNotRegistered => "wal_not_registered",
@@ -87,7 +92,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::KeyNotFound,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
@@ -103,6 +108,7 @@ impl ErrorCode {
         ErrorCode::ResponseTooLarge,
         ErrorCode::RequestTimeout,
         ErrorCode::Unavailable,
+        ErrorCode::Indeterminate,
         ErrorCode::StorageError,
         ErrorCode::Internal,
         ErrorCode::WalNotRegistered,

@@ -31,5 +31,6 @@ pub use mixed::{
 };
 pub use query::{QueryError, RequestTarget, encode_query, parse_query};
 pub use types::{
-    CountResponse, DeleteResponse, Durability, ImportResponse, KeyList, ServerInfo, StoreInfo,
+    ClusterInfo, ClusterMember, ClusterRole, CountResponse, DeleteResponse, Durability,
+    ImportResponse, KeyList, ServerInfo, StoreInfo,
 };

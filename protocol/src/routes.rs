@@ -47,6 +47,8 @@ pub const WAL_INFO: &str = "/v1/wal/info";
 pub const WAL: &str = "/v1/wal";
 /// `GET` -> [`crate::ServerInfo`] (durability mode, version).
 pub const INFO: &str = "/v1/info";
+/// The replication state of the node answering (a single node answers too).
+pub const CLUSTER: &str = "/v1/cluster";
 /// `GET` -> OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = "/v1/openapi.json";
 

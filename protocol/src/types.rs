@@ -88,3 +88,47 @@ pub struct ServerInfo {
     /// The server's version (its crate version).
     pub version: String,
 }
+
+/// A node's role in a replicated store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterRole {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+}
+
+/// One member of a replicated store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterMember {
+    pub id: u64,
+    /// Its peer address (`host:port`); empty on a single node.
+    pub addr: String,
+    /// False for a learner, which replicates without voting.
+    pub voter: bool,
+}
+
+/// Answer to `GET /v1/cluster`: this node's view of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterInfo {
+    pub node_id: u64,
+    pub role: ClusterRole,
+    /// The leader this node knows of, if any.
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    /// The last log index this node knows to be committed.
+    pub commit_index: u64,
+    /// The last log index applied to this node's data.
+    pub applied_index: u64,
+    pub members: Vec<ClusterMember>,
+    /// On the leader: how many log entries each other member is behind
+    /// (by id; absent when its progress is not known yet).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lag: std::collections::BTreeMap<u64, u64>,
+}

@@ -163,6 +163,38 @@ pub struct Config {
     )]
     pub db_recovery_timeout_ms: u64,
 
+    /// This node's id in a replicated store (the StatefulSet ordinal).
+    /// Required with `--peers`.
+    #[arg(long, env = "DRASI_STORE_NODE_ID")]
+    pub node_id: Option<u64>,
+
+    /// Every voter of a replicated store, this node included:
+    /// `<id>=<host:port>,...` (the peer addresses). Without it the server is
+    /// a single node. See docs/replication.md.
+    #[arg(long, env = "DRASI_STORE_PEERS", value_parser = crate::replication::Peers::parse)]
+    pub peers: Option<crate::replication::Peers>,
+
+    /// Where the peer (Raft) listener binds; only used with `--peers`.
+    #[arg(long, env = "DRASI_STORE_PEER_LISTEN", default_value = "0.0.0.0:7071")]
+    pub peer_listen: SocketAddr,
+
+    /// File with the peer tokens, one per line (the first is the one this
+    /// node sends); a different secret from the client tokens. Required
+    /// with `--peers` unless `--insecure-no-auth`.
+    #[arg(long, env = "DRASI_STORE_PEER_TOKEN_FILE")]
+    pub peer_token_file: Option<PathBuf>,
+
+    /// Raft log entries between snapshots of a replicated store. Entries a
+    /// snapshot holds are purged (all but the last tenth, at most 10,000,
+    /// so a briefly stopped replica catches up from the log); a replica
+    /// that fell further behind is rebuilt from the snapshot.
+    #[arg(
+        long,
+        env = "DRASI_STORE_RAFT_SNAPSHOT_LOGS",
+        default_value_t = 100_000
+    )]
+    pub raft_snapshot_logs: u64,
+
     /// How long shutdown waits for in-flight requests before closing them.
     #[arg(
         long,
@@ -230,6 +262,32 @@ impl Config {
                 "--max-inflight-body-bytes must be at least --max-body-bytes and \
                  --max-value-bytes, or the largest request could never be read"
             );
+        }
+        if let Some(peers) = &self.peers {
+            let Some(id) = self.node_id else {
+                anyhow::bail!("--peers needs --node-id (this node's id in the list)");
+            };
+            if peers.address(id).is_none() {
+                anyhow::bail!(
+                    "--node-id {id} is not one of the --peers ids ({})",
+                    peers
+                        .ids()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            if self.peer_token_file.is_none() && !self.insecure_no_auth {
+                anyhow::bail!(
+                    "--peers needs --peer-token-file: refusing to let peers talk \
+                     unauthenticated (pass --insecure-no-auth to do so deliberately)"
+                );
+            }
+            if self.raft_snapshot_logs == 0 {
+                anyhow::bail!("--raft-snapshot-logs must be > 0");
+            }
+        } else if self.node_id.is_some() {
+            anyhow::bail!("--node-id is only meaningful with --peers");
         }
         if self.max_connections == 0 || self.idle_timeout_ms == 0 {
             anyhow::bail!("--max-connections and --idle-timeout-ms must be > 0");

@@ -4,8 +4,9 @@
 //! Layout: [`config`] (flags), [`backup`] (backup/restore subcommands), [`engine`] (redb storage and the
 //! group-commit writer), [`http`] (routes, auth, limits, errors),
 //! [`metrics`], `tls`, `reload` (polled-file reloading for tokens and
-//! certificates), [`server`] (listener and graceful shutdown) and
-//! `telemetry` (logging). docs/server.md ("Where things live") and
+//! certificates), [`server`] (listener and graceful shutdown),
+//! `telemetry` (logging) and [`replication`] (Raft groundwork, not yet
+//! used; see docs/replication.md). docs/server.md ("Where things live") and
 //! docs/protocol.md describe the behaviour.
 
 pub mod backup;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod metrics;
 mod process;
 mod reload;
+pub mod replication;
 pub mod server;
 mod telemetry;
 mod tls;

@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use drasi_store_protocol::ClusterRole;
+
 use crate::engine::Engine;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,6 +24,26 @@ pub struct RequestLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
     pub operation: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+/// The Raft gauges of a replicated store, refreshed when scraped.
+struct RaftMetrics {
+    term: Gauge,
+    role: Family<RoleLabels, Gauge>,
+    commit_index: Gauge,
+    applied_index: Gauge,
+    replication_lag: Family<PeerLabels, Gauge>,
+    elections: Gauge,
 }
 
 type HistogramFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
@@ -44,6 +66,7 @@ pub struct Metrics {
     keys: Gauge,
     stores: Gauge,
     garbage_partitions: Gauge,
+    raft: RaftMetrics,
 }
 
 impl Default for Metrics {
@@ -114,6 +137,46 @@ impl Metrics {
             "Cleared stores whose entries still await background deletion",
             garbage_partitions.clone(),
         );
+        let raft = RaftMetrics {
+            term: Gauge::default(),
+            role: Family::default(),
+            commit_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            replication_lag: Family::default(),
+            elections: Gauge::default(),
+        };
+        registry.register(
+            "raft_term",
+            "Current Raft term (replicated stores)",
+            raft.term.clone(),
+        );
+        registry.register(
+            "raft_role",
+            "1 for this node's current Raft role, 0 for the others",
+            raft.role.clone(),
+        );
+        registry.register(
+            "raft_commit_index",
+            "Last Raft log index this node knows to be committed",
+            raft.commit_index.clone(),
+        );
+        registry.register(
+            "raft_applied_index",
+            "Last Raft log index applied to this node's data",
+            raft.applied_index.clone(),
+        );
+        registry.register(
+            "raft_replication_lag",
+            "On the leader: log entries each peer is behind",
+            raft.replication_lag.clone(),
+        );
+        // A gauge, not a counter: it is copied from the node's own count
+        // when scraped.
+        registry.register(
+            "raft_elections",
+            "Elections this node started since it started (became candidate)",
+            raft.elections.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -127,6 +190,7 @@ impl Metrics {
             keys,
             stores,
             garbage_partitions,
+            raft,
         }
     }
 
@@ -158,6 +222,42 @@ impl Metrics {
         if let Ok(n) = engine.pending_garbage() {
             self.garbage_partitions
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if let Some(node) = engine.replica() {
+            let info = node.cluster_info();
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.raft.term.set(gauge(info.term));
+            for role in [
+                ClusterRole::Leader,
+                ClusterRole::Follower,
+                ClusterRole::Candidate,
+                ClusterRole::Learner,
+            ] {
+                let name = match role {
+                    ClusterRole::Leader => "leader",
+                    ClusterRole::Follower => "follower",
+                    ClusterRole::Candidate => "candidate",
+                    ClusterRole::Learner => "learner",
+                };
+                self.raft
+                    .role
+                    .get_or_create(&RoleLabels { role: name })
+                    .set(i64::from(role == info.role));
+            }
+            self.raft.commit_index.set(gauge(info.commit_index));
+            self.raft.applied_index.set(gauge(info.applied_index));
+            // Only the leader knows its peers' progress: drop stale series
+            // after losing leadership.
+            self.raft.replication_lag.clear();
+            for (peer, lag) in &info.lag {
+                self.raft
+                    .replication_lag
+                    .get_or_create(&PeerLabels {
+                        peer: peer.to_string(),
+                    })
+                    .set(gauge(*lag));
+            }
+            self.raft.elections.set(gauge(node.elections()));
         }
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.

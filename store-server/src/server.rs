@@ -35,8 +35,10 @@ pub struct Server {
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
     accept: JoinHandle<()>,
-    /// Pollers of the token file and the TLS files.
+    /// Pollers of the token files and the TLS files.
     reloaders: Vec<JoinHandle<()>>,
+    /// Raft and the peer listener, on a replicated store.
+    replication: Option<crate::replication::Replication>,
 }
 
 /// Opens the database, binds the listener and returns once it accepts.
@@ -61,7 +63,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         durability: config.durability,
         cache_bytes: config.cache_bytes,
         recovery_timeout: config.db_recovery_timeout(),
-        journal: config.journal,
+        // On a replicated store the Raft log makes a group durable; a
+        // second local log would only add an fsync (docs/replication.md).
+        journal: config.journal && config.peers.is_none(),
     };
     let engine_metrics = metrics.clone();
     // Opening may repair a large file after a crash: keep it off the executor.
@@ -69,17 +73,40 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .context("database open task failed")??;
     let engine = Arc::new(engine);
+    let replication = match (&config.peers, config.node_id) {
+        (Some(peers), Some(node_id)) => {
+            let peer_tokens = config
+                .peer_token_file
+                .as_deref()
+                .map(TokenSet::load)
+                .transpose()?;
+            let options = crate::replication::Options {
+                node_id,
+                peers: peers.clone(),
+                peer_listen: config.peer_listen,
+                peer_tokens: peer_tokens.clone(),
+                snapshot_logs: config.raft_snapshot_logs,
+            };
+            let replication = crate::replication::Replication::start(&engine, options).await?;
+            engine.set_replica(replication.node.clone());
+            Some((replication, peer_tokens))
+        }
+        _ => None,
+    };
 
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let local_addr = listener.local_addr()?;
 
+    let peer_tokens = replication.as_ref().and_then(|(_, t)| t.clone());
     let reloaders: Vec<_> = tokens
         .iter()
+        .chain(peer_tokens.iter())
         .map(|t| reload::spawn(t.clone()))
         .chain(certs.iter().map(|c| reload::spawn(c.clone())))
         .collect();
+    let replication = replication.map(|(r, _)| r);
     let state = Arc::new(AppState {
         engine,
         metrics,
@@ -121,12 +148,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         stop,
         accept,
         reloaders,
+        replication,
     })
 }
 
 impl Server {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the peer listener is bound, on a replicated store.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.replication.as_ref().map(|r| r.peer_addr)
     }
 
     /// Stops accepting, waits (bounded) for in-flight requests, then makes
@@ -139,6 +172,9 @@ impl Server {
         }
         for reloader in self.reloaders {
             reloader.abort();
+        }
+        if let Some(replication) = self.replication {
+            replication.shutdown().await;
         }
         self.state.engine.shutdown().await?;
         tracing::info!("shutdown complete");

@@ -1,6 +1,8 @@
 //! Helpers shared by the cross-crate tests and the benchmark.
 
 pub mod bench;
+pub mod cluster;
+pub mod partition;
 pub mod server_process;
 pub mod wal_events;
 

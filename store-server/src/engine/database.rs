@@ -160,6 +160,7 @@ pub(crate) fn init_schema(db: &Database) -> anyhow::Result<()> {
         txn.open_table(STORES)?;
         txn.open_table(KV)?;
         txn.open_table(GARBAGE)?;
+        txn.open_table(schema::RAFT_STATE)?;
         super::wal::init_tables(&txn)?;
         let mut meta = txn.open_table(META)?;
         let version = meta.get(META_SCHEMA_VERSION)?.map(|g| g.value());

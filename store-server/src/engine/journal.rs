@@ -521,7 +521,7 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Decodes a record payload back into the ops [`encode`] took.
-fn decode(payload: Bytes) -> Result<Vec<WriteOp>, String> {
+pub(crate) fn decode(payload: Bytes) -> Result<Vec<WriteOp>, String> {
     // Records were checked against the limits when they were first
     // written; a replay must not refuse them if the limits changed since.
     let unlimited = Limits {

@@ -5,13 +5,13 @@
 //! ([`writer`]), which acknowledges a write only after the commit that
 //! contains it; [`tables`] applies the writes inside that commit.
 
-mod database;
+pub(crate) mod database;
 mod gc;
 pub mod import;
 pub mod journal;
 pub mod schema;
 pub mod snapshot;
-mod tables;
+pub(crate) mod tables;
 pub mod wal;
 mod writer;
 
@@ -62,6 +62,17 @@ pub enum EngineError {
     )]
     Recovering,
     /// The writer's queue is full: nothing was applied; retry later.
+    /// A replicated store has no leader it can reach, or no majority
+    /// confirmed a read: nothing was applied; retry later.
+    #[error("replication: {detail}")]
+    Replication { detail: String },
+    /// A replicated write whose outcome is unknown: it was proposed (or
+    /// forwarded) but not confirmed in time; it may still be applied.
+    #[error("replication: {detail}")]
+    Indeterminate { detail: String },
+    /// Refused by a replicated store; nothing was applied.
+    #[error("{what} is not supported yet")]
+    NotReplicated { what: &'static str },
     #[error("the write queue is full ({capacity} requests); nothing was applied, retry later")]
     Busy { capacity: usize },
     /// A `get_many` answer would exceed `--max-response-bytes`.
@@ -174,6 +185,9 @@ pub struct Engine {
     writer: WriterHandle,
     health: Arc<Health>,
     path: PathBuf,
+    /// Set once on a replicated store: writes then go through Raft, and the
+    /// writer thread only collects garbage and flushes.
+    replica: std::sync::OnceLock<Arc<crate::replication::ReplicaNode>>,
 }
 
 impl Engine {
@@ -204,7 +218,41 @@ impl Engine {
             writer,
             health,
             path: options.path.clone(),
+            replica: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The database, for the replication state machine.
+    pub(crate) fn db_slot(&self) -> Arc<DbSlot> {
+        self.db.clone()
+    }
+
+    /// Partitions were detached outside the writer (a replicated clear or
+    /// snapshot install): let the writer's garbage collection run.
+    pub(crate) fn collect_garbage(&self) {
+        self.writer.collect_garbage();
+    }
+
+    /// From now on writes go through `node` (Raft) instead of the local
+    /// writer. Set once, before the server serves.
+    pub fn set_replica(&self, node: Arc<crate::replication::ReplicaNode>) {
+        if self.replica.set(node).is_err() {
+            tracing::error!("replication was already set up for this engine");
+        }
+    }
+
+    pub fn replica(&self) -> Option<&Arc<crate::replication::ReplicaNode>> {
+        self.replica.get()
+    }
+
+    /// On a replicated store, returns once this node has applied everything
+    /// committed before the call, so a read that follows is linearizable.
+    /// A single node is always up to date.
+    pub async fn read_barrier(&self) -> EngineResult<()> {
+        match self.replica.get() {
+            Some(node) => node.read_barrier().await,
+            None => Ok(()),
+        }
     }
 
     pub fn health(&self) -> EngineHealth {
@@ -462,14 +510,24 @@ impl Engine {
 
     /// Sends one write to the group-commit writer and waits for the commit.
     async fn write(&self, op: WriteOp) -> EngineResult<Reply> {
-        self.writer.write(op).await
+        match self.replica.get() {
+            Some(node) => node
+                .write(vec![op])
+                .await
+                .pop()
+                .unwrap_or(Err(EngineError::Unavailable)),
+            None => self.writer.write(op).await,
+        }
     }
 
     /// Sends several independent writes to the writer together, so they
     /// share one commit, and waits for each; every write gets its own
     /// result, in order.
     pub(crate) async fn write_many(&self, ops: Vec<WriteOp>) -> Vec<EngineResult<Reply>> {
-        self.writer.write_many(ops).await
+        match self.replica.get() {
+            Some(node) => node.write(ops).await,
+            None => self.writer.write_many(ops).await,
+        }
     }
 
     pub async fn set(&self, store: &str, key: &str, value: Bytes) -> EngineResult<()> {
@@ -558,7 +616,12 @@ impl Engine {
 
     /// Returns once everything acknowledged so far is durable.
     pub async fn sync(&self) -> EngineResult<()> {
-        self.write(WriteOp::Sync).await.map(drop)
+        match self.replica.get() {
+            // Acknowledged writes are already durable on a majority; sync
+            // is a barrier behind everything committed so far.
+            Some(node) => node.read_barrier().await,
+            None => self.write(WriteOp::Sync).await.map(drop),
+        }
     }
 
     /// Stops the writer after it has committed everything queued, with a

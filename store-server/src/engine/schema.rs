@@ -21,6 +21,11 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Partition ids detached by `clear_store` whose entries still await deletion.
 pub const GARBAGE: TableDefinition<u64, ()> = TableDefinition::new("garbage");
 
+/// Replicated stores only: `applied` and `membership`, JSON of the last
+/// applied Raft log id and membership, written in the same transaction as
+/// the entries they describe (see `replication::state_machine`).
+pub const RAFT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
+
 /// Next partition id to hand out. Ids are never reused, so a cleared
 /// partition still being collected can never receive new writes.
 pub const META_NEXT_PARTITION: &str = "next_partition_id";

@@ -47,6 +47,11 @@ impl Engine {
 }
 
 impl SnapshotSource {
+    /// A snapshot of what `txn` sees, described by `header`.
+    pub(crate) fn new(txn: super::database::Reader, header: SnapshotHeader) -> Self {
+        SnapshotSource { txn, header }
+    }
+
     pub fn header(&self) -> &SnapshotHeader {
         &self.header
     }

@@ -79,6 +79,15 @@ impl TokenSet {
     }
 }
 
+impl TokenSet {
+    /// The first token of the file: the one this server presents when it
+    /// calls others (peers), so a rotation lists the new token first.
+    pub fn first(&self) -> Option<Box<[u8]>> {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens.first().cloned()
+    }
+}
+
 impl Reload for TokenSet {
     type Content = String;
     const WHAT: &'static str = "auth token file";

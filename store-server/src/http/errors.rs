@@ -64,9 +64,12 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let code = match e {
             EngineError::Storage { .. } => ErrorCode::StorageError,
-            EngineError::Unavailable | EngineError::Recovering | EngineError::Busy { .. } => {
-                ErrorCode::Unavailable
-            }
+            EngineError::Unavailable
+            | EngineError::Recovering
+            | EngineError::Busy { .. }
+            | EngineError::Replication { .. } => ErrorCode::Unavailable,
+            EngineError::Indeterminate { .. } => ErrorCode::Indeterminate,
+            EngineError::NotReplicated { .. } => ErrorCode::MethodNotAllowed,
             EngineError::AnswerTooLarge { .. } | EngineError::WalEventTooLarge { .. } => {
                 ErrorCode::ResponseTooLarge
             }
@@ -99,7 +102,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"drasi-store\""),
                 );
             }
-            ErrorCode::Unavailable => {
+            ErrorCode::Unavailable | ErrorCode::Indeterminate => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM, TARGET_HEADER};
 use drasi_store_protocol::{
-    CountResponse, DeleteResponse, EntriesFrame, ErrorCode, KeyList, KeysFrame, RequestTarget,
-    ServerInfo, StoreInfo, decode_keys, parse_query,
+    ClusterInfo, ClusterMember, ClusterRole, CountResponse, DeleteResponse, EntriesFrame,
+    ErrorCode, KeyList, KeysFrame, RequestTarget, ServerInfo, StoreInfo, decode_keys, parse_query,
 };
 use serde::Serialize;
 
@@ -19,6 +19,7 @@ use super::SharedState;
 use super::errors::ApiError;
 use super::limits::{BodyLimit, Held, ReadBody, check_target, read_body};
 use crate::engine::EngineHealth;
+use crate::replication::NotReady;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -278,21 +279,74 @@ pub async fn info(State(state): State<SharedState>) -> Response {
     })
 }
 
+/// This node's view of the cluster; a single node answers as the leader of
+/// a cluster of one, so tooling reads both the same way.
+pub async fn cluster(State(state): State<SharedState>) -> Response {
+    let info = match state.engine.replica() {
+        Some(node) => node.cluster_info(),
+        None => ClusterInfo {
+            node_id: 0,
+            role: ClusterRole::Leader,
+            leader_id: Some(0),
+            term: 0,
+            commit_index: 0,
+            applied_index: 0,
+            members: vec![ClusterMember {
+                id: 0,
+                addr: String::new(),
+                voter: true,
+            }],
+            lag: Default::default(),
+        },
+    };
+    json(&info)
+}
+
 /// Liveness. Fails only on what a restart fixes: a writer thread that died
 /// never comes back, so the kubelet must restart the container. Anything
 /// the server recovers from by itself is left to `/readyz`, or a flapping
 /// disk would turn into a restart loop.
 pub async fn healthz(State(state): State<SharedState>) -> Response {
-    probe(liveness(state.engine.health()))
+    probe(liveness(state.engine.health()).and_then(|()| {
+        match state.engine.replica().map(|node| node.readiness()) {
+            Some(Err(NotReady::Stopped)) => Err(RAFT_STOPPED),
+            // No leader or a lagging node is not broken: restarting it
+            // would not help, and would make a quorum harder to reach.
+            _ => Ok(()),
+        }
+    }))
 }
 
 /// Readiness: the server can serve writes right now.
 pub async fn readyz(State(state): State<SharedState>) -> Response {
-    probe(readiness(
-        state.shutting_down.load(Ordering::Relaxed),
-        state.engine.health(),
-    ))
+    probe(
+        readiness(
+            state.shutting_down.load(Ordering::Relaxed),
+            state.engine.health(),
+        )
+        .and_then(
+            |()| match state.engine.replica().map(|node| node.readiness()) {
+                None | Some(Ok(())) => Ok(()),
+                Some(Err(NotReady::Stopped)) => Err(RAFT_STOPPED),
+                Some(Err(NotReady::NoLeader)) => Err(ProbeFailure {
+                    reason: "no_leader",
+                    message: "this replica knows no leader (an election is under way, or it \
+                          cannot reach a majority of the replicas)",
+                }),
+                Some(Err(NotReady::CatchingUp)) => Err(ProbeFailure {
+                    reason: "catching_up",
+                    message: "this replica is applying the log (or a snapshot) it received \
+                          from the leader",
+                }),
+            },
+        ),
+    )
 }
+
+const RAFT_STOPPED: ProbeFailure = ProbeFailure {
+    reason: "raft_stopped",
+    message: "replication stopped on a storage error; the server must be restarted",
+};
 
 /// Why a probe fails: `reason` is stable for tooling, `message` is for
 /// people reading `kubectl describe pod`.
@@ -303,7 +357,10 @@ pub(crate) struct ProbeFailure {
 }
 
 /// Every `reason` a probe can give, for the OpenAPI document.
-pub(crate) const PROBE_REASONS: [&str; 6] = [
+pub(crate) const PROBE_REASONS: [&str; 9] = [
+    "raft_stopped",
+    "no_leader",
+    "catching_up",
     "writer_dead",
     "commit_failing",
     "database_reopening",

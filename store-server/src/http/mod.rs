@@ -65,8 +65,10 @@ pub fn router(state: SharedState) -> Router {
             public = public.route(e.path, route);
         }
     }
-    let protected =
-        protected.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Layers run outside in: the token is checked before the read barrier.
+    let protected = protected
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_barrier))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     protected
         .merge(public)
         .fallback(route_not_found)
@@ -100,6 +102,7 @@ fn method_router(e: &Endpoint) -> MethodRouter<SharedState> {
         Operation::Snapshot => on(filter, admin::snapshot),
         Operation::Import => on(filter, admin::import),
         Operation::Info => on(filter, handlers::info),
+        Operation::Cluster => on(filter, handlers::cluster),
         Operation::Batch => on(filter, batch::batch),
         Operation::OpenApi => on(filter, handlers::openapi),
         Operation::Healthz => on(filter, handlers::healthz),
@@ -123,6 +126,33 @@ async fn require_token(State(state): State<SharedState>, req: Request, next: Nex
             .is_some_and(|t| tokens.verify(t));
         if !ok {
             return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// On a replicated store, a request that reads waits until this node has
+/// applied everything committed before it arrived (a read index confirmed
+/// by a majority), so reads on any node are linearizable. Writes need no
+/// barrier: they are answered after their own commit.
+async fn read_barrier(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    if state.engine.replica().is_some() {
+        let reads = Endpoint::find(req.method().as_str(), req.uri().path()).is_some_and(|e| {
+            matches!(
+                e.operation,
+                Operation::Get
+                    | Operation::ContainsKey
+                    | Operation::GetMany
+                    | Operation::StoreInfo
+                    | Operation::ListKeys
+                    | Operation::Snapshot
+                    | Operation::Batch
+                    | Operation::WalReadFrom
+                    | Operation::WalInfo
+            )
+        });
+        if reads && let Err(err) = state.engine.read_barrier().await {
+            return ApiError::from(err).into_response();
         }
     }
     next.run(req).await

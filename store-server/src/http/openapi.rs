@@ -10,8 +10,8 @@ use drasi_store_protocol::routes::{JSON, KEY_NOT_FOUND_HEADER, OCTET_STREAM};
 use drasi_store_protocol::snapshot::CONTENT_TYPE as SNAPSHOT;
 use drasi_store_protocol::wal::{self, AppendResponse, WalCapacityPolicy, WalConfig, WalInfo};
 use drasi_store_protocol::{
-    CountResponse, DeleteResponse, Durability, ErrorBody, ErrorCode, ImportResponse, KeyList,
-    ServerInfo, StoreInfo,
+    ClusterInfo, ClusterMember, ClusterRole, CountResponse, DeleteResponse, Durability, ErrorBody,
+    ErrorCode, ImportResponse, KeyList, ServerInfo, StoreInfo,
 };
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
@@ -53,6 +53,9 @@ pub fn document() -> OpenApi {
         .schema_from::<ImportResponse>()
         .schema_from::<Durability>()
         .schema_from::<ServerInfo>()
+        .schema_from::<ClusterInfo>()
+        .schema_from::<ClusterMember>()
+        .schema_from::<ClusterRole>()
         .schema("ProbeBody", probe_body())
         .schema("KeysFrame", octets(KEYS_FRAME))
         .schema("EntriesFrame", octets(ENTRIES_FRAME))

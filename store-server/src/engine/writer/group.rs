@@ -125,6 +125,7 @@ impl Writer {
                 Msg::Write(op, reply) => group.push((op, reply)),
                 Msg::WriteMany(ops) => group.extend(ops),
                 Msg::Shutdown(done) => shutdown = Some(done),
+                Msg::CollectGarbage => self.gc_pending = true,
                 #[cfg(test)]
                 Msg::Crash => panic!("writer crash requested by a test"),
                 #[cfg(test)]
@@ -150,6 +151,7 @@ impl Writer {
                             shutdown = Some(done);
                             break;
                         }
+                        Ok(Msg::CollectGarbage) => self.gc_pending = true,
                         #[cfg(test)]
                         Ok(Msg::Crash) => panic!("writer crash requested by a test"),
                         #[cfg(test)]

@@ -115,6 +115,14 @@ impl WriterHandle {
         results
     }
 
+    /// Tells the writer that partitions were detached behind its back (by
+    /// the replication state machine), so its garbage collection runs. A
+    /// full queue drops the hint: the writer is busy and will be told by
+    /// the next one, or collects at its next start.
+    pub fn collect_garbage(&self) {
+        let _ = self.tx.try_send(Msg::CollectGarbage);
+    }
+
     pub fn state(&self) -> WriterState {
         let guard = self.thread.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {

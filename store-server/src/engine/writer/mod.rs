@@ -92,6 +92,9 @@ enum Msg {
     /// wake-up one by one.
     WriteMany(Vec<(WriteOp, ReplyTx)>),
     Shutdown(oneshot::Sender<anyhow::Result<()>>),
+    /// Something other than the writer (the replication state machine)
+    /// detached partitions: collect them.
+    CollectGarbage,
     /// Makes the writer thread panic, so tests can check what a dead
     /// writer looks like from the outside. Not compiled into the server.
     #[cfg(test)]

@@ -1,0 +1,407 @@
+//! A replicated store of real `drasi-store-server` processes on loopback,
+//! for the replication tests: start, `kill -9`, restart, wipe, and talk to
+//! each node over its client port.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use drasi_store_protocol::{ClusterInfo, ClusterRole, encode_query, routes};
+
+use crate::ServerProcess;
+use crate::partition::{self, Partitions};
+
+pub const CLIENT_TOKEN: &str = "replication-client-token";
+pub const PEER_TOKEN: &str = "replication-peer-token-0123";
+
+/// Reserves `n` free loopback ports. The peer addresses must be known
+/// before any node starts, so they cannot be `:0`; the tiny window between
+/// closing these sockets and the nodes binding them is accepted.
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+pub struct Cluster {
+    binary: PathBuf,
+    root: PathBuf,
+    /// `(client port, peer port)` of each node, fixed for its life so that
+    /// a restarted node is found where it was.
+    ports: Vec<(u16, u16)>,
+    peers: String,
+    /// Behind a lock so that a test can kill and restart nodes while its
+    /// writers share the cluster.
+    nodes: std::sync::Mutex<Vec<Option<ServerProcess>>>,
+    http: reqwest::Client,
+    extra: Vec<String>,
+    /// Where each node's peer listener binds when it differs from the
+    /// address `--peers` lists (a proxy sits in between).
+    peer_listen: Option<Vec<SocketAddr>>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes under `root` (one data directory each).
+    pub fn start(binary: &str, root: &Path, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Self::start_with(binary, root, n, extra, None)
+    }
+
+    /// Like [`Cluster::start`], with every peer link going through a
+    /// [`Partitions`] proxy that can cut links between nodes.
+    pub async fn start_partitionable(
+        binary: &str,
+        root: &Path,
+        n: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<(Cluster, Partitions)> {
+        let backs = free_ports(n)?;
+        let (fronts, cluster) = {
+            let ports = free_ports(2 * n)?;
+            let fronts: Vec<SocketAddr> = ports
+                .chunks(2)
+                .map(|c| SocketAddr::from(([127, 0, 0, 1], c[1])))
+                .collect();
+            (fronts, ports)
+        };
+        let back_addrs: Vec<SocketAddr> = backs
+            .iter()
+            .enumerate()
+            .map(|(i, port)| SocketAddr::new(partition::node_ip(i), *port))
+            .collect();
+        let partitions = Partitions::start(&fronts, &back_addrs).await?;
+        let binary = binary.to_string();
+        let root = root.to_path_buf();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let cluster = tokio::task::spawn_blocking(move || {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            Self::start_ports(&binary, &root, cluster, &extra, Some(back_addrs))
+        })
+        .await??;
+        Ok((cluster, partitions))
+    }
+
+    fn start_with(
+        binary: &str,
+        root: &Path,
+        n: usize,
+        extra: &[&str],
+        peer_listen: Option<Vec<SocketAddr>>,
+    ) -> anyhow::Result<Cluster> {
+        Self::start_ports(binary, root, free_ports(2 * n)?, extra, peer_listen)
+    }
+
+    fn start_ports(
+        binary: &str,
+        root: &Path,
+        ports: Vec<u16>,
+        extra: &[&str],
+        peer_listen: Option<Vec<SocketAddr>>,
+    ) -> anyhow::Result<Cluster> {
+        let n = ports.len() / 2;
+        let ports: Vec<(u16, u16)> = ports.chunks(2).map(|c| (c[0], c[1])).collect();
+        let peers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("{i}=127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        std::fs::write(root.join("peer-token"), format!("{PEER_TOKEN}\n"))?;
+        std::fs::write(root.join("client-token"), format!("{CLIENT_TOKEN}\n"))?;
+        let cluster = Cluster {
+            binary: binary.into(),
+            root: root.to_path_buf(),
+            ports,
+            peers,
+            nodes: std::sync::Mutex::new((0..n).map(|_| None).collect()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()?,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            peer_listen,
+        };
+        // Start them together, as a StatefulSet with Parallel pods does:
+        // the first node initializes the cluster and needs a quorum.
+        let commands = (0..n)
+            .map(|i| cluster.spawn_command(i))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let spawned: Vec<_> = commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, cmd)| {
+                let dir = cluster.data_dir(i);
+                std::thread::spawn(move || {
+                    ServerProcess::spawn(cmd, dir, Some(CLIENT_TOKEN.into()))
+                })
+            })
+            .collect();
+        for (i, handle) in spawned.into_iter().enumerate() {
+            let node = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("starting node {i} panicked"))?
+                .with_context(|| format!("starting node {i}"))?;
+            cluster.nodes()[i] = Some(node);
+        }
+        Ok(cluster)
+    }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, Vec<Option<ServerProcess>>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.root.join(format!("node-{i}"))
+    }
+
+    fn spawn_command(&self, i: usize) -> anyhow::Result<std::process::Command> {
+        let dir = self.data_dir(i);
+        std::fs::create_dir_all(&dir)?;
+        let (client, peer) = self.ports[i];
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{client}"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--log-format")
+            .arg("text")
+            .arg("--auth-token-file")
+            .arg(self.root.join("client-token"))
+            .arg("--node-id")
+            .arg(i.to_string())
+            .arg("--peers")
+            .arg(&self.peers)
+            .arg("--peer-listen")
+            .arg(match &self.peer_listen {
+                Some(addrs) => addrs[i].to_string(),
+                None => format!("127.0.0.1:{peer}"),
+            })
+            .arg("--peer-token-file")
+            .arg(self.root.join("peer-token"))
+            .args(&self.extra)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        Ok(cmd)
+    }
+
+    /// The client URL of node `i` (whether it runs or not).
+    pub fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[i].0)
+    }
+
+    /// Every node's client URL, comma-separated (`DRASI_STATE_STORE_URL`).
+    pub fn urls(&self) -> String {
+        (0..self.len())
+            .map(|i| self.url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn peer_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[i].1))
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes()[i].is_some()
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        self.nodes()[i]
+            .as_ref()
+            .map(ServerProcess::log)
+            .unwrap_or_default()
+    }
+
+    /// `kill -9` node `i`.
+    pub fn kill9(&self, i: usize) -> anyhow::Result<()> {
+        let node = self.nodes()[i].take();
+        match node {
+            Some(node) => node.kill9(),
+            None => bail!("node {i} is not running"),
+        }
+    }
+
+    /// Starts node `i` again on its data directory and ports.
+    pub fn restart(&self, i: usize) -> anyhow::Result<()> {
+        if self.is_running(i) {
+            bail!("node {i} is still running");
+        }
+        let cmd = self.spawn_command(i)?;
+        let node = ServerProcess::spawn(cmd, self.data_dir(i), Some(CLIENT_TOKEN.into()))?;
+        self.nodes()[i] = Some(node);
+        Ok(())
+    }
+
+    /// Deletes node `i`'s data directory (it must be stopped): a lost volume.
+    pub fn wipe(&self, i: usize) -> anyhow::Result<()> {
+        if self.is_running(i) {
+            bail!("node {i} is still running");
+        }
+        std::fs::remove_dir_all(self.data_dir(i)).with_context(|| format!("wiping node {i}"))?;
+        Ok(())
+    }
+
+    fn authed(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        self.http.request(method, url).bearer_auth(CLIENT_TOKEN)
+    }
+
+    pub async fn cluster_info(&self, i: usize) -> anyhow::Result<ClusterInfo> {
+        let r = self
+            .authed(
+                reqwest::Method::GET,
+                format!("{}{}", self.url(i), routes::CLUSTER),
+            )
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(serde_json::from_slice(&r.bytes().await?)?)
+    }
+
+    /// The node every running node agrees leads, once one does and every
+    /// running node reports it.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            let mut roles = Vec::new();
+            for i in (0..self.len()).filter(|i| self.is_running(*i)) {
+                match self.cluster_info(i).await {
+                    Ok(info) => {
+                        leaders.push(info.leader_id);
+                        roles.push((i, info.role));
+                    }
+                    Err(_) => leaders.push(None),
+                }
+            }
+            if let Some(Some(leader)) = leaders.first().copied() {
+                let leader = leader as usize;
+                let agreed = leaders.iter().all(|l| *l == Some(leader as u64));
+                let leads = roles.contains(&(leader, ClusterRole::Leader));
+                if agreed && leads && self.is_running(leader) {
+                    return Ok(leader);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader within {timeout:?}: {leaders:?} {roles:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// PUT one value through node `i`.
+    pub async fn put(
+        &self,
+        i: usize,
+        store: &str,
+        key: &str,
+        value: &[u8],
+    ) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .authed(
+                reqwest::Method::PUT,
+                format!(
+                    "{}{}?{}",
+                    self.url(i),
+                    routes::KV,
+                    encode_query(store, Some(key))
+                ),
+            )
+            .body(value.to_vec())
+            .send()
+            .await?)
+    }
+
+    /// Atomic set_many through node `i`.
+    pub async fn set_many(
+        &self,
+        i: usize,
+        store: &str,
+        entries: &[(String, Vec<u8>)],
+    ) -> anyhow::Result<reqwest::Response> {
+        let frame = drasi_store_protocol::batch::encode_entries(
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        );
+        Ok(self
+            .authed(
+                reqwest::Method::POST,
+                format!(
+                    "{}{}?{}",
+                    self.url(i),
+                    routes::SET_MANY,
+                    encode_query(store, None)
+                ),
+            )
+            .body(frame)
+            .send()
+            .await?)
+    }
+
+    /// GET one value through node `i` (a linearizable read).
+    pub async fn get(&self, i: usize, store: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let r = self
+            .authed(
+                reqwest::Method::GET,
+                format!(
+                    "{}{}?{}",
+                    self.url(i),
+                    routes::KV,
+                    encode_query(store, Some(key))
+                ),
+            )
+            .send()
+            .await?;
+        match r.status().as_u16() {
+            200 => Ok(Some(r.bytes().await?.to_vec())),
+            404 => Ok(None),
+            s => bail!("GET through node {i} answered {s}: {}", r.text().await?),
+        }
+    }
+
+    /// Every key of `store` with its value, as node `i` holds them.
+    pub async fn contents(
+        &self,
+        i: usize,
+        store: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+        let r = self
+            .authed(
+                reqwest::Method::GET,
+                format!(
+                    "{}{}?{}",
+                    self.url(i),
+                    routes::STORE_KEYS,
+                    encode_query(store, None)
+                ),
+            )
+            .send()
+            .await?;
+        if r.status().as_u16() != 200 {
+            bail!(
+                "listing {store} on node {i}: {} {}",
+                r.status(),
+                r.text().await?
+            );
+        }
+        let list: drasi_store_protocol::KeyList = serde_json::from_slice(&r.bytes().await?)?;
+        let mut out = std::collections::BTreeMap::new();
+        for key in list.keys {
+            if let Some(value) = self.get(i, store, &key).await? {
+                out.insert(key, value);
+            }
+        }
+        Ok(out)
+    }
+}
