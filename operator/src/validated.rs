@@ -123,6 +123,11 @@ pub enum Invalid {
     )]
     GeneratedSecretInvalid { secret: String },
     #[error(
+        "the generated Secret {secret} lost its key {TOKEN_KEY:?}; delete the Secret to have a \
+         new peer token generated (the replicas re-read it; clients are not affected)"
+    )]
+    PeerSecretInvalid { secret: String },
+    #[error(
         "spec.tls.secretName names Secret {secret}, which does not exist in namespace {namespace}"
     )]
     TlsSecretMissing { secret: String, namespace: String },
@@ -165,9 +170,9 @@ impl Invalid {
         match self {
             Self::Spec(_) => DegradedReason::InvalidSpec,
             Self::AuthSecretMissing { .. } => DegradedReason::AuthSecretMissing,
-            Self::AuthSecretInvalid { .. } | Self::GeneratedSecretInvalid { .. } => {
-                DegradedReason::AuthSecretInvalid
-            }
+            Self::AuthSecretInvalid { .. }
+            | Self::GeneratedSecretInvalid { .. }
+            | Self::PeerSecretInvalid { .. } => DegradedReason::AuthSecretInvalid,
             Self::TlsSecretMissing { .. } => DegradedReason::TlsSecretMissing,
             Self::TlsSecretInvalid { .. } => DegradedReason::TlsSecretInvalid,
             Self::ObjectNotOwned { .. } => DegradedReason::ObjectNotOwned,
@@ -341,7 +346,7 @@ pub fn validate<'a>(
         // `dereference` generates a token whenever the Secret is missing,
         // so a stored Secret without one lost its key.
         let Some(file) = file.filter(|f| client_token(f).is_some()) else {
-            return Err(Invalid::GeneratedSecretInvalid { secret });
+            return Err(Invalid::PeerSecretInvalid { secret });
         };
         Some(PeerToken { file, generated })
     } else {
@@ -494,6 +499,41 @@ mod tests {
         let leaf = data(&[("tls.crt", "CERT")]);
         let valid = validate(&tls, &ctx(), &referenced(token(), leaf)).unwrap();
         assert_eq!(valid.tls.unwrap().ca_cert_pem, "CERT");
+    }
+
+    #[test]
+    fn a_replicated_store_needs_its_peer_token() {
+        let s = store(json!({ "replicas": 3 }));
+        let with_peer = |peer_token| Referenced {
+            peer_token,
+            ..referenced(TokenSource::New("client".into()), None)
+        };
+        let valid = validate(&s, &ctx(), &with_peer(TokenSource::New("peer".into()))).unwrap();
+        assert_eq!(valid.replicas, 3);
+        assert_eq!(
+            valid.peer_token,
+            Some(PeerToken {
+                file: "peer".into(),
+                generated: true
+            })
+        );
+        let stored = with_peer(TokenSource::Stored(data(&[("token", "kept\n")])));
+        let valid = validate(&s, &ctx(), &stored).unwrap();
+        assert_eq!(valid.peer_token.unwrap().file, "kept\n");
+        for lost in [data(&[("other", "x")]), data(&[("token", " \n")]), None] {
+            let err = validate(&s, &ctx(), &with_peer(TokenSource::Stored(lost))).unwrap_err();
+            assert_eq!(
+                err,
+                Invalid::PeerSecretInvalid {
+                    secret: "s-peer-token".into()
+                }
+            );
+            assert_eq!(err.reason(), DegradedReason::AuthSecretInvalid);
+        }
+        // One replica: no peer token, whatever is found.
+        let single = store(json!({}));
+        let valid = validate(&single, &ctx(), &with_peer(TokenSource::Stored(None))).unwrap();
+        assert_eq!((valid.replicas, valid.peer_token), (1, None));
     }
 
     #[test]
