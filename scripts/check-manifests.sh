@@ -13,8 +13,10 @@
 #   2. for every DrasiStateStore sample (examples/*.yaml and the chart's
 #      examples/*.yaml): `drasi-store-operator render -f` succeeds and every
 #      object it prints validates with `kubernetes-validate --strict`; every
-#      kind the operator creates (Secret, Service, StatefulSet and the
-#      optional NetworkPolicy) is rendered by at least one sample
+#      kind the operator creates (Secret, Service, StatefulSet, the optional
+#      NetworkPolicy and a replicated store's PodDisruptionBudget) is
+#      rendered by at least one sample (examples/replicated.yaml renders
+#      every object of a 3-replica store)
 #   3. every sample DrasiStateStore (and DrasiStateStoreBackup and
 #      DrasiStateStoreScheduledBackup, each against its own CRD) validates
 #      against the CRD's own
@@ -191,7 +193,7 @@ if [ "$n_schedules" -eq 0 ]; then
 fi
 # Every kind the operator can create must have been rendered (and so
 # validated above) from at least one sample.
-for kind in Secret Service StatefulSet NetworkPolicy; do
+for kind in Secret Service StatefulSet NetworkPolicy PodDisruptionBudget; do
   if grep -qx "kind: $kind" "$WORK"/sample-*/*.rendered.yaml 2>/dev/null; then
     pass "some sample renders a $kind"
   else

@@ -158,7 +158,9 @@ pub fn parse_metrics(text: &str) -> anyhow::Result<ServerMetrics> {
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub secret: String,
-    /// `DRASI_STATE_STORE_URL`: `http(s)://<name>.<namespace>.svc:7070`.
+    /// The first URL of `DRASI_STATE_STORE_URL`, the client Service
+    /// `http(s)://<name>.<namespace>.svc:7070` (a replicated store lists
+    /// each replica after it).
     pub url: String,
     pub token: String,
     pub ca_pem: Option<Vec<u8>>,
@@ -196,13 +198,24 @@ pub async fn connection(cluster: &Cluster, store: &DrasiStateStore) -> anyhow::R
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
         .with_context(|| format!("Secret {name} holds no {}", env::TOKEN))?;
-    let url = text(env::URL)?.with_context(|| format!("Secret {name} holds no {}", env::URL))?;
+    let url = text(env::URL)?
+        .as_deref()
+        .and_then(first_url)
+        .with_context(|| format!("Secret {name} holds no {}", env::URL))?;
     Ok(Connection {
         secret: name,
         url,
         token,
         ca_pem: data.get(env::CA_CERT).map(|v| v.0.clone()),
     })
+}
+
+/// The first of the comma-separated URLs of `DRASI_STATE_STORE_URL`.
+fn first_url(urls: &str) -> Option<String> {
+    urls.split(',')
+        .map(str::trim)
+        .find(|u| !u.is_empty())
+        .map(str::to_owned)
 }
 
 /// The store's pods (by the operator's selector labels), sorted by name.
@@ -279,6 +292,19 @@ mod tests {
                 stores: 3
             }
         );
+    }
+
+    #[test]
+    fn the_client_service_url_is_the_first_of_several() {
+        assert_eq!(
+            first_url("http://s.ns.svc:7070").as_deref(),
+            Some("http://s.ns.svc:7070")
+        );
+        assert_eq!(
+            first_url("https://s.ns.svc:7070,https://s-0.s-peers.ns.svc:7070").as_deref(),
+            Some("https://s.ns.svc:7070")
+        );
+        assert_eq!(first_url(" , ").as_deref(), None);
     }
 
     #[test]

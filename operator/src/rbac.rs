@@ -93,10 +93,12 @@ const RULES: &[Rule] = &[
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         resource_names: &[],
     },
+    // Services are also deleted: the peers Service `N-peers` of a
+    // replicated store goes when the store no longer needs it.
     Rule {
         group: "",
         resources: &["services"],
-        verbs: &["get", "list", "watch", "create", "patch"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         resource_names: &[],
     },
     // Secrets: the generated `N-auth` and `N-connection`, and reading the
@@ -113,6 +115,15 @@ const RULES: &[Rule] = &[
     Rule {
         group: "networking.k8s.io",
         resources: &["networkpolicies"],
+        verbs: &["get", "create", "patch", "delete"],
+        resource_names: &[],
+    },
+    // The PodDisruptionBudget `N` of a replicated store: read every pass
+    // (ownership), applied with `replicas` 3 or 5, deleted otherwise. Not
+    // watched, like the NetworkPolicy.
+    Rule {
+        group: "policy",
+        resources: &["poddisruptionbudgets"],
         verbs: &["get", "create", "patch", "delete"],
         resource_names: &[],
     },
@@ -335,6 +346,18 @@ mod tests {
             attrs("DELETE", "/apis/apps/v1/namespaces/ns/statefulsets/s", "").is_allowed_by(&rules)
         );
         assert!(!attrs("DELETE", "/api/v1/namespaces/ns/secrets/s", "").is_allowed_by(&rules));
+        // A replicated store's disruption budget and peers Service.
+        let budget = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/s";
+        for method in ["GET", "PATCH", "DELETE"] {
+            assert!(attrs(method, budget, "").is_allowed_by(&rules), "{method}");
+        }
+        assert!(
+            !attrs("GET", "/apis/policy/v1/poddisruptionbudgets", "watch=true")
+                .is_allowed_by(&rules)
+        );
+        assert!(
+            attrs("DELETE", "/api/v1/namespaces/ns/services/s-peers", "").is_allowed_by(&rules)
+        );
         // Pods: listed (a backup Job's pod) and their logs read, nothing else.
         assert!(attrs("GET", "/api/v1/namespaces/ns/pods", "").is_allowed_by(&rules));
         assert!(attrs("GET", "/api/v1/namespaces/ns/pods/p/log", "").is_allowed_by(&rules));

@@ -167,6 +167,7 @@ fn placeholders(store: &DrasiStateStore) -> Referenced {
             )
         }),
         restore: restore_placeholder(store),
+        peer_token: TokenSource::New(GENERATED_TOKEN_PLACEHOLDER.to_owned()),
         // No cluster to ask: the Secrets are assumed labelled and nothing
         // is in the way.
         ..Referenced::default()

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 
 use crate::builders::{
     BuildContext, TLS_CA_KEY, TLS_CERT_KEY, TOKEN_KEY, auth_secret_name, client_token,
-    namespace_of, resolved_image,
+    namespace_of, peer_token_secret_name, resolved_image,
 };
 use crate::controller::status::DegradedReason;
 use crate::crd::{
@@ -45,8 +45,10 @@ pub struct Referenced {
     /// TLS is off.
     pub tls_secret: Option<SecretData>,
     /// Objects named like ones the store owns (`<name>`, `<name>-headless`,
-    /// `<name>-auth`, `<name>-connection`, the StatefulSet) that exist but
-    /// are not controlled by this store, e.g. `Secret <name>-auth`.
+    /// `<name>-auth`, `<name>-connection`, the StatefulSet, and for a
+    /// replicated store `<name>-peers`, `<name>-peer-token` and the
+    /// PodDisruptionBudget) that exist but are not controlled by this store,
+    /// e.g. `Secret <name>-auth`.
     pub not_owned: Vec<String>,
     /// User Secrets the store references (`auth.existingSecret`,
     /// `tls.secretName`) that exist but do not carry the opt-in label
@@ -59,6 +61,13 @@ pub struct Referenced {
     /// `spec.restore`, resolved to the snapshot to read (see
     /// `controller::restore`); `None` without `spec.restore`.
     pub restore: Option<RestoredFrom>,
+    /// The generated `<name>-peer-token` of a replicated store (read back,
+    /// or `New` when it does not exist yet); ignored with one replica.
+    pub peer_token: TokenSource,
+    /// The group size the store's StatefulSet was built for, when it exists
+    /// (`builders::built_replicas`): a store whose `spec.replicas` differs
+    /// is not changed (see [`Invalid::ReplicasChanged`]).
+    pub existing_replicas: Option<i32>,
 }
 
 impl Default for TokenSource {
@@ -114,6 +123,11 @@ pub enum Invalid {
     )]
     GeneratedSecretInvalid { secret: String },
     #[error(
+        "the generated Secret {secret} lost its key {TOKEN_KEY:?}; delete the Secret to have a \
+         new peer token generated (the replicas re-read it; clients are not affected)"
+    )]
+    PeerSecretInvalid { secret: String },
+    #[error(
         "spec.tls.secretName names Secret {secret}, which does not exist in namespace {namespace}"
     )]
     TlsSecretMissing { secret: String, namespace: String },
@@ -137,6 +151,18 @@ pub enum Invalid {
          allowed image or ask the operator's administrator to allow it"
     )]
     ImageNotAllowed { image: String, allowed: String },
+    #[error(
+        "changing replicas of a running store is not supported yet: StatefulSet {statefulset} \
+         runs a group of {running} replica(s) and spec.replicas asks for {requested}; nothing \
+         was changed. \
+         Set spec.replicas back to {running}, or create a new store with {requested} replicas \
+         and move the data with a backup and restore"
+    )]
+    ReplicasChanged {
+        statefulset: String,
+        running: i32,
+        requested: i32,
+    },
 }
 
 impl Invalid {
@@ -144,14 +170,15 @@ impl Invalid {
         match self {
             Self::Spec(_) => DegradedReason::InvalidSpec,
             Self::AuthSecretMissing { .. } => DegradedReason::AuthSecretMissing,
-            Self::AuthSecretInvalid { .. } | Self::GeneratedSecretInvalid { .. } => {
-                DegradedReason::AuthSecretInvalid
-            }
+            Self::AuthSecretInvalid { .. }
+            | Self::GeneratedSecretInvalid { .. }
+            | Self::PeerSecretInvalid { .. } => DegradedReason::AuthSecretInvalid,
             Self::TlsSecretMissing { .. } => DegradedReason::TlsSecretMissing,
             Self::TlsSecretInvalid { .. } => DegradedReason::TlsSecretInvalid,
             Self::ObjectNotOwned { .. } => DegradedReason::ObjectNotOwned,
             Self::SecretNotOptedIn { .. } => DegradedReason::SecretNotOptedIn,
             Self::ImageNotAllowed { .. } => DegradedReason::ImageNotAllowed,
+            Self::ReplicasChanged { .. } => DegradedReason::ReplicasChangeNotSupported,
         }
     }
 }
@@ -169,6 +196,14 @@ pub struct Token {
     /// The rotation state `<name>-auth` records; always the default with
     /// `existingSecret`.
     pub rotation: RotationState,
+}
+
+/// The token replicas present to each other (`<name>-peer-token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerToken {
+    pub file: String,
+    /// Generated in this pass: `<name>-peer-token` does not exist yet.
+    pub generated: bool,
 }
 
 /// TLS with the CA clients trust.
@@ -194,6 +229,10 @@ pub struct ValidatedStore<'a> {
     pub tls: Option<Tls>,
     /// The snapshot the restore init container reads (`spec.restore`).
     pub restore: Option<RestoredFrom>,
+    /// `spec.replicas`: 1, 3 or 5.
+    pub replicas: i32,
+    /// `Some` exactly when the store is replicated (`replicas` > 1).
+    pub peer_token: Option<PeerToken>,
 }
 
 impl<'a> ValidatedStore<'a> {
@@ -226,6 +265,16 @@ pub fn validate<'a>(
         return Err(Invalid::SecretNotOptedIn {
             secret: secret.clone(),
             store: store.name_any(),
+        });
+    }
+    let replicas = store.spec.replicas.get();
+    if let Some(running) = referenced.existing_replicas
+        && running != replicas
+    {
+        return Err(Invalid::ReplicasChanged {
+            statefulset: format!("{}/{}", namespace_of(store), store.name_any()),
+            running,
+            requested: replicas,
         });
     }
     let image = resolved_image(store, ctx);
@@ -286,6 +335,23 @@ pub fn validate<'a>(
         },
         (TokenSecret::Generated(_), TokenSource::Stored(_)) => referenced.rotation.clone(),
     };
+    let peer_token = if store.spec.replicas.is_replicated() {
+        let secret = peer_token_secret_name(&store.name_any());
+        let (file, generated) = match &referenced.peer_token {
+            TokenSource::New(token) => (Some(token.clone()), true),
+            TokenSource::Stored(data) => {
+                (data.as_ref().and_then(|d| utf8_value(d, TOKEN_KEY)), false)
+            }
+        };
+        // `dereference` generates a token whenever the Secret is missing,
+        // so a stored Secret without one lost its key.
+        let Some(file) = file.filter(|f| client_token(f).is_some()) else {
+            return Err(Invalid::PeerSecretInvalid { secret });
+        };
+        Some(PeerToken { file, generated })
+    } else {
+        None
+    };
     Ok(ValidatedStore {
         store,
         name: store.name_any(),
@@ -301,6 +367,8 @@ pub fn validate<'a>(
         tls,
         // Only a store that asks for a restore gets the init container.
         restore: store.spec.restore.as_ref().and(referenced.restore.clone()),
+        replicas,
+        peer_token,
     })
 }
 
@@ -431,6 +499,41 @@ mod tests {
         let leaf = data(&[("tls.crt", "CERT")]);
         let valid = validate(&tls, &ctx(), &referenced(token(), leaf)).unwrap();
         assert_eq!(valid.tls.unwrap().ca_cert_pem, "CERT");
+    }
+
+    #[test]
+    fn a_replicated_store_needs_its_peer_token() {
+        let s = store(json!({ "replicas": 3 }));
+        let with_peer = |peer_token| Referenced {
+            peer_token,
+            ..referenced(TokenSource::New("client".into()), None)
+        };
+        let valid = validate(&s, &ctx(), &with_peer(TokenSource::New("peer".into()))).unwrap();
+        assert_eq!(valid.replicas, 3);
+        assert_eq!(
+            valid.peer_token,
+            Some(PeerToken {
+                file: "peer".into(),
+                generated: true
+            })
+        );
+        let stored = with_peer(TokenSource::Stored(data(&[("token", "kept\n")])));
+        let valid = validate(&s, &ctx(), &stored).unwrap();
+        assert_eq!(valid.peer_token.unwrap().file, "kept\n");
+        for lost in [data(&[("other", "x")]), data(&[("token", " \n")]), None] {
+            let err = validate(&s, &ctx(), &with_peer(TokenSource::Stored(lost))).unwrap_err();
+            assert_eq!(
+                err,
+                Invalid::PeerSecretInvalid {
+                    secret: "s-peer-token".into()
+                }
+            );
+            assert_eq!(err.reason(), DegradedReason::AuthSecretInvalid);
+        }
+        // One replica: no peer token, whatever is found.
+        let single = store(json!({}));
+        let valid = validate(&single, &ctx(), &with_peer(TokenSource::Stored(None))).unwrap();
+        assert_eq!((valid.replicas, valid.peer_token), (1, None));
     }
 
     #[test]

@@ -6,12 +6,13 @@ use std::path::Path;
 
 use drasi_store_operator::builders::{
     self, BuildContext, DesiredObjects, ImagePolicy, RESTORE_CONTAINER, RESTORE_SOURCE_DIR,
-    RESTORE_SOURCE_VOLUME, ResolvedInputs, config_hash, container_security_context,
-    desired_objects, endpoint, pod_security_context,
+    RESTORE_SOURCE_VOLUME, ResolvedInputs, built_replicas, client_urls, config_hash,
+    container_security_context, desired_objects, endpoint, pod_security_context,
 };
 use drasi_store_operator::controller::restore;
 use drasi_store_operator::crd::{
-    DrasiStateStore, Durability, ObjectStoreAccess, RestoreSpec, RestoredFrom,
+    AntiAffinity, DrasiStateStore, Durability, ObjectStoreAccess, PodSettings, Replicas,
+    RestoreSpec, RestoredFrom,
 };
 use drasi_store_operator::labels::{self, CONFIG_HASH_ANNOTATION};
 use drasi_store_operator::validated::{Invalid, validate};
@@ -90,6 +91,12 @@ fn snapshots_of_every_object() {
         let store = example(&format!("{sample}.yaml"));
         insta::assert_yaml_snapshot!(sample, build(&store).all());
     }
+    // Three replicas: peers, node ids, the disruption budget, anti-affinity.
+    insta::assert_yaml_snapshot!("replicated", build(&example("replicated.yaml")).all());
+    insta::assert_yaml_snapshot!(
+        "replicated-preferred-tls",
+        build(&replicated(example("tls.yaml"), 3)).all()
+    );
 }
 
 #[test]
@@ -100,6 +107,7 @@ fn every_object_has_labels_namespace_and_controller_owner() {
         "tls.yaml",
         "existing-secret.yaml",
         "hardened.yaml",
+        "replicated.yaml",
     ] {
         let store = example(sample);
         let name = store.metadata.name.clone().unwrap();
@@ -970,4 +978,361 @@ fn a_restoring_template_is_stable_and_keeps_other_stores_hashes() {
         build_restoring(&store, other).statefulset.spec.template,
         first.statefulset.spec.template
     );
+}
+
+// ---------------------------------------------------------------------------
+// Replicated stores (`spec.replicas` 3 or 5).
+// ---------------------------------------------------------------------------
+
+fn replicated(mut store: DrasiStateStore, replicas: i32) -> DrasiStateStore {
+    store.spec.replicas = Replicas(replicas);
+    store
+}
+
+fn env(container: &Container) -> BTreeMap<String, EnvVar> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.clone()))
+        .collect()
+}
+
+#[test]
+fn a_single_replica_has_no_replication_objects_or_settings() {
+    for sample in [
+        "minimal.yaml",
+        "full.yaml",
+        "tls.yaml",
+        "existing-secret.yaml",
+        "hardened.yaml",
+    ] {
+        let objects = build(&example(sample));
+        assert!(objects.peer_token_secret.is_none(), "{sample}");
+        assert!(objects.peers_service.is_none(), "{sample}");
+        assert!(objects.pod_disruption_budget.is_none(), "{sample}");
+        let c = container(&objects);
+        assert!(c.env.is_none(), "{sample}");
+        assert_eq!(c.ports.unwrap().len(), 1, "{sample}");
+        assert_eq!(objects.statefulset.spec.replicas, Some(1));
+        assert_eq!(
+            built_replicas(&objects.statefulset),
+            1,
+            "{sample}: a single server is a group of one"
+        );
+    }
+    // Asking for one replica explicitly changes nothing.
+    let implicit = example("full.yaml");
+    let explicit = replicated(example("full.yaml"), 1);
+    assert_eq!(build(&implicit), build(&explicit));
+}
+
+#[test]
+fn replicated_objects_are_named_and_ordered_for_apply() {
+    let names: Vec<(String, String)> = build(&example("replicated.yaml"))
+        .all()
+        .iter()
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap().to_owned(),
+                o["metadata"]["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("Secret", "orders-state-auth"),
+        ("Secret", "orders-state-peer-token"),
+        ("Secret", "orders-state-connection"),
+        ("NetworkPolicy", "orders-state"),
+        ("Service", "orders-state-headless"),
+        ("Service", "orders-state-peers"),
+        ("Service", "orders-state"),
+        ("PodDisruptionBudget", "orders-state"),
+        ("StatefulSet", "orders-state"),
+    ];
+    assert_eq!(
+        names,
+        expected
+            .iter()
+            .map(|(k, n)| (k.to_string(), n.to_string()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn replicas_get_node_ids_from_their_ordinal_and_every_peer() {
+    for replicas in [3, 5] {
+        let objects = build(&replicated(example("minimal.yaml"), replicas));
+        let sts = &objects.statefulset.spec;
+        assert_eq!(sts.replicas, Some(replicas));
+        assert_eq!(sts.pod_management_policy.as_deref(), Some("Parallel"));
+        assert_eq!(sts.service_name.as_deref(), Some("orders-state-peers"));
+        assert_eq!(built_replicas(&objects.statefulset), replicas);
+        let c = container(&objects);
+        let env = env(&c);
+        assert_eq!(
+            env.keys().collect::<Vec<_>>(),
+            [
+                "DRASI_STORE_NODE_ID",
+                "DRASI_STORE_PEERS",
+                "DRASI_STORE_PEER_LISTEN",
+                "DRASI_STORE_PEER_TOKEN_FILE"
+            ]
+        );
+        let node_id = env["DRASI_STORE_NODE_ID"].value_from.clone().unwrap();
+        assert_eq!(
+            node_id.field_ref.unwrap().field_path,
+            "metadata.labels['apps.kubernetes.io/pod-index']"
+        );
+        let peers: Vec<String> = (0..replicas)
+            .map(|i| format!("{i}=orders-state-{i}.orders-state-peers.default.svc:7071"))
+            .collect();
+        assert_eq!(
+            env["DRASI_STORE_PEERS"].value.as_deref(),
+            Some(peers.join(",").as_str())
+        );
+        assert_eq!(
+            env["DRASI_STORE_PEER_LISTEN"].value.as_deref(),
+            Some("0.0.0.0:7071")
+        );
+        let ports = c.ports.clone().unwrap();
+        assert_eq!(ports.len(), 2);
+        assert_eq!(
+            (ports[1].name.as_deref(), ports[1].container_port),
+            (Some("peer"), 7071)
+        );
+    }
+}
+
+#[test]
+fn the_peer_token_has_its_own_secret_mounted_read_only() {
+    let store = replicated(example("minimal.yaml"), 3);
+    let objects = build(&store);
+    let secret = objects.peer_token_secret.clone().unwrap();
+    assert_eq!(
+        secret.metadata.name.as_deref(),
+        Some("orders-state-peer-token")
+    );
+    let peer_token = &secret_text(&secret)["token"];
+    assert_ne!(
+        peer_token, TOKEN,
+        "the client token must never be the peer token"
+    );
+    // Clients get the client token only.
+    let connection = secret_text(&objects.connection_secret);
+    assert!(connection.values().all(|v| v != peer_token));
+
+    let c = container(&objects);
+    let file = env(&c)["DRASI_STORE_PEER_TOKEN_FILE"]
+        .value
+        .clone()
+        .unwrap();
+    let mount = c
+        .volume_mounts
+        .unwrap()
+        .into_iter()
+        .find(|m| file.starts_with(&format!("{}/", m.mount_path)))
+        .expect("the peer token file is on a mount");
+    assert_eq!(mount.read_only, Some(true));
+    let volume = pod(&objects)
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let source = volume.secret.unwrap();
+    assert_eq!(
+        source.secret_name.as_deref(),
+        Some("orders-state-peer-token")
+    );
+    assert_eq!(source.items.unwrap()[0].key, "token");
+    assert!(file.ends_with("/token"));
+    // The server's own args do not change with replication.
+    assert_eq!(
+        c.args.unwrap(),
+        container(&build(&example("minimal.yaml"))).args.unwrap()
+    );
+}
+
+#[test]
+fn the_peers_service_publishes_the_peer_port_of_unready_pods() {
+    let objects = build(&replicated(example("minimal.yaml"), 3));
+    let peers = objects.peers_service.unwrap();
+    assert_eq!(peers.metadata.name.as_deref(), Some("orders-state-peers"));
+    let spec = peers.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    assert_eq!(
+        spec.selector.unwrap(),
+        labels::selector_labels("orders-state")
+    );
+    let ports = spec.ports.unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].port),
+        (Some("peer"), 7071)
+    );
+    // The client Services are the single-replica ones.
+    let single = build(&example("minimal.yaml"));
+    assert_eq!(objects.service, single.service);
+    assert_eq!(objects.headless_service, single.headless_service);
+}
+
+#[test]
+fn one_replica_at_a_time_may_be_disrupted() {
+    let budget = build(&replicated(example("minimal.yaml"), 5))
+        .pod_disruption_budget
+        .unwrap();
+    assert_eq!(budget.metadata.name.as_deref(), Some("orders-state"));
+    let spec = budget.spec.unwrap();
+    assert_eq!(
+        spec.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    assert!(spec.min_available.is_none());
+    assert_eq!(
+        spec.selector.unwrap().match_labels.unwrap(),
+        labels::selector_labels("orders-state")
+    );
+}
+
+#[test]
+fn replicas_spread_over_nodes_preferred_or_required_keeping_the_users_affinity() {
+    let selector = Some(labels::selector_labels("orders-state"));
+    // Preferred by default; full.yaml brings its own node affinity.
+    let preferred = pod(&build(&replicated(example("full.yaml"), 3)))
+        .affinity
+        .unwrap();
+    assert!(
+        preferred.node_affinity.is_some(),
+        "the user's affinity is kept"
+    );
+    let anti = preferred.pod_anti_affinity.unwrap();
+    assert!(
+        anti.required_during_scheduling_ignored_during_execution
+            .is_none()
+    );
+    let terms = anti
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap();
+    assert_eq!(terms.len(), 1);
+    assert_eq!(terms[0].weight, 100);
+    let term = &terms[0].pod_affinity_term;
+    assert_eq!(term.topology_key, "kubernetes.io/hostname");
+    assert_eq!(term.label_selector.clone().unwrap().match_labels, selector);
+
+    let mut store = replicated(example("full.yaml"), 3);
+    store.spec.anti_affinity = AntiAffinity::Required;
+    let anti = pod(&build(&store))
+        .affinity
+        .unwrap()
+        .pod_anti_affinity
+        .unwrap();
+    assert!(
+        anti.preferred_during_scheduling_ignored_during_execution
+            .is_none()
+    );
+    let terms = anti
+        .required_during_scheduling_ignored_during_execution
+        .unwrap();
+    assert_eq!(terms.len(), 1);
+    assert_eq!(terms[0].topology_key, "kubernetes.io/hostname");
+    assert_eq!(
+        terms[0].label_selector.clone().unwrap().match_labels,
+        selector
+    );
+
+    // A user's own anti-affinity terms stay, the operator's is added.
+    let mut store = replicated(example("minimal.yaml"), 3);
+    let user: k8s_openapi::api::core::v1::Affinity = serde_json::from_value(serde_json::json!({
+        "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
+              "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "orders-state"}}}}
+        ]}
+    }))
+    .unwrap();
+    store.spec.pod = Some(PodSettings {
+        affinity: Some(user),
+        ..PodSettings::default()
+    });
+    let terms = pod(&build(&store))
+        .affinity
+        .unwrap()
+        .pod_anti_affinity
+        .unwrap()
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap();
+    assert_eq!(
+        terms
+            .iter()
+            .map(|t| t.pod_affinity_term.topology_key.as_str())
+            .collect::<Vec<_>>(),
+        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    );
+    // One replica: the anti-affinity setting is ignored.
+    let mut single = example("minimal.yaml");
+    single.spec.anti_affinity = AntiAffinity::Required;
+    assert!(pod(&build(&single)).affinity.is_none());
+}
+
+#[test]
+fn consumers_get_the_service_first_then_every_replica() {
+    let objects = build(&replicated(example("tls.yaml"), 3));
+    let url = secret_text(&objects.connection_secret)["DRASI_STATE_STORE_URL"].clone();
+    assert_eq!(
+        url,
+        "https://orders-state.drasi.svc:7070,\
+         https://orders-state-0.orders-state-peers.drasi.svc:7070,\
+         https://orders-state-1.orders-state-peers.drasi.svc:7070,\
+         https://orders-state-2.orders-state-peers.drasi.svc:7070"
+    );
+    assert_eq!(
+        url.split(',').next(),
+        Some(endpoint(&example("tls.yaml")).as_str())
+    );
+    assert_eq!(
+        client_urls(&replicated(example("tls.yaml"), 3)),
+        url,
+        "the Secret holds exactly client_urls"
+    );
+}
+
+#[test]
+fn the_hash_of_a_replicated_pod_follows_its_anti_affinity_only() {
+    let single = hash(&example("minimal.yaml"));
+    let three = hash(&replicated(example("minimal.yaml"), 3));
+    assert_ne!(single, three);
+    assert_ne!(three, hash(&replicated(example("minimal.yaml"), 5)));
+    let mut required = replicated(example("minimal.yaml"), 3);
+    required.spec.anti_affinity = AntiAffinity::Required;
+    assert_ne!(three, hash(&required));
+    // With one replica the anti-affinity is not an input.
+    let mut single_required = example("minimal.yaml");
+    single_required.spec.anti_affinity = AntiAffinity::Required;
+    assert_eq!(single, hash(&single_required));
+}
+
+#[test]
+fn a_changed_replica_count_is_refused_before_anything_is_built() {
+    let store = replicated(example("minimal.yaml"), 3);
+    let mut referenced = inputs(&store).referenced();
+    referenced.existing_replicas = Some(1);
+    let err = validate(&store, &ctx(), &referenced).unwrap_err();
+    assert_eq!(err.reason().to_string(), "ReplicasChangeNotSupported");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("changing replicas of a running store is not supported yet: "),
+        "{message}"
+    );
+    assert!(message.contains("default/orders-state"), "{message}");
+    assert!(message.contains("group of 1 replica(s)"), "{message}");
+    assert!(message.contains("asks for 3"), "{message}");
+    // The same count is fine.
+    referenced.existing_replicas = Some(3);
+    assert!(validate(&store, &ctx(), &referenced).is_ok());
+    // A group is recognised by what its pods were built with, not by a
+    // StatefulSet `kubectl scale` changed.
+    let mut scaled = build(&store).statefulset;
+    scaled.spec.replicas = Some(4);
+    assert_eq!(built_replicas(&scaled), 3);
 }

@@ -131,6 +131,7 @@ fn spec_fields_enums_and_defaults() {
     assert_eq!(
         fields,
         [
+            "antiAffinity",
             "auth",
             "backup",
             "durability",
@@ -142,6 +143,7 @@ fn spec_fields_enums_and_defaults() {
             "paused",
             "pod",
             "pvcRetention",
+            "replicas",
             "resources",
             "restore",
             "service",
@@ -157,6 +159,14 @@ fn spec_fields_enums_and_defaults() {
     assert_eq!(
         values(&spec["imagePullPolicy"]),
         serde_json::json!(["Always", "IfNotPresent", "Never"])
+    );
+    assert_eq!(spec["replicas"]["default"], 1);
+    assert_eq!(spec["replicas"]["type"], "integer");
+    assert_eq!(values(&spec["replicas"]), serde_json::json!([1, 3, 5]));
+    assert_eq!(spec["antiAffinity"]["default"], "Preferred");
+    assert_eq!(
+        values(&spec["antiAffinity"]),
+        serde_json::json!(["Preferred", "Required"])
     );
     assert_eq!(spec["storage"]["properties"]["size"]["default"], "1Gi");
     assert_eq!(spec["storage"]["properties"]["size"]["type"], "string");
@@ -240,6 +250,12 @@ fn cel_rules_are_in_the_schema() {
             .iter()
             .any(|r| r.contains("self.restore == oldSelf.restore")),
         "immutable spec.restore rule missing: {spec_rules:?}"
+    );
+    assert!(
+        spec_rules
+            .iter()
+            .any(|r| r.contains("!has(self.restore) || !has(self.replicas) || self.replicas == 1")),
+        "restore-only-with-one-replica rule missing: {spec_rules:?}"
     );
     assert!(
         rules(&spec["restore"])

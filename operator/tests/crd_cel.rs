@@ -161,10 +161,11 @@ fn every_rule_compiles() {
     // objectStore/volume, endpoint scheme, relative path; spec.restore
     // immutable, its exactly-one-of fromBackup/source, objectStore only
     // with s3://, no '..' in a pvc:// source, and the endpoint scheme of
-    // spec.restore.objectStore and of status.restoredFrom.objectStore.
+    // spec.restore.objectStore and of status.restoredFrom.objectStore;
+    // spec.restore only with one replica.
     assert_eq!(
         rules.len(),
-        18,
+        19,
         "the CRD's CEL rules changed; extend this test to execute the new ones: {rules:#?}"
     );
 
@@ -223,6 +224,9 @@ fn expected_cel_rejection(fixture: &str) -> (&'static str, &'static str) {
             "spec.auth",
             "spec.auth.rotation rotates the generated <name>-auth token",
         ),
+        "restore-with-replicas.yaml" => {
+            ("spec", "spec.restore is not supported with spec.replicas")
+        }
         other => panic!(
             "tests/fixtures/invalid-crs/{other} is marked `# rejected-by: cel`: add the rule \
              that must reject it to expected_cel_rejection() in {}",
@@ -271,6 +275,29 @@ fn store(name: &str, spec: Value) -> Value {
         "metadata": {"name": name, "namespace": "default"},
         "spec": spec,
     })
+}
+
+#[test]
+fn restore_only_into_a_single_replica() {
+    let restore = json!({"fromBackup": "nightly"});
+    for ok in [
+        json!({"restore": restore}),
+        json!({"restore": restore, "replicas": 1}),
+        json!({"replicas": 3}),
+        json!({"replicas": 5, "antiAffinity": "Required"}),
+    ] {
+        assert_accepted(validate(&store("s", ok.clone()), None), &ok.to_string());
+    }
+    for replicas in [3, 5] {
+        assert_rejected_by(
+            validate(
+                &store("s", json!({"restore": restore, "replicas": replicas})),
+                None,
+            ),
+            "spec",
+            "spec.restore is not supported with spec.replicas",
+        );
+    }
 }
 
 #[test]

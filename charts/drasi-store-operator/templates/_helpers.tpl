@@ -131,13 +131,23 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Services: the peers Service of a replicated store is deleted when a
+# store no longer needs it.
 - apiGroups: [""]
-  resources: ["services", "secrets"]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
 # The optional per-store NetworkPolicy (spec.networkPolicy): read for
 # ownership, applied, deleted when turned off; not watched.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
+# The PodDisruptionBudget of a replicated store (spec.replicas 3 or 5): read
+# for ownership, applied, deleted when not needed; not watched.
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]
 # PVCs of the volumeClaimTemplate: capacity, expansion, pvcRetention Delete.
 - apiGroups: [""]

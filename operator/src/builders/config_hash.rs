@@ -43,6 +43,12 @@ struct PodInputs<'a> {
     // never changes (`status.restoredFrom`), so it never rolls a pod.
     #[serde(skip_serializing_if = "Option::is_none")]
     restore: Option<&'a RestoredFrom>,
+    // Skipped with one replica, for the same reason. A replicated store
+    // never changes its replica count, but the anti-affinity may change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anti_affinity: Option<&'static str>,
 }
 
 /// Hex sha256 of the pod's inputs.
@@ -61,6 +67,11 @@ pub fn config_hash(store: &ValidatedStore<'_>) -> String {
         tls_secret: spec.tls.as_ref().map(|t| t.secret_name.as_str()),
         pod: spec.pod.as_ref(),
         restore: store.restore.as_ref(),
+        replicas: store.peer_token.is_some().then_some(store.replicas),
+        anti_affinity: store
+            .peer_token
+            .is_some()
+            .then(|| spec.anti_affinity.into()),
     };
     // serde_json writes struct fields in declaration order and BTreeMaps in
     // key order, so equal inputs always give equal bytes.

@@ -5,6 +5,7 @@
 //! reason.
 
 mod config_hash;
+mod disruption_budget;
 mod image_policy;
 mod meta;
 mod names;
@@ -18,6 +19,7 @@ mod token;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::crd::DrasiStateStore;
 use crate::validated::{self, Invalid, Referenced, TokenSource, ValidatedStore};
@@ -31,8 +33,8 @@ pub use restore::{
     restore_args,
 };
 pub use statefulset::{
-    RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, container_security_context, default_resources,
-    pod_security_context, server_args,
+    RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, built_replicas, container_security_context,
+    default_resources, peers, pod_security_context, server_args,
 };
 pub use token::generate_token;
 
@@ -78,6 +80,9 @@ impl ResolvedInputs {
         Referenced {
             token: TokenSource::Stored(Some(data(TOKEN_KEY, &self.token))),
             tls_secret: self.ca_cert_pem.as_deref().map(|ca| data(TLS_CA_KEY, ca)),
+            // The peer token is generated, never read from the user: a
+            // replicated store gets the placeholder `render` shows.
+            peer_token: TokenSource::New(crate::render::GENERATED_TOKEN_PLACEHOLDER.to_owned()),
             ..Referenced::default()
         }
     }
@@ -88,11 +93,17 @@ impl ResolvedInputs {
 pub struct DesiredObjects {
     /// `<name>-auth`; `None` when `spec.auth.existingSecret` is set.
     pub auth_secret: Option<Secret>,
+    /// `<name>-peer-token`; only with several replicas.
+    pub peer_token_secret: Option<Secret>,
     pub connection_secret: Secret,
     /// `<name>`; only with `spec.networkPolicy.enabled`.
     pub network_policy: Option<NetworkPolicy>,
     pub service: Service,
     pub headless_service: Service,
+    /// `<name>-peers`; only with several replicas.
+    pub peers_service: Option<Service>,
+    /// `<name>`; only with several replicas.
+    pub pod_disruption_budget: Option<PodDisruptionBudget>,
     pub statefulset: StatefulSet,
 }
 
@@ -100,10 +111,14 @@ impl DesiredObjects {
     /// Every object as JSON (with `apiVersion` and `kind`), in apply order:
     /// Secrets before the pod that mounts them, the NetworkPolicy before
     /// anything can reach the pod, the governing headless Service before
-    /// its StatefulSet.
+    /// its StatefulSet, the disruption budget before there are pods to
+    /// evict.
     pub fn all(&self) -> Vec<serde_json::Value> {
-        let mut objects = Vec::with_capacity(6);
+        let mut objects = Vec::with_capacity(9);
         if let Some(secret) = &self.auth_secret {
+            objects.push(to_json(secret));
+        }
+        if let Some(secret) = &self.peer_token_secret {
             objects.push(to_json(secret));
         }
         objects.push(to_json(&self.connection_secret));
@@ -111,7 +126,13 @@ impl DesiredObjects {
             objects.push(to_json(policy));
         }
         objects.push(to_json(&self.headless_service));
+        if let Some(service) = &self.peers_service {
+            objects.push(to_json(service));
+        }
         objects.push(to_json(&self.service));
+        if let Some(budget) = &self.pod_disruption_budget {
+            objects.push(to_json(budget));
+        }
         objects.push(to_json(&self.statefulset));
         objects
     }
@@ -149,10 +170,13 @@ pub fn build(store: &ValidatedStore<'_>) -> DesiredObjects {
     let generated_auth = matches!(store.token.secret, validated::TokenSecret::Generated(_));
     DesiredObjects {
         auth_secret: generated_auth.then(|| secrets::auth_secret(store)),
+        peer_token_secret: secrets::peer_token_secret(store),
         connection_secret: secrets::connection_secret(store),
         network_policy: network_policy::network_policy(store),
         service: services::service(store),
         headless_service: services::headless_service(store),
+        peers_service: services::peers_service(store),
+        pod_disruption_budget: disruption_budget::pod_disruption_budget(store),
         statefulset: statefulset::statefulset(store),
     }
 }

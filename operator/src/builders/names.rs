@@ -19,6 +19,13 @@ pub const PORT_NAME: &str = "http";
 /// Port reserved for traffic between a store's own pods (replication);
 /// the NetworkPolicy admits it from those pods only.
 pub const PEER_PORT: i32 = 7071;
+/// Name of the peer port on the container and the peers Service.
+pub const PEER_PORT_NAME: &str = "peer";
+/// The label the StatefulSet controller puts on each pod with its ordinal
+/// (Kubernetes 1.28 and later); a replica's Raft node id.
+pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+/// The topology replicas are spread over.
+pub const HOSTNAME_TOPOLOGY_KEY: &str = "kubernetes.io/hostname";
 
 pub const DATA_DIR: &str = "/data";
 pub const AUTH_DIR: &str = "/var/run/drasi-store/auth";
@@ -29,6 +36,15 @@ pub const TOKEN_KEY: &str = "token";
 pub const TOKEN_FILE: &str = "/var/run/drasi-store/auth/token";
 pub const TLS_CERT_FILE: &str = "/var/run/drasi-store/tls/tls.crt";
 pub const TLS_KEY_FILE: &str = "/var/run/drasi-store/tls/tls.key";
+/// The server's replication settings (docs/replication.md), as environment
+/// variables: the node id can only come from the downward API, which sets
+/// variables, not flags.
+pub const NODE_ID_ENV: &str = "DRASI_STORE_NODE_ID";
+pub const PEERS_ENV: &str = "DRASI_STORE_PEERS";
+pub const PEER_LISTEN_ENV: &str = "DRASI_STORE_PEER_LISTEN";
+pub const PEER_TOKEN_FILE_ENV: &str = "DRASI_STORE_PEER_TOKEN_FILE";
+pub const PEER_AUTH_DIR: &str = "/var/run/drasi-store/peer";
+pub const PEER_TOKEN_FILE: &str = "/var/run/drasi-store/peer/token";
 
 /// Keys of a `kubernetes.io/tls` Secret.
 pub const TLS_CERT_KEY: &str = "tls.crt";
@@ -45,6 +61,26 @@ pub fn connection_secret_name(name: &str) -> String {
 
 pub fn headless_service_name(name: &str) -> String {
     format!("{name}-headless")
+}
+
+/// The headless Service of a replicated store: it governs the StatefulSet,
+/// so each replica has the DNS name `<name>-<ordinal>.<name>-peers.<ns>.svc`.
+pub fn peers_service_name(name: &str) -> String {
+    format!("{name}-peers")
+}
+
+/// The Secret holding the token replicas present to each other. A
+/// different secret from the client token, so a client can never speak Raft.
+pub fn peer_token_secret_name(name: &str) -> String {
+    format!("{name}-peer-token")
+}
+
+/// DNS name of the replica with `ordinal` of the store `name` in `namespace`.
+pub fn replica_host(name: &str, namespace: &str, ordinal: i32) -> String {
+    format!(
+        "{name}-{ordinal}.{}.{namespace}.svc",
+        peers_service_name(name)
+    )
 }
 
 /// Name of the PVC the StatefulSet `name` creates from its data volume
@@ -80,14 +116,39 @@ pub fn token_secret_name(store: &DrasiStateStore) -> String {
 /// when `spec.tls` is set. Uses the `.svc` form (not `.svc.cluster.local`)
 /// so it works whatever the cluster domain is.
 pub fn endpoint(store: &DrasiStateStore) -> String {
-    let scheme = if store.spec.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
     format!(
-        "{scheme}://{}.{}.svc:{DEFAULT_PORT}",
+        "{}://{}.{}.svc:{DEFAULT_PORT}",
+        scheme(store),
         store.name_any(),
         namespace_of(store)
     )
+}
+
+fn scheme(store: &DrasiStateStore) -> &'static str {
+    if store.spec.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Every URL clients may use, comma-separated (`DRASI_STATE_STORE_URL`):
+/// the client Service [`endpoint`] first, then, for a replicated store,
+/// each replica through the peers Service, so a client can fail over to a
+/// replica directly should the Service route it to a node that cannot
+/// serve.
+pub fn client_urls(store: &DrasiStateStore) -> String {
+    let mut urls = vec![endpoint(store)];
+    let replicas = store.spec.replicas;
+    if replicas.is_replicated() {
+        let (name, namespace) = (store.name_any(), namespace_of(store));
+        urls.extend((0..replicas.get()).map(|ordinal| {
+            format!(
+                "{}://{}:{DEFAULT_PORT}",
+                scheme(store),
+                replica_host(&name, &namespace, ordinal)
+            )
+        }));
+    }
+    urls.join(",")
 }

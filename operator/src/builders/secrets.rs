@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use super::meta::object_meta;
-use super::names::{TOKEN_KEY, auth_secret_name, connection_secret_name, endpoint};
+use super::names::{
+    TOKEN_KEY, auth_secret_name, client_urls, connection_secret_name, peer_token_secret_name,
+};
 use crate::validated::ValidatedStore;
 use drasi_store_protocol::env;
 use k8s_openapi::ByteString;
@@ -31,14 +33,31 @@ pub fn auth_secret(store: &ValidatedStore<'_>) -> Secret {
     }
 }
 
+/// `<name>-peer-token` of a replicated store (`None` with one replica): the
+/// token replicas present to each other on the peer port. Generated like
+/// `<name>-auth` but never handed to clients.
+pub fn peer_token_secret(store: &ValidatedStore<'_>) -> Option<Secret> {
+    let token = store.peer_token.as_ref()?;
+    Some(Secret {
+        metadata: object_meta(store, peer_token_secret_name(&store.name)),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            TOKEN_KEY.to_owned(),
+            ByteString(token.file.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    })
+}
+
 /// `<name>-connection`: exactly the client's inline env vars, so a consumer
 /// pod needs only `envFrom: [{secretRef: {name: <name>-connection}}]`.
-/// The token is the one handed to clients, the CA the one TLS brings.
+/// The token is the one handed to clients, the CA the one TLS brings. A
+/// replicated store lists the client Service first, then every replica.
 pub fn connection_secret(store: &ValidatedStore<'_>) -> Secret {
     let mut data = BTreeMap::from([
         (
             env::URL.to_owned(),
-            ByteString(endpoint(store.store()).into_bytes()),
+            ByteString(client_urls(store.store()).into_bytes()),
         ),
         (
             env::TOKEN.to_owned(),

@@ -1,7 +1,10 @@
-//! The client Service `<name>` and the StatefulSet's headless Service.
+//! The client Service `<name>`, the headless Service `<name>-headless` and,
+//! for a replicated store, the headless peers Service `<name>-peers`.
 
 use super::meta::object_meta;
-use super::names::{PORT_NAME, headless_service_name};
+use super::names::{
+    PEER_PORT, PEER_PORT_NAME, PORT_NAME, headless_service_name, peers_service_name,
+};
 use crate::crd::ServiceType;
 use crate::labels::selector_labels;
 use crate::validated::ValidatedStore;
@@ -55,4 +58,32 @@ pub fn headless_service(store: &ValidatedStore<'_>) -> Service {
         }),
         ..Service::default()
     }
+}
+
+/// Service `<name>-peers` of a replicated store (`None` with one replica):
+/// governs its StatefulSet, so replica `i` is
+/// `<name>-<i>.<name>-peers.<namespace>.svc`, and publishes the peer port.
+/// Not-ready pods are published too: no replica is ready before the peers
+/// have reached each other and elected a leader.
+pub fn peers_service(store: &ValidatedStore<'_>) -> Option<Service> {
+    store.peer_token.as_ref()?;
+    let name = &store.name;
+    Some(Service {
+        metadata: object_meta(store, peers_service_name(name)),
+        spec: Some(ServiceSpec {
+            type_: Some(ServiceType::ClusterIP.to_string()),
+            cluster_ip: Some("None".to_owned()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(name)),
+            ports: Some(vec![ServicePort {
+                name: Some(PEER_PORT_NAME.to_owned()),
+                port: PEER_PORT,
+                target_port: Some(IntOrString::String(PEER_PORT_NAME.to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
 }

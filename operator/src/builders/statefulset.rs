@@ -1,4 +1,5 @@
-//! StatefulSet `<name>`: one drasi-store-server pod with its data volume.
+//! StatefulSet `<name>`: one drasi-store-server pod per replica, each with
+//! its own data volume.
 
 use std::collections::BTreeMap;
 
@@ -6,6 +7,7 @@ use super::config_hash::config_hash;
 use super::meta::object_meta;
 use super::names::*;
 use super::restore;
+use crate::crd::AntiAffinity;
 use crate::labels::{self, CONFIG_HASH_ANNOTATION};
 use crate::validated::ValidatedStore;
 use drasi_store_protocol::routes::{DEFAULT_PORT, HEALTHZ, READYZ};
@@ -13,10 +15,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, KeyToPath,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodSecurityContext, PodSpec, PodTemplateSpec,
     Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -39,6 +42,112 @@ const STARTUP_FAILURE_THRESHOLD: i32 = 360;
 
 /// Secret files readable by the pod's group (fsGroup), nobody else.
 const SECRET_FILE_MODE: i32 = 0o440;
+
+/// The volume of `<name>-peer-token` in a replicated store's pods.
+const PEER_AUTH_VOLUME: &str = "peer-auth";
+
+/// Weight of the operator's preferred anti-affinity term: the highest, so
+/// spreading replicas outweighs any preference a user adds.
+const ANTI_AFFINITY_WEIGHT: i32 = 100;
+
+/// `--peers` of every replica: `<ordinal>=<replica host>:7071` for each
+/// ordinal, the node itself included (the server finds itself by its id).
+pub fn peers(store: &ValidatedStore<'_>) -> String {
+    (0..store.replicas)
+        .map(|ordinal| {
+            format!(
+                "{ordinal}={}:{PEER_PORT}",
+                replica_host(&store.name, &store.namespace, ordinal)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The group size a StatefulSet's pods were built for: the number of
+/// peers its template lists, 1 without any. Not `spec.replicas`, which
+/// `kubectl scale` can change behind the operator's back (the next apply
+/// sets it back); the peer list is what the running group was formed with.
+pub fn built_replicas(sts: &StatefulSet) -> i32 {
+    let peers = sts
+        .spec
+        .template
+        .spec
+        .iter()
+        .flat_map(|pod| &pod.containers)
+        .filter(|c| c.name == CONTAINER_NAME)
+        .flat_map(|c| c.env.iter().flatten())
+        .find(|e| e.name == PEERS_ENV)
+        .and_then(|e| e.value.as_deref());
+    match peers {
+        Some(list) => {
+            i32::try_from(list.split(',').filter(|p| !p.is_empty()).count()).unwrap_or(i32::MAX)
+        }
+        None => 1,
+    }
+}
+
+/// The server's replication settings: its node id is its pod's ordinal, so
+/// a pod keeps its id (and its volume) across restarts and reschedules.
+fn replication_env(store: &ValidatedStore<'_>) -> Vec<EnvVar> {
+    let value = |name: &str, value: String| EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        ..EnvVar::default()
+    };
+    vec![
+        EnvVar {
+            name: NODE_ID_ENV.to_owned(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: format!("metadata.labels['{POD_INDEX_LABEL}']"),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        value(PEERS_ENV, peers(store)),
+        // The server's default, spelled out so the listener cannot drift
+        // from the container port and the NetworkPolicy.
+        value(PEER_LISTEN_ENV, format!("0.0.0.0:{PEER_PORT}")),
+        value(PEER_TOKEN_FILE_ENV, PEER_TOKEN_FILE.to_owned()),
+    ]
+}
+
+/// The user's `spec.pod.affinity`, plus, for a replicated store, a pod
+/// anti-affinity term keeping its replicas on different nodes (so one node
+/// failure costs one replica). The user's own terms are kept.
+fn affinity(store: &ValidatedStore<'_>, user: Option<Affinity>) -> Option<Affinity> {
+    if store.peer_token.is_none() {
+        return user;
+    }
+    let mut affinity = user.unwrap_or_default();
+    let mut anti = affinity.pod_anti_affinity.take().unwrap_or_default();
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(labels::selector_labels(&store.name)),
+            ..LabelSelector::default()
+        }),
+        topology_key: HOSTNAME_TOPOLOGY_KEY.to_owned(),
+        ..PodAffinityTerm::default()
+    };
+    match store.spec().anti_affinity {
+        AntiAffinity::Preferred => anti
+            .preferred_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(WeightedPodAffinityTerm {
+                weight: ANTI_AFFINITY_WEIGHT,
+                pod_affinity_term: term,
+            }),
+        AntiAffinity::Required => anti
+            .required_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(term),
+    }
+    affinity.pod_anti_affinity = Some(anti);
+    Some(affinity)
+}
 
 pub fn statefulset(store: &ValidatedStore<'_>) -> StatefulSet {
     let name = store.name.clone();
@@ -65,11 +174,20 @@ pub fn statefulset(store: &ValidatedStore<'_>) -> StatefulSet {
         ..PersistentVolumeClaim::default()
     };
 
+    // A replicated store's StatefulSet is governed by the peers Service:
+    // a pod's DNS name is `<pod>.<serviceName>`, and the peers address each
+    // other by it. (`serviceName` is immutable, and a store never changes
+    // between one and several replicas.)
+    let service_name = if store.peer_token.is_some() {
+        peers_service_name(&name)
+    } else {
+        headless_service_name(&name)
+    };
     StatefulSet {
         metadata: object_meta(store, name.clone()),
         spec: StatefulSetSpec {
-            replicas: Some(1),
-            service_name: Some(headless_service_name(&name)),
+            replicas: Some(store.replicas),
+            service_name: Some(service_name),
             selector: LabelSelector {
                 match_labels: Some(labels::selector_labels(&name)),
                 ..LabelSelector::default()
@@ -78,7 +196,9 @@ pub fn statefulset(store: &ValidatedStore<'_>) -> StatefulSet {
             // keep, and OrderedReady can wedge a rollout: a template whose
             // pod never becomes ready must then be deleted by hand even
             // after the spec is fixed ("forced rollback" in the StatefulSet
-            // docs). The field is immutable, so this choice is forever.
+            // docs). With several replicas all pods must start together:
+            // none is ready before a quorum elects a leader. The field is
+            // immutable, so this choice is forever.
             pod_management_policy: Some("Parallel".to_owned()),
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
@@ -131,7 +251,7 @@ fn pod_template(store: &ValidatedStore<'_>) -> PodTemplateSpec {
             image_pull_secrets: store.spec().image_pull_secrets.clone(),
             node_selector: settings.node_selector,
             tolerations: settings.tolerations,
-            affinity: settings.affinity,
+            affinity: affinity(store, settings.affinity),
             priority_class_name: settings.priority_class_name,
             ..PodSpec::default()
         }),
@@ -256,23 +376,41 @@ fn container(store: &ValidatedStore<'_>) -> Container {
             ..VolumeMount::default()
         });
     }
+    if store.peer_token.is_some() {
+        volume_mounts.push(VolumeMount {
+            name: PEER_AUTH_VOLUME.to_owned(),
+            mount_path: PEER_AUTH_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     volume_mounts.push(VolumeMount {
         name: "tmp".to_owned(),
         mount_path: TMP_DIR.to_owned(),
         ..VolumeMount::default()
     });
+    let mut ports = vec![ContainerPort {
+        name: Some(PORT_NAME.to_owned()),
+        container_port: i32::from(DEFAULT_PORT),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }];
+    if store.peer_token.is_some() {
+        ports.push(ContainerPort {
+            name: Some(PEER_PORT_NAME.to_owned()),
+            container_port: PEER_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        });
+    }
 
     Container {
         name: CONTAINER_NAME.to_owned(),
         image: Some(store.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| p.to_string()),
         args: Some(server_args(store)),
-        ports: Some(vec![ContainerPort {
-            name: Some(PORT_NAME.to_owned()),
-            container_port: i32::from(DEFAULT_PORT),
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        env: store.peer_token.is_some().then(|| replication_env(store)),
+        ports: Some(ports),
         readiness_probe: Some(Probe {
             http_get: Some(probe(READYZ, scheme)),
             period_seconds: Some(5),
@@ -335,6 +473,13 @@ fn volumes(store: &ValidatedStore<'_>) -> Vec<Volume> {
             "tls",
             &tls.secret_name,
             &[TLS_CERT_KEY, TLS_KEY_KEY],
+        ));
+    }
+    if store.peer_token.is_some() {
+        volumes.push(secret_volume(
+            PEER_AUTH_VOLUME,
+            &peer_token_secret_name(&store.name),
+            &[TOKEN_KEY],
         ));
     }
     volumes.push(Volume {

@@ -1,6 +1,7 @@
 //! The `apply` step: server-side applies the desired objects in order
 //! (deleting the store's NetworkPolicy when `networkPolicy.enabled` is
-//! turned off) and runs the volume-expansion state machine around the
+//! turned off, and the peers Service and PodDisruptionBudget of a store
+//! that does not need them) and runs the volume-expansion state machine around the
 //! StatefulSet.
 //!
 //! StatefulSet states, per pass:
@@ -14,7 +15,6 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
@@ -29,7 +29,9 @@ use super::events::EventReason;
 use super::expansion::{self, ExpansionPlan};
 use super::status::{Problem, Progress, ProgressingReason, has_reason};
 use super::unchanged;
-use crate::builders::{DesiredObjects, connection_secret_name};
+use crate::builders::{
+    DesiredObjects, connection_secret_name, peer_token_secret_name, peers_service_name,
+};
 use crate::validated::ValidatedStore;
 
 /// Applying a store's objects failed.
@@ -99,6 +101,13 @@ impl Applier<'_> {
                 tracing::info!(store = %self.key(), secret = %auth.name_any(), "generated the store's token");
             }
         }
+        if let Some(peer) = &desired.peer_token_secret {
+            self.apply_changed(existing.peer_token_secret.as_ref(), peer)
+                .await?;
+            if self.store.peer_token.as_ref().is_some_and(|t| t.generated) {
+                tracing::info!(store = %self.key(), secret = %peer.name_any(), "generated the replicas' peer token");
+            }
+        }
         self.apply_changed(
             existing.connection_secret.as_ref(),
             &desired.connection_secret,
@@ -109,16 +118,7 @@ impl Applier<'_> {
                 self.apply_changed(found.as_ref(), policy).await?;
             }
             // `networkPolicy.enabled` was turned off: remove ours.
-            (None, Some(_)) => {
-                api::delete::<NetworkPolicy>(
-                    self.client,
-                    &self.store.namespace,
-                    &self.store.name,
-                    &DeleteParams::default(),
-                )
-                .await?;
-                tracing::info!(store = %self.key(), "deleted the store's NetworkPolicy");
-            }
+            (None, Some(policy)) => self.delete_unneeded(policy).await?,
             (None, None) => {}
         }
         self.apply_changed(
@@ -126,8 +126,28 @@ impl Applier<'_> {
             &desired.headless_service,
         )
         .await?;
+        // A store with one replica has no peers and nothing for a budget to
+        // protect: remove its own leftovers, such as those of a store whose
+        // StatefulSet was deleted and re-created with `replicas: 1`.
+        match (&desired.peers_service, &existing.peers_service) {
+            (Some(service), found) => {
+                self.apply_changed(found.as_ref(), service).await?;
+            }
+            (None, Some(service)) => self.delete_unneeded(service).await?,
+            (None, None) => {}
+        }
         self.apply_changed(existing.service.as_ref(), &desired.service)
             .await?;
+        match (
+            &desired.pod_disruption_budget,
+            &existing.pod_disruption_budget,
+        ) {
+            (Some(budget), found) => {
+                self.apply_changed(found.as_ref(), budget).await?;
+            }
+            (None, Some(budget)) => self.delete_unneeded(budget).await?,
+            (None, None) => {}
+        }
 
         let mut applied = Applied {
             statefulset: None,
@@ -153,10 +173,19 @@ impl Applier<'_> {
                 );
                 match plan {
                     ExpansionPlan::NotNeeded => {
-                        applied.statefulset = Some(
-                            self.apply_changed(Some(&existing), &desired.statefulset)
-                                .await?,
-                        );
+                        // `kubectl scale` goes through the scale
+                        // subresource, which the skip of unchanged applies
+                        // does not see. A replicated store's pods list
+                        // exactly their peers: an extra pod cannot join
+                        // and a missing one is a lost voter, so its count
+                        // is taken back at once. (A single server keeps
+                        // today's behaviour: a hand-made scale to 0 stays
+                        // until the spec changes.)
+                        let scaled = desired.peers_service.is_some()
+                            && existing.spec.replicas != desired.statefulset.spec.replicas;
+                        let current = (!scaled).then_some(&existing);
+                        applied.statefulset =
+                            Some(self.apply_changed(current, &desired.statefulset).await?);
                     }
                     ExpansionPlan::Blocked(problem) => {
                         applied.problem = Some(problem);
@@ -178,10 +207,22 @@ impl Applier<'_> {
                 );
                 if !expanding {
                     let name = &self.store.name;
-                    let note = format!(
-                        "created StatefulSet {name}, Services {name} and {name}-headless, and Secret {}",
-                        connection_secret_name(name)
-                    );
+                    let note = if desired.peers_service.is_some() {
+                        format!(
+                            "created StatefulSet {name} of {} replicas, Services {name}, \
+                             {name}-headless and {}, PodDisruptionBudget {name}, and Secrets {} \
+                             and {}",
+                            self.store.replicas,
+                            peers_service_name(name),
+                            connection_secret_name(name),
+                            peer_token_secret_name(name)
+                        )
+                    } else {
+                        format!(
+                            "created StatefulSet {name}, Services {name} and {name}-headless, and Secret {}",
+                            connection_secret_name(name)
+                        )
+                    };
                     self.ctx
                         .events
                         .normal(self.regarding, EventReason::Created, "Create", note)
@@ -264,6 +305,27 @@ impl Applier<'_> {
                 applied.statefulset = Some(self.apply_changed(None, &desired.statefulset).await?);
             }
         }
+        Ok(())
+    }
+
+    /// Deletes an object the store controls but no longer needs (`dereference`
+    /// hands out only objects this store controls in that case).
+    async fn delete_unneeded<K>(&self, object: &K) -> Result<(), ApiError>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned,
+    {
+        let name = object.name_any();
+        api::delete::<K>(
+            self.client,
+            &self.store.namespace,
+            &name,
+            &DeleteParams::default(),
+        )
+        .await?;
+        tracing::info!(store = %self.key(), object = %describe::<K>(&self.store.namespace, &name), "deleted an object the store no longer needs");
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
@@ -27,7 +28,8 @@ use super::api::{self, ApiError, describe};
 use super::expansion::{growth, pvc_names, storage_class_name};
 use super::restore::{self, RestoreBlocked};
 use crate::builders::{
-    connection_secret_name, data_pvc_name, generate_token, headless_service_name,
+    built_replicas, connection_secret_name, data_pvc_name, generate_token, headless_service_name,
+    peer_token_secret_name, peers_service_name,
 };
 use crate::crd::{DrasiStateStore, RestoredFrom};
 use crate::labels;
@@ -55,6 +57,13 @@ pub struct Existing {
     pub network_policy: Option<NetworkPolicy>,
     pub service: Option<Service>,
     pub headless_service: Option<Service>,
+    /// `<name>-peer-token`; read only for a replicated store.
+    pub peer_token_secret: Option<Secret>,
+    /// `<name>-peers` and the PodDisruptionBudget `<name>`: for a
+    /// replicated store whatever exists, else only ones this store controls
+    /// (to delete).
+    pub peers_service: Option<Service>,
+    pub pod_disruption_budget: Option<PodDisruptionBudget>,
 }
 
 /// What one pass read from the cluster.
@@ -160,6 +169,36 @@ async fn read(
     let headless_service =
         api::get_opt::<Service>(client, namespace, &headless_service_name(&name)).await?;
     ownership.owned(headless_service.as_ref());
+    // Like the NetworkPolicy: a replicated store needs these and never
+    // takes over someone else's; a single one only deletes its own.
+    let replicated = store.spec.replicas.is_replicated();
+    let mut peer_token = TokenSource::default();
+    let mut peer_token_secret = None;
+    if replicated {
+        let secret = peer_token_secret_name(&name);
+        let found = api::get_opt::<Secret>(client, namespace, &secret).await?;
+        ownership.owned(found.as_ref());
+        // Generated once and then always read back, like `<name>-auth`.
+        peer_token = match &found {
+            Some(secret) => TokenSource::Stored(Some(secret.data.clone().unwrap_or_default())),
+            None => TokenSource::New(generate_token()),
+        };
+        peer_token_secret = found;
+    }
+    let peers_service =
+        api::get_opt::<Service>(client, namespace, &peers_service_name(&name)).await?;
+    let pod_disruption_budget =
+        api::get_opt::<PodDisruptionBudget>(client, namespace, &name).await?;
+    let (peers_service, pod_disruption_budget) = if replicated {
+        ownership.owned(peers_service.as_ref());
+        ownership.owned(pod_disruption_budget.as_ref());
+        (peers_service, pod_disruption_budget)
+    } else {
+        (
+            peers_service.filter(|s| controlled_by(&s.metadata, store)),
+            pod_disruption_budget.filter(|p| controlled_by(&p.metadata, store)),
+        )
+    };
 
     let statefulset = api::get_opt::<StatefulSet>(client, namespace, &name).await?;
     ownership.owned(statefulset.as_ref());
@@ -200,6 +239,10 @@ async fn read(
             not_opted_in: ownership.not_opted_in,
             rotation,
             restore: restore.clone().ok().flatten(),
+            peer_token,
+            // A StatefulSet being deleted for a volume expansion still
+            // tells what its pods were built for.
+            existing_replicas: statefulset.as_ref().map(built_replicas),
         },
         restore,
         rotation_due,
@@ -210,6 +253,9 @@ async fn read(
             network_policy,
             service,
             headless_service,
+            peer_token_secret,
+            peers_service,
+            pod_disruption_budget,
         },
         statefulset,
         pvcs,

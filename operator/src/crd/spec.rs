@@ -42,7 +42,7 @@ pub const SECRET_NAME_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// A durable key-value state store for DrasiLib applications, served by
-/// drasi-store-server from a StatefulSet with one persistent volume.
+/// drasi-store-server from a StatefulSet with one persistent volume per replica.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "drasi.io",
@@ -54,7 +54,7 @@ pub const SECRET_NAME_PATTERN: &str =
     namespaced,
     status = "DrasiStateStoreStatus",
     derive = "PartialEq",
-    doc = "A durable key-value state store for DrasiLib applications, served by drasi-store-server from a StatefulSet with one persistent volume.",
+    doc = "A durable key-value state store for DrasiLib applications, served by drasi-store-server from a StatefulSet with one persistent volume per replica.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase of the store"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the store accepts requests"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", description = "URL clients connect to"),
@@ -63,6 +63,7 @@ pub const SECRET_NAME_PATTERN: &str =
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): it names a Service"),
 )]
 #[x_kube(validation = Rule::new("has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)").message("spec.restore is set at creation only: it cannot be added, changed or removed; create a new DrasiStateStore to restore a backup"))]
+#[x_kube(validation = Rule::new("!has(self.restore) || !has(self.replicas) || self.replicas == 1").message("spec.restore is not supported with spec.replicas 3 or 5 yet: restore into a store with one replica"))]
 #[serde(rename_all = "camelCase")]
 pub struct DrasiStateStoreSpec {
     /// Container image of drasi-store-server. Defaults to the operator's
@@ -80,7 +81,21 @@ pub struct DrasiStateStoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
 
-    /// The persistent volume holding the database.
+    /// How many servers run the store: 1 (default), or 3 or 5 replicas kept
+    /// identical by Raft, each with its own volume, so the store survives
+    /// the loss of any minority of them. Set at creation: changing it on a
+    /// running store is refused (docs/operator.md, "Replicas").
+    #[serde(default)]
+    pub replicas: Replicas,
+
+    /// How the replicas of a store with `replicas` 3 or 5 are spread over
+    /// nodes (`kubernetes.io/hostname`): `Preferred` (default) schedules
+    /// them on different nodes when it can, `Required` leaves a replica
+    /// pending rather than share a node. Ignored with one replica.
+    #[serde(default)]
+    pub anti_affinity: AntiAffinity,
+
+    /// The persistent volume holding the database (one per replica).
     #[serde(default)]
     pub storage: StorageSpec,
 
@@ -137,6 +152,78 @@ pub struct DrasiStateStoreSpec {
     /// starts (docs/restore.md). Set at creation only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSpec>,
+}
+
+/// The replica counts a store may run: one server, or a Raft group of three
+/// or five voters. An even count adds a node without tolerating one more
+/// failure, and more than five makes every write wait for more nodes.
+pub const ALLOWED_REPLICAS: [i32; 3] = [1, 3, 5];
+
+/// `spec.replicas`. Any integer deserializes, so that a CR that slipped past
+/// the CRD's enum reaches the operator's validation and gets a clear
+/// condition instead of breaking the watch.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Replicas(pub i32);
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Self(1)
+    }
+}
+
+impl Replicas {
+    pub fn get(self) -> i32 {
+        self.0
+    }
+
+    /// Whether the store runs as a Raft group (3 or 5 replicas).
+    pub fn is_replicated(self) -> bool {
+        self.0 > 1
+    }
+}
+
+impl JsonSchema for Replicas {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Replicas".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "integer",
+            "format": "int32",
+            "enum": ALLOWED_REPLICAS,
+        })
+    }
+}
+
+// The string form (`Display`, `AsRef<str>`) is the Kubernetes value.
+#[derive(
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+)]
+pub enum AntiAffinity {
+    /// Replicas go to different nodes when the scheduler can place them so
+    /// (a small or busy cluster still runs every replica).
+    #[default]
+    Preferred,
+    /// Never two replicas on one node: with fewer schedulable nodes than
+    /// replicas, the extra replicas stay pending.
+    Required,
 }
 
 // The string form (`Display`, `AsRef<str>`) is the Kubernetes value.

@@ -9,8 +9,8 @@ use std::fmt;
 
 use super::quantity::quantity_value;
 use super::spec::{
-    DrasiStateStore, MAX_GRACE_PERIOD_SECONDS, MAX_KEY_BYTES_LIMIT, MAX_NAME_LENGTH,
-    MAX_NETWORK_POLICY_PEERS, MAX_VALUE_BYTES_LIMIT, MIN_GRACE_PERIOD_SECONDS,
+    ALLOWED_REPLICAS, DrasiStateStore, MAX_GRACE_PERIOD_SECONDS, MAX_KEY_BYTES_LIMIT,
+    MAX_NAME_LENGTH, MAX_NETWORK_POLICY_PEERS, MAX_VALUE_BYTES_LIMIT, MIN_GRACE_PERIOD_SECONDS,
 };
 use crate::labels::{CONFIG_HASH_ANNOTATION, RESERVED_LABEL_KEYS};
 
@@ -70,6 +70,25 @@ pub fn validate(store: &DrasiStateStore) -> Vec<FieldError> {
     }
 
     let spec = &store.spec;
+    let replicas = spec.replicas.get();
+    if !ALLOWED_REPLICAS.contains(&replicas) {
+        fail(
+            "spec.replicas",
+            format!(
+                "must be 1, 3 or 5, got {replicas}: a store runs one server or a Raft group of \
+                 three or five"
+            ),
+        );
+    }
+    if spec.replicas.is_replicated() && spec.restore.is_some() {
+        fail(
+            "spec.restore",
+            format!(
+                "is not supported with spec.replicas {replicas} yet: restore into a store with \
+                 one replica"
+            ),
+        );
+    }
     if spec.image.as_deref() == Some("") {
         fail("spec.image", "must not be empty".into());
     }
@@ -252,4 +271,55 @@ fn is_dns1123_subdomain(s: &str) -> bool {
                     .iter()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn store(spec: serde_json::Value) -> DrasiStateStore {
+        serde_json::from_value(json!({
+            "apiVersion": "drasi.io/v1alpha1",
+            "kind": "DrasiStateStore",
+            "metadata": { "name": "s", "namespace": "ns" },
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn replicas_are_one_three_or_five() {
+        assert_eq!(store(json!({})).spec.replicas.get(), 1);
+        for ok in [1, 3, 5] {
+            assert_eq!(validate(&store(json!({ "replicas": ok }))), vec![]);
+        }
+        for bad in [-1, 0, 2, 4, 6, 7] {
+            let errors = validate(&store(json!({ "replicas": bad })));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field, "spec.replicas");
+            assert!(
+                errors[0]
+                    .message
+                    .starts_with(&format!("must be 1, 3 or 5, got {bad}")),
+                "{}",
+                errors[0]
+            );
+        }
+    }
+
+    #[test]
+    fn a_restore_needs_a_single_replica() {
+        let restore = json!({ "fromBackup": "nightly" });
+        assert_eq!(validate(&store(json!({ "restore": restore }))), vec![]);
+        let errors = validate(&store(json!({ "restore": restore, "replicas": 3 })));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "spec.restore");
+        assert!(
+            errors[0].message.contains("spec.replicas 3"),
+            "{}",
+            errors[0]
+        );
+    }
 }

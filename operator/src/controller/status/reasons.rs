@@ -112,6 +112,7 @@ pub enum DegradedReason {
     RestoreBackupFailed,
     RestoreSourceInvalid,
     RestoreCredentialsSecretMissing,
+    ReplicasChangeNotSupported,
 }
 
 impl ConditionReason for DegradedReason {

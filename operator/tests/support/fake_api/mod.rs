@@ -110,6 +110,12 @@ impl FakeApiServer {
         self.lock().store.update(path, change);
     }
 
+    /// Deletes a stored object, as another client (a user's `kubectl
+    /// delete`) would.
+    pub fn delete(&self, path: &str) {
+        self.lock().store.delete(path);
+    }
+
     /// Open watch streams (a test waits for the controller's watches before
     /// changing objects only to keep its timing simple; events are replayed
     /// from the requested resourceVersion anyway).

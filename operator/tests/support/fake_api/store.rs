@@ -81,6 +81,20 @@ impl Store {
         self.objects.insert(path.to_string(), object);
     }
 
+    /// Removes an object at once, as another client's delete of an object
+    /// without finalizers would.
+    pub fn delete(&mut self, path: &str) {
+        let object = self
+            .objects
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| panic!("no object at {path}"));
+        self.resource_version += 1;
+        self.watches
+            .notify(self.resource_version, path, "DELETED", &object);
+        self.remove(path);
+    }
+
     /// The reply, and whether a server-side apply created the object.
     pub fn respond(
         &mut self,

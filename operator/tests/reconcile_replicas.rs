@@ -1,0 +1,292 @@
+//! Replicated stores (`spec.replicas` 3 or 5) reconciled against the
+//! SIMULATED API server (`support/fake_api/`): the peer token, peers
+//! Service and PodDisruptionBudget are created, kept and removed when not
+//! needed, and a replica count change of a running store is refused
+//! without changing anything.
+
+// The shared harness serves several test binaries; this one uses only part of it.
+#[allow(dead_code)]
+mod support;
+
+use drasi_store_operator::builders::built_replicas;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use serde_json::{Value, json};
+
+use support::*;
+
+const NAME: &str = "orders";
+
+fn pdb_path(name: &str) -> String {
+    format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{name}")
+}
+
+fn statefulset(h: &Harness) -> StatefulSet {
+    serde_json::from_value(h.server.get(&sts_path(NAME)).expect("StatefulSet exists")).unwrap()
+}
+
+/// The owner reference the operator puts on everything it creates.
+fn owned_by_store(h: &Harness) -> Value {
+    let uid = h
+        .store(NAME)
+        .metadata
+        .uid
+        .expect("the API server set a uid");
+    json!([{ "apiVersion": "drasi.io/v1alpha1", "kind": "DrasiStateStore", "name": NAME,
+             "uid": uid, "controller": true }])
+}
+
+/// What the StatefulSet controller reports once all `replicas` are ready.
+fn mark_ready(h: &Harness, replicas: i64) {
+    h.server.update(&sts_path(NAME), |sts| {
+        let generation = sts["metadata"]["generation"].clone();
+        sts["status"] = json!({
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "readyReplicas": replicas,
+            "currentRevision": format!("{NAME}-rev"),
+            "updateRevision": format!("{NAME}-rev"),
+        });
+    });
+}
+
+#[tokio::test]
+async fn a_replicated_store_gets_its_peers_service_peer_token_and_disruption_budget() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "replicas": 3 })).await;
+
+    let sts = statefulset(&h);
+    assert_eq!(sts.spec.replicas, Some(3));
+    assert_eq!(sts.spec.service_name.as_deref(), Some("orders-peers"));
+    assert_eq!(built_replicas(&sts), 3);
+
+    let peers = h
+        .server
+        .get(&service_path("orders-peers"))
+        .expect("peers Service");
+    assert_eq!(peers["spec"]["clusterIP"], "None");
+    assert_eq!(peers["spec"]["publishNotReadyAddresses"], true);
+    assert_eq!(peers["spec"]["ports"][0]["port"], 7071);
+    let budget = h.server.get(&pdb_path(NAME)).expect("PodDisruptionBudget");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    for object in [&peers, &budget] {
+        assert_eq!(object["metadata"]["ownerReferences"], owned_by_store(&h));
+    }
+
+    let peer_secret = h
+        .server
+        .get(&secret_path("orders-peer-token"))
+        .expect("peer token Secret");
+    let peer_token = secret_value(&peer_secret, "token").unwrap();
+    let client_token =
+        secret_value(&h.server.get(&secret_path("orders-auth")).unwrap(), "token").unwrap();
+    assert_eq!(peer_token.len(), 64, "a generated 256-bit token");
+    assert_ne!(peer_token, client_token);
+    let url = secret_value(
+        &h.server.get(&secret_path("orders-connection")).unwrap(),
+        "DRASI_STATE_STORE_URL",
+    )
+    .unwrap();
+    assert_eq!(
+        url,
+        "http://orders.apps.svc:7070,http://orders-0.orders-peers.apps.svc:7070,\
+         http://orders-1.orders-peers.apps.svc:7070,http://orders-2.orders-peers.apps.svc:7070"
+    );
+
+    // Ready once every replica is; then a resync rewrites nothing and
+    // keeps the generated peer token.
+    mark_ready(&h, 3);
+    h.reconcile(NAME).await.unwrap();
+    let store = h.store(NAME);
+    assert_eq!(condition(&store, "Ready").0, "True");
+    assert_eq!(
+        condition(&store, "Degraded"),
+        ("False".into(), "AsExpected".into())
+    );
+    let writes = h.object_writes().len();
+    h.reconcile(NAME).await.unwrap();
+    assert_eq!(h.object_writes().len(), writes, "a resync wrote objects");
+    let again = h.server.get(&secret_path("orders-peer-token")).unwrap();
+    assert_eq!(secret_value(&again, "token").unwrap(), peer_token);
+
+    assert!(
+        h.event_reasons().iter().any(|r| r == "Created"),
+        "{:?}",
+        h.event_reasons()
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn a_single_replica_store_has_none_of_them() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({})).await;
+    assert_eq!(statefulset(&h).spec.replicas, Some(1));
+    assert!(h.server.get(&service_path("orders-peers")).is_none());
+    assert!(h.server.get(&pdb_path(NAME)).is_none());
+    assert!(h.server.get(&secret_path("orders-peer-token")).is_none());
+    // Nothing is deleted either: there was nothing to delete.
+    assert!(
+        h.writes().iter().all(|r| r.method != "DELETE"),
+        "{:?}",
+        h.writes()
+    );
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn changing_replicas_of_a_running_store_is_refused_and_changes_nothing() {
+    for (from, to) in [(1, 3), (3, 5), (5, 3), (3, 1)] {
+        let h = Harness::new();
+        h.create_and_apply(NAME, json!({ "replicas": from })).await;
+        let before_sts = h.server.get(&sts_path(NAME)).unwrap();
+        let before_writes = h.object_writes().len();
+
+        h.edit_spec(NAME, |spec| spec["replicas"] = json!(to));
+        h.reconcile(NAME).await.unwrap();
+
+        assert_eq!(
+            h.object_writes().len(),
+            before_writes,
+            "{from} -> {to}: objects were written: {:?}",
+            &h.object_writes()[before_writes..]
+        );
+        assert_eq!(h.server.get(&sts_path(NAME)).unwrap(), before_sts);
+        let store = h.store(NAME);
+        let degraded = condition_of(&store, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "ReplicasChangeNotSupported"),
+            "{from} -> {to}"
+        );
+        assert!(
+            degraded
+                .message
+                .starts_with("changing replicas of a running store is not supported yet: "),
+            "{}",
+            degraded.message
+        );
+        assert!(
+            degraded.message.contains(&format!(
+                "runs a group of {from} replica(s) and spec.replicas asks for {to}"
+            )),
+            "{}",
+            degraded.message
+        );
+        // The peer objects of a replicated store stay as they were.
+        assert_eq!(
+            h.server.get(&pdb_path(NAME)).is_some(),
+            from > 1,
+            "{from} -> {to}"
+        );
+
+        // Setting it back heals the store, still without touching the
+        // StatefulSet.
+        h.edit_spec(NAME, |spec| spec["replicas"] = json!(from));
+        h.reconcile(NAME).await.unwrap();
+        let store = h.store(NAME);
+        assert_eq!(
+            condition(&store, "Degraded"),
+            ("False".into(), "AsExpected".into())
+        );
+        assert_eq!(
+            h.server.get(&sts_path(NAME)).unwrap()["spec"],
+            before_sts["spec"]
+        );
+        h.assert_rbac_covers_every_request();
+    }
+}
+
+#[tokio::test]
+async fn a_replicated_statefulset_scaled_by_hand_is_set_back_not_refused() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "replicas": 3 })).await;
+    // `kubectl scale` changes spec.replicas through the scale subresource
+    // (the applied-hash annotation stays), not the peers the pods were
+    // built with.
+    h.server.update(&sts_path(NAME), |sts| {
+        sts["spec"]["replicas"] = json!(4);
+        let generation = sts["metadata"]["generation"].as_i64().unwrap();
+        sts["metadata"]["generation"] = json!(generation + 1);
+    });
+    h.reconcile(NAME).await.unwrap();
+    assert_eq!(statefulset(&h).spec.replicas, Some(3));
+    assert_eq!(
+        condition(&h.store(NAME), "Degraded"),
+        ("False".into(), "AsExpected".into())
+    );
+}
+
+#[tokio::test]
+async fn leftover_peer_objects_of_a_single_replica_store_are_deleted() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "replicas": 3 })).await;
+    assert!(h.server.get(&pdb_path(NAME)).is_some());
+    // The StatefulSet is deleted by hand and the store asks for one
+    // replica: the StatefulSet is re-created for one, and what only a
+    // group needs goes.
+    h.server.delete(&sts_path(NAME));
+    h.edit_spec(NAME, |spec| spec["replicas"] = json!(1));
+    h.reconcile(NAME).await.unwrap();
+
+    assert_eq!(statefulset(&h).spec.replicas, Some(1));
+    assert_eq!(
+        statefulset(&h).spec.service_name.as_deref(),
+        Some("orders-headless")
+    );
+    assert!(h.server.get(&service_path("orders-peers")).is_none());
+    assert!(h.server.get(&pdb_path(NAME)).is_none());
+    let deleted: Vec<String> = h
+        .writes()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(deleted, [service_path("orders-peers"), pdb_path(NAME)]);
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn someone_elses_disruption_budget_or_peers_service_is_never_taken_over() {
+    for (plural, path, object) in [
+        (
+            "poddisruptionbudgets",
+            pdb_path(NAME),
+            json!({ "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                    "metadata": { "name": NAME, "namespace": NS },
+                    "spec": { "minAvailable": 0 } }),
+        ),
+        (
+            "services",
+            service_path("orders-peers"),
+            json!({ "apiVersion": "v1", "kind": "Service",
+                    "metadata": { "name": "orders-peers", "namespace": NS },
+                    "spec": { "ports": [{ "port": 80 }] } }),
+        ),
+    ] {
+        let h = Harness::new();
+        h.server.put(plural, object);
+        let before = h.server.get(&path).unwrap();
+        h.create_and_apply(NAME, json!({ "replicas": 3 })).await;
+        assert_eq!(h.server.get(&path).unwrap(), before, "{path} was changed");
+        assert!(
+            h.server.get(&sts_path(NAME)).is_none(),
+            "nothing is created"
+        );
+        let store = h.store(NAME);
+        let degraded = condition_of(&store, "Degraded");
+        assert_eq!(degraded.reason, "ObjectNotOwned", "{path}");
+        assert!(degraded.message.contains(NAME), "{}", degraded.message);
+
+        // Someone else's object under that name is none of a single
+        // replica store's business: it is neither used nor deleted.
+        let h = Harness::new();
+        h.server
+            .put(plural, serde_json::from_value(before.clone()).unwrap());
+        h.create_and_apply(NAME, json!({})).await;
+        assert_eq!(h.server.get(&path).unwrap(), before);
+        assert_eq!(
+            condition(&h.store(NAME), "Degraded"),
+            ("False".into(), "AsExpected".into())
+        );
+    }
+}
