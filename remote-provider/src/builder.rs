@@ -305,15 +305,15 @@ fn parse_base_urls(urls: &str) -> Result<Vec<String>, String> {
             ));
         }
         let (base, _) = parse_base_url(part).map_err(|e| format!("{}: {e}", which(i)))?;
-        if let Some(first) = bases.first() {
-            if scheme(first) != scheme(&base) {
-                return Err(format!(
-                    "{} uses {} but URL 1 uses {}; all URLs of one store must use the same scheme",
-                    which(i),
-                    scheme(&base),
-                    scheme(first)
-                ));
-            }
+        if let Some(first) = bases.first()
+            && scheme(first) != scheme(&base)
+        {
+            return Err(format!(
+                "{} uses {} but URL 1 uses {}; all URLs of one store must use the same scheme",
+                which(i),
+                scheme(&base),
+                scheme(first)
+            ));
         }
         if let Some(j) = bases.iter().position(|b| *b == base) {
             return Err(format!("{} repeats URL {}", which(i), j + 1));
