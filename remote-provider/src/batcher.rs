@@ -268,13 +268,13 @@ impl Shared {
     /// One call on its own single-key route, as without batching.
     async fn single(&self, call: &Call) -> CallResult {
         let endpoint = call.endpoint();
-        let (url, target) = self.url(endpoint, Some(encode_query(&call.store, Some(&call.key))));
+        let (path, target) = self.path(endpoint, Some(encode_query(&call.store, Some(&call.key))));
         let target = target.as_deref();
         let method = method_of(endpoint);
         let op = call.op();
         let outcome = match call.kind {
             MixedKind::Get => {
-                self.execute(op, method, &url, target, None, &|r| async move {
+                self.execute(op, method, &path, target, None, &|r| async move {
                     Ok(match answer::value(r).await? {
                         Some(v) => MixedResult::Value(v),
                         None => MixedResult::Absent,
@@ -286,7 +286,7 @@ impl Shared {
                 self.execute(
                     op,
                     method,
-                    &url,
+                    &path,
                     target,
                     Some(&call.value),
                     &|r| async move { answer::unit(r).await.map(|()| MixedResult::Done) },
@@ -294,14 +294,14 @@ impl Shared {
                 .await
             }
             MixedKind::Delete => {
-                self.execute(op, method, &url, target, None, &|r| async move {
+                self.execute(op, method, &path, target, None, &|r| async move {
                     let answer: DeleteResponse = answer::json(r).await?;
                     Ok(present(answer.existed))
                 })
                 .await
             }
             MixedKind::ContainsKey => {
-                self.execute(op, method, &url, target, None, &|r| async move {
+                self.execute(op, method, &path, target, None, &|r| async move {
                     answer::exists(r).await.map(present)
                 })
                 .await
@@ -333,12 +333,12 @@ impl Shared {
         } else {
             Op::Get
         };
-        let (url, _) = self.url(&endpoints::BATCH, None);
+        let (path, _) = self.path(&endpoints::BATCH, None);
         let outcome = self
             .execute(
                 op,
                 method_of(&endpoints::BATCH),
-                &url,
+                &path,
                 None,
                 Some(&body),
                 &answer::mixed,
@@ -352,6 +352,16 @@ impl Shared {
                         // stopping or its writer is busy failing): give it
                         // the retries it would get on its own route.
                         MixedResult::Error(body) if body.code == ErrorCode::Unavailable => {
+                            self.single(&call).await
+                        }
+                        // The node lost its leader while this write was in
+                        // flight: like a lone call's indeterminate answer,
+                        // resent (through the failover path) only when a
+                        // replay gives the same answer.
+                        MixedResult::Error(body)
+                            if body.code == ErrorCode::Indeterminate
+                                && call.op().is_idempotent() =>
+                        {
                             self.single(&call).await
                         }
                         MixedResult::Error(body) => {

@@ -15,6 +15,10 @@ use crate::transport::{Transport, TransportConfig};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// How long a call to a replicated store keeps retrying across its URLs
+/// (see [`RemoteStateStoreProviderBuilder::failover_timeout`]): a leader
+/// election takes 1 to 3 s.
+pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum TokenConfig {
     Inline(String),
@@ -35,6 +39,7 @@ pub struct RemoteStateStoreProviderBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     max_retries: u32,
+    failover_timeout: Duration,
     batching: bool,
     batch_always: bool,
 }
@@ -53,6 +58,7 @@ impl fmt::Debug for RemoteStateStoreProviderBuilder {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_retries", &self.max_retries)
+            .field("failover_timeout", &self.failover_timeout)
             .field("batching", &self.batching)
             .finish()
     }
@@ -67,6 +73,7 @@ impl RemoteStateStoreProviderBuilder {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_retries: DEFAULT_MAX_RETRIES,
+            failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
             batching: true,
             batch_always: false,
         }
@@ -121,6 +128,18 @@ impl RemoteStateStoreProviderBuilder {
         self
     }
 
+    /// With several URLs (a replicated store): how long, from a call's
+    /// first attempt, failures that are safe to repeat keep being retried
+    /// (on the next URL, with the same backoff) after `max_retries` is used
+    /// up (default 5 s). It covers a leader election, so a failover looks
+    /// like a slow call rather than an error. An attempt in flight is not
+    /// cut short: each one is still bounded by [`Self::timeout`]. Ignored
+    /// with a single URL, which keeps exactly `max_retries`.
+    pub fn failover_timeout(mut self, budget: Duration) -> Self {
+        self.failover_timeout = budget;
+        self
+    }
+
     /// Whether concurrent single-key calls (`get`, `set`, `delete`,
     /// `contains_key`) that pile up behind requests in flight may share one
     /// batch request (default: yes). Each call keeps its own result and its
@@ -154,7 +173,8 @@ impl RemoteStateStoreProviderBuilder {
     /// Everything `build` does, for any provider that talks to the server
     /// (the state store and the write-ahead log share this).
     pub(crate) fn build_transport(self) -> Result<Transport, StateStoreError> {
-        let (base, server) = parse_base_url(&self.url).map_err(config_error)?;
+        let bases = parse_base_urls(&self.url).map_err(config_error)?;
+        let server = bases.join(",");
         let token = match self.token {
             None => TokenSource::None,
             Some(TokenConfig::Inline(t)) => {
@@ -175,13 +195,14 @@ impl RemoteStateStoreProviderBuilder {
             }
         };
         let transport = Transport::new(TransportConfig {
-            base,
+            bases,
             server,
             token,
             ca_certs,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             max_retries: self.max_retries,
+            failover_timeout: self.failover_timeout,
             batching: self.batching,
             batch_always: self.batch_always,
         })
@@ -196,7 +217,7 @@ impl RemoteStateStoreProvider {
     ///
     /// | variable | meaning |
     /// |---|---|
-    /// | `DRASI_STATE_STORE_URL` | required, `http://…` or `https://…` |
+    /// | `DRASI_STATE_STORE_URL` | required, `http://…` or `https://…`; for a replicated store several, comma-separated (see [`Self::builder`]) |
     /// | `DRASI_STATE_STORE_TOKEN` | bearer token, inline |
     /// | `DRASI_STATE_STORE_TOKEN_FILE` | file holding the token (its first line that is not blank or a `#` comment), re-read when it changes |
     /// | `DRASI_STATE_STORE_CA_CERT` | PEM of the server's CA, inline (TLS only) |
@@ -235,7 +256,7 @@ pub(crate) fn from_lookup(
             env::URL
         ))
     })?;
-    parse_base_url(&url).map_err(|e| config_error(format!("{}: {e}", env::URL)))?;
+    parse_base_urls(&url).map_err(|e| config_error(format!("{}: {e}", env::URL)))?;
     let mut builder = RemoteStateStoreProvider::builder(url);
 
     if let Some(file) = path(env::TOKEN_FILE) {
@@ -258,6 +279,52 @@ pub(crate) fn from_lookup(
 
 fn config_error(message: impl fmt::Display) -> StateStoreError {
     StateStoreError::Other(format!("remote state store configuration: {message}"))
+}
+
+/// Splits a comma-separated list of server URLs (one per node of a
+/// replicated store, or a single one) into request bases. Every entry must
+/// pass [`parse_base_url`], all must share one scheme (the TLS settings
+/// apply to all of them) and none may repeat. Errors name the bad entry by
+/// its position, never by its text.
+fn parse_base_urls(urls: &str) -> Result<Vec<String>, String> {
+    let parts: Vec<&str> = urls.split(',').map(str::trim).collect();
+    let count = parts.len();
+    let which = |i: usize| {
+        if count == 1 {
+            "the URL".to_string()
+        } else {
+            format!("URL {} of {count}", i + 1)
+        }
+    };
+    let mut bases: Vec<String> = Vec::with_capacity(count);
+    for (i, part) in parts.into_iter().enumerate() {
+        if part.is_empty() {
+            return Err(format!(
+                "{} is empty (separate URLs with single commas)",
+                which(i)
+            ));
+        }
+        let (base, _) = parse_base_url(part).map_err(|e| format!("{}: {e}", which(i)))?;
+        if let Some(first) = bases.first()
+            && scheme(first) != scheme(&base)
+        {
+            return Err(format!(
+                "{} uses {} but URL 1 uses {}; all URLs of one store must use the same scheme",
+                which(i),
+                scheme(&base),
+                scheme(first)
+            ));
+        }
+        if let Some(j) = bases.iter().position(|b| *b == base) {
+            return Err(format!("{} repeats URL {}", which(i), j + 1));
+        }
+        bases.push(base);
+    }
+    Ok(bases)
+}
+
+fn scheme(base: &str) -> &str {
+    base.split_once(':').map_or(base, |(scheme, _)| scheme)
 }
 
 /// Returns the base for request URLs (no trailing slash) and a form safe to
@@ -394,6 +461,80 @@ mod tests {
         );
         assert!(parse_base_url("http://h:7070/?x=1").is_err());
         assert!(parse_base_url("h:7070").is_err());
+    }
+
+    #[test]
+    fn several_urls_are_split_trimmed_and_normalized() {
+        assert_eq!(
+            parse_base_urls(" http://a:7070/ ,http://b:7070,  http://c:7070/x/ ").unwrap(),
+            ["http://a:7070", "http://b:7070", "http://c:7070/x"]
+        );
+        assert_eq!(
+            parse_base_urls("https://only:7070").unwrap(),
+            ["https://only:7070"]
+        );
+    }
+
+    #[test]
+    fn a_bad_url_in_a_list_is_named_by_position_not_text() {
+        let cases = [
+            ("http://a:7070,ftp://secret-b", "URL 2 of 2", "scheme"),
+            ("http://a:7070,,http://c:7070", "URL 2 of 3 is empty", ""),
+            ("http://a:7070,", "URL 2 of 2 is empty", ""),
+            ("http://a:7070,not a url", "URL 2 of 2", "not a valid URL"),
+            (
+                "http://a:7070,http://user:secret-pw@b:7070",
+                "URL 2 of 2",
+                "credentials",
+            ),
+            (
+                "http://a:7070,https://secret-b:7070",
+                "URL 2 of 2 uses https but URL 1 uses http",
+                "same scheme",
+            ),
+            (
+                "http://a:7070,http://a:7070/",
+                "URL 2 of 2 repeats URL 1",
+                "",
+            ),
+            (
+                "http://a:7070/?secret=1,http://b:7070",
+                "URL 1 of 2",
+                "query",
+            ),
+        ];
+        for (input, names, says) in cases {
+            let err = parse_base_urls(input).expect_err(input);
+            assert!(err.contains(names), "{input}: {err}");
+            assert!(err.contains(says), "{input}: {err}");
+            assert!(!err.contains("secret"), "{input}: {err}");
+        }
+        // The same check guards from_env, under the variable's name.
+        let text = err_text(from_lookup(lookup(&[(
+            env::URL,
+            "http://a:7070, ftp://secret-b",
+        )])));
+        assert!(
+            text.contains("DRASI_STATE_STORE_URL: URL 2 of 2") && !text.contains("secret"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn several_urls_build_one_provider() {
+        let provider = RemoteStateStoreProvider::builder("http://127.0.0.1:1, http://127.0.0.1:2/")
+            .failover_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        assert_eq!(
+            provider.server_url(),
+            "http://127.0.0.1:1,http://127.0.0.1:2"
+        );
+        let err = RemoteStateStoreProvider::builder("http://127.0.0.1:1,https://127.0.0.1:2")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("URL 2 of 2 uses https"), "{err}");
     }
 
     #[test]

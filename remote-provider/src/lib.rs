@@ -75,7 +75,8 @@ mod wal;
 pub mod wal_codec;
 
 pub use builder::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, RemoteStateStoreProviderBuilder,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILOVER_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT,
+    RemoteStateStoreProviderBuilder,
 };
 pub use provider::RemoteStateStoreProvider;
 pub use wal::{RemoteWalProvider, RemoteWalProviderBuilder};

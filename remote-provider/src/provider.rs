@@ -31,7 +31,11 @@ pub struct RemoteStateStoreProvider {
 
 impl RemoteStateStoreProvider {
     /// Starts configuring a provider for the server at `url`
-    /// (e.g. `http://my-store.default.svc:7070`).
+    /// (e.g. `http://my-store.default.svc:7070`). For a replicated store,
+    /// `url` may list every node's URL, comma-separated: calls go to the
+    /// node that last answered and move to the next one when a node cannot
+    /// be reached or has no leader (see
+    /// [`RemoteStateStoreProviderBuilder::failover_timeout`]).
     pub fn builder(url: impl Into<String>) -> RemoteStateStoreProviderBuilder {
         RemoteStateStoreProviderBuilder::new(url.into())
     }
@@ -42,7 +46,8 @@ impl RemoteStateStoreProvider {
         }
     }
 
-    /// The server this provider talks to (without credentials).
+    /// The server this provider talks to (without credentials); with
+    /// several URLs, all of them, comma-separated.
     pub fn server_url(&self) -> &str {
         self.transport.server()
     }

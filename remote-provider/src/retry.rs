@@ -14,15 +14,57 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RetryPolicy {
     pub(crate) max_retries: u32,
+    /// With several URLs: how long retryable failures keep being retried
+    /// (across the URLs) after the first attempt, beyond `max_retries`, so
+    /// that a leader election reads as a slow call. `None` with one URL.
+    pub(crate) failover_budget: Option<Duration>,
 }
 
 impl RetryPolicy {
+    /// Whether to send attempt number `attempts + 1` after `failure`, the
+    /// first attempt having started `elapsed` ago; `Some(delay)` to wait
+    /// first. Retries within `max_retries` are always allowed; beyond them
+    /// only while the failover budget lasts, and the wait never runs past
+    /// its end.
+    pub(crate) fn next_delay(
+        &self,
+        op: Op,
+        failure: &Failure,
+        attempts: u32,
+        elapsed: Duration,
+    ) -> Option<Duration> {
+        if !Self::is_retryable(op, failure) {
+            return None;
+        }
+        let delay = Self::backoff(attempts.saturating_sub(1));
+        if attempts <= self.max_retries {
+            return Some(delay);
+        }
+        let budget = self.failover_budget?;
+        let left = budget.checked_sub(elapsed).filter(|d| !d.is_zero())?;
+        Some(delay.min(left))
+    }
+
+    /// Whether the next attempt should go to another URL: the node could
+    /// not be reached, the exchange broke off, or it answered 503 (it has
+    /// no leader, is not caught up, or lost its leader mid-write). Other
+    /// answers are the cluster's answer and another node would give the
+    /// same one.
+    pub(crate) fn moves_on(failure: &Failure) -> bool {
+        match failure {
+            Failure::Connect(_) | Failure::Transport(_) => true,
+            Failure::Status { status, .. } => status.as_u16() == 503,
+            Failure::Decode(_) | Failure::Local(_) => false,
+        }
+    }
+
     /// Whether a request that failed with `failure` may be sent again.
     ///
     /// * Connect errors: the server never saw the request, so any operation
     ///   is safe to repeat.
     /// * 503 `unavailable`: the server promises it applied nothing.
-    /// * Anything else whose outcome is unknown (timeouts, resets, other
+    /// * Anything else whose outcome is unknown (timeouts, resets, 503
+    ///   `indeterminate` from a node that lost its leader mid-write, other
     ///   503s from proxies, 408): only idempotent operations, because a
     ///   repeated delete would report the wrong count.
     pub(crate) fn is_retryable(op: Op, failure: &Failure) -> bool {
@@ -86,6 +128,121 @@ mod tests {
             assert!(!RetryPolicy::is_retryable(Op::Delete, failure));
             assert!(!RetryPolicy::is_retryable(Op::ClearStore, failure));
         }
+    }
+
+    #[test]
+    fn indeterminate_is_retried_only_when_idempotent() {
+        let indeterminate = status(503, Some(ErrorCode::Indeterminate));
+        for op in [Op::Set, Op::SetMany, Op::Get, Op::WalAppend, Op::Sync] {
+            assert!(RetryPolicy::is_retryable(op, &indeterminate), "{op}");
+        }
+        for op in [Op::Delete, Op::DeleteMany, Op::ClearStore, Op::WalPruneUpTo] {
+            assert!(!RetryPolicy::is_retryable(op, &indeterminate), "{op}");
+        }
+    }
+
+    fn connect_failure() -> Failure {
+        // A port nobody listens on: a real connect error from reqwest.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt
+            .block_on(reqwest::Client::new().get("http://127.0.0.1:1/").send())
+            .expect_err("nothing listens on port 1");
+        let failure = Failure::from_reqwest(err);
+        assert!(matches!(failure, Failure::Connect(_)), "{failure:?}");
+        failure
+    }
+
+    #[test]
+    fn one_url_keeps_the_retry_count() {
+        let policy = RetryPolicy {
+            max_retries: 3,
+            failover_budget: None,
+        };
+        let unavailable = status(503, Some(ErrorCode::Unavailable));
+        for attempts in 1..=3 {
+            assert!(
+                policy
+                    .next_delay(Op::Delete, &unavailable, attempts, Duration::ZERO)
+                    .is_some()
+            );
+        }
+        assert_eq!(
+            policy.next_delay(Op::Delete, &unavailable, 4, Duration::ZERO),
+            None
+        );
+    }
+
+    #[test]
+    fn several_urls_retry_until_the_budget_is_spent() {
+        let budget = Duration::from_secs(5);
+        let policy = RetryPolicy {
+            max_retries: 3,
+            failover_budget: Some(budget),
+        };
+        let unavailable = status(503, Some(ErrorCode::Unavailable));
+        let connect = connect_failure();
+        for failure in [&unavailable, &connect] {
+            // Past the retry count, within the budget: retried, and the
+            // wait never overshoots the budget.
+            let delay = policy
+                .next_delay(Op::Delete, failure, 10, Duration::from_millis(4_900))
+                .expect("within the budget");
+            assert!(delay <= Duration::from_millis(100), "{delay:?}");
+            assert_eq!(policy.next_delay(Op::Delete, failure, 10, budget), None);
+            // Within the retry count, even with the budget spent (e.g. after
+            // one long timeout): retried.
+            assert!(
+                policy
+                    .next_delay(Op::Delete, failure, 2, Duration::from_secs(31))
+                    .is_some()
+            );
+        }
+        // The budget never makes an unsafe retry safe.
+        let indeterminate = status(503, Some(ErrorCode::Indeterminate));
+        assert_eq!(
+            policy.next_delay(Op::Delete, &indeterminate, 1, Duration::ZERO),
+            None
+        );
+        assert!(
+            policy
+                .next_delay(Op::Set, &indeterminate, 7, Duration::from_secs(1))
+                .is_some()
+        );
+        assert_eq!(
+            policy.next_delay(
+                Op::Get,
+                &status(500, Some(ErrorCode::StorageError)),
+                1,
+                Duration::ZERO
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn only_unreachable_or_leaderless_nodes_are_left() {
+        assert!(RetryPolicy::moves_on(&connect_failure()));
+        assert!(RetryPolicy::moves_on(&status(
+            503,
+            Some(ErrorCode::Unavailable)
+        )));
+        assert!(RetryPolicy::moves_on(&status(
+            503,
+            Some(ErrorCode::Indeterminate)
+        )));
+        assert!(RetryPolicy::moves_on(&status(503, None)));
+        for (code, body) in [
+            (400, ErrorCode::MalformedBody),
+            (401, ErrorCode::Unauthorized),
+            (404, ErrorCode::RouteNotFound),
+            (500, ErrorCode::StorageError),
+        ] {
+            assert!(!RetryPolicy::moves_on(&status(code, Some(body))));
+        }
+        assert!(!RetryPolicy::moves_on(&Failure::Decode(String::new())));
     }
 
     #[test]

@@ -15,9 +15,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use drasi_lib::StateStoreError;
@@ -48,9 +48,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct Shared {
     client: reqwest::Client,
     token: TokenSource,
-    /// Scheme, authority and path prefix, without a trailing slash.
-    base: String,
-    /// `base` without credentials, for messages.
+    /// One per configured URL: scheme, authority and path prefix, without
+    /// a trailing slash. Several when the store is replicated; each node
+    /// accepts every request, so any of them will do.
+    bases: Vec<String>,
+    /// Index into `bases` of the node requests go to: the one that last
+    /// answered, until it fails in a way another node may not (see
+    /// [`RetryPolicy::moves_on`]).
+    current: AtomicUsize,
+    /// `bases` without credentials, for messages.
     pub(crate) server: String,
     retry: RetryPolicy,
     /// The server's durability mode as last seen (see [`DurabilityCache`]).
@@ -88,13 +94,14 @@ impl DurabilityCache {
 }
 
 pub(crate) struct TransportConfig {
-    pub(crate) base: String,
+    pub(crate) bases: Vec<String>,
     pub(crate) server: String,
     pub(crate) token: TokenSource,
     pub(crate) ca_certs: Vec<reqwest::Certificate>,
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_retries: u32,
+    pub(crate) failover_timeout: Duration,
     pub(crate) batching: bool,
     pub(crate) batch_always: bool,
 }
@@ -133,14 +140,17 @@ impl Transport {
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let (handle, runtime) = RuntimeThread::start()?;
+        let failover_budget = (config.bases.len() > 1).then_some(config.failover_timeout);
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
                 token: config.token,
-                base: config.base,
+                bases: config.bases,
+                current: AtomicUsize::new(0),
                 server: config.server,
                 retry: RetryPolicy {
                     max_retries: config.max_retries,
+                    failover_budget,
                 },
                 durability: DurabilityCache::default(),
                 timeout: config.timeout,
@@ -257,12 +267,12 @@ impl Transport {
         D: Fn(Response) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, Failure>> + Send + 'static,
     {
-        let (url, target) = self.shared.url(endpoint, query);
+        let (path, target) = self.shared.path(endpoint, query);
         let method = method_of(endpoint);
         let shared = Arc::clone(&self.shared);
         let task = self.handle.spawn(async move {
             shared
-                .execute(op, method, &url, target.as_deref(), body.as_ref(), &decode)
+                .execute(op, method, &path, target.as_deref(), body.as_ref(), &decode)
                 .await
         });
         match task.await {
@@ -291,12 +301,11 @@ pub(crate) fn method_of(endpoint: &Endpoint) -> Method {
 
 impl Shared {
     async fn fetch_durability(&self) -> Option<Durability> {
-        let url = format!("{}{}", self.base, endpoints::INFO.path);
         match self
             .execute(
                 Op::ServerInfo,
                 Method::GET,
-                &url,
+                endpoints::INFO.path,
                 None,
                 None,
                 &answer::json::<ServerInfo>,
@@ -321,35 +330,49 @@ impl Shared {
         }
     }
 
-    /// `<base><path>[?<query>]`, or, when the query would be longer than
-    /// [`routes::MAX_TARGET_IN_URI`], `<base><path>` and the query for the
-    /// target header: every store id, key and source id within the
-    /// server's limit stays reachable, however long it is once encoded.
-    pub(crate) fn url(
+    /// `<path>[?<query>]` (appended to a node's base URL per attempt), or,
+    /// when the query would be longer than [`routes::MAX_TARGET_IN_URI`],
+    /// `<path>` and the query for the target header: every store id, key
+    /// and source id within the server's limit stays reachable, however
+    /// long it is once encoded.
+    pub(crate) fn path(
         &self,
         endpoint: &Endpoint,
         query: Option<String>,
     ) -> (String, Option<String>) {
-        let base = &self.base;
         let Some(query) = query else {
-            return (format!("{base}{}", endpoint.path), None);
+            return (endpoint.path.to_string(), None);
         };
         if query.len() > routes::MAX_TARGET_IN_URI {
-            return (format!("{base}{}", endpoint.path), Some(query));
+            return (endpoint.path.to_string(), Some(query));
         }
-        let mut url = String::with_capacity(base.len() + endpoint.path.len() + 1 + query.len());
-        url.push_str(base);
-        url.push_str(endpoint.path);
-        url.push('?');
-        url.push_str(&query);
-        (url, None)
+        (format!("{}?{query}", endpoint.path), None)
     }
 
+    /// The node to send the next attempt to.
+    fn node(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.bases.len()
+    }
+
+    /// Moves on from node `failed` to the next one, unless a concurrent
+    /// call already did (then its choice stands, so a burst of failures on
+    /// one node skips it once, not once per call).
+    fn leave(&self, failed: usize) {
+        if self.bases.len() > 1 {
+            let next = (failed + 1) % self.bases.len();
+            let _ =
+                self.current
+                    .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the request for `path` (see [`Shared::path`]) with retries,
+    /// failing over between the configured URLs.
     pub(crate) async fn execute<T, D, Fut>(
         &self,
         op: Op,
         method: Method,
-        url: &str,
+        path: &str,
         target: Option<&str>,
         body: Option<&Bytes>,
         decode: &D,
@@ -358,15 +381,22 @@ impl Shared {
         D: Fn(Response) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
-        let url = Url::parse(url).map_err(|e| (Failure::Local(format!("bad URL: {e}")), 1))?;
+        let started = Instant::now();
         let mut attempts = 0;
         let mut token_reloaded = false;
         loop {
             attempts += 1;
+            let node = self.node();
+            let url = format!("{}{path}", self.bases[node]);
+            let url = Url::parse(&url)
+                .map_err(|e| (Failure::Local(format!("bad URL: {e}")), attempts))?;
             let failure = match self.attempt(&method, &url, target, body, decode).await {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
+            if RetryPolicy::moves_on(&failure) {
+                self.leave(node);
+            }
             // A rotated Secret: the server already knows the new token and we
             // are still sending the old one. One immediate retry is enough;
             // a 401 means nothing was applied.
@@ -378,11 +408,13 @@ impl Shared {
                 token_reloaded = true;
                 continue;
             }
-            if attempts > self.retry.max_retries || !RetryPolicy::is_retryable(op, &failure) {
+            let Some(delay) = self
+                .retry
+                .next_delay(op, &failure, attempts, started.elapsed())
+            else {
                 return Err((failure, attempts));
-            }
-            let delay = RetryPolicy::backoff(attempts - 1);
-            tracing::debug!(op = op.name(), server = %self.server, attempt = attempts, ?delay, "retrying state store request");
+            };
+            tracing::debug!(op = op.name(), server = %self.bases[node], attempt = attempts, ?delay, "retrying state store request");
             tokio::time::sleep(delay).await;
         }
     }

@@ -123,6 +123,15 @@ impl RemoteWalProviderBuilder {
         }
     }
 
+    /// With several URLs: how long retryable failures keep being retried
+    /// across them (default 5 s; see
+    /// [`RemoteStateStoreProviderBuilder::failover_timeout`]).
+    pub fn failover_timeout(self, budget: Duration) -> Self {
+        Self {
+            inner: self.inner.failover_timeout(budget),
+        }
+    }
+
     /// Validates the configuration and starts the provider's I/O runtime;
     /// connects lazily. Configuration errors are
     /// [`WalError::InvalidConfig`].
@@ -147,7 +156,9 @@ fn config_message(e: drasi_lib::StateStoreError) -> String {
 }
 
 impl RemoteWalProvider {
-    /// Starts configuring a provider for the server at `url`.
+    /// Starts configuring a provider for the server at `url`, or, for a
+    /// replicated store, at several comma-separated URLs (see
+    /// [`RemoteStateStoreProvider::builder`](crate::RemoteStateStoreProvider::builder)).
     pub fn builder(url: impl Into<String>) -> RemoteWalProviderBuilder {
         RemoteWalProviderBuilder {
             inner: crate::RemoteStateStoreProvider::builder(url),
@@ -165,7 +176,8 @@ impl RemoteWalProvider {
         RemoteWalProviderBuilder { inner }.build()
     }
 
-    /// The server this provider talks to (without credentials).
+    /// The server this provider talks to (without credentials); with
+    /// several URLs, all of them, comma-separated.
     pub fn server_url(&self) -> &str {
         self.transport.server()
     }
