@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use drasi_store_protocol::ClusterInfo;
-use drasi_store_protocol::routes::CLUSTER;
+use drasi_store_protocol::routes::{CLUSTER, DEFAULT_PORT};
 use futures::future::BoxFuture;
 
 use super::status::MemberProbe;
@@ -171,7 +171,15 @@ fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         format!("no answer within {} s", PROBE_TIMEOUT.as_secs())
     } else if error.is_connect() {
-        format!("cannot connect: {}", chain(error))
+        let why = chain(error);
+        if why.contains("certificate") {
+            format!(
+                "the server's certificate is not trusted (it must be issued by the store's CA \
+                 and name the replica): {why}"
+            )
+        } else {
+            format!("cannot connect: {why}")
+        }
     } else {
         chain(error)
     }
@@ -196,7 +204,7 @@ fn hint(why: String, network_policy: bool) -> String {
     if network_policy && (why.starts_with("no answer") || why.starts_with("cannot connect")) {
         format!(
             "{why} (spec.networkPolicy is enabled: its clients must admit the operator's pods \
-             on port 7070)"
+             on port {DEFAULT_PORT})"
         )
     } else {
         why
@@ -321,5 +329,98 @@ mod tests {
         let why = results[0].answer.as_ref().unwrap_err();
         assert!(why.starts_with("cannot connect"), "{why}");
         assert!(why.contains("spec.networkPolicy"), "{why}");
+    }
+
+    /// A one-shot HTTPS server for `localhost` with a certificate issued by
+    /// a fresh CA; answers `body` to one request. Returns its URL and the
+    /// CA's PEM.
+    async fn tls_server(body: String) -> (String, String, tokio::task::JoinHandle<()>) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_rustls::rustls;
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                // A failed handshake (an untrusted client) is the test's
+                // business, not the server's.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        (format!("https://localhost:{port}"), ca.pem(), server)
+    }
+
+    #[tokio::test]
+    async fn with_tls_only_the_stores_ca_is_trusted() {
+        let answer = ClusterInfo {
+            node_id: 0,
+            role: drasi_store_protocol::ClusterRole::Leader,
+            leader_id: Some(0),
+            term: 1,
+            commit_index: 5,
+            applied_index: 5,
+            members: Vec::new(),
+            lag: Default::default(),
+        };
+        let (url, ca_pem, server) = tls_server(serde_json::to_string(&answer).unwrap()).await;
+        let mut targets = ProbeTargets {
+            members: vec![("s-0".into(), 0, url)],
+            token: "t".into(),
+            ca_cert_pem: Some(ca_pem),
+            network_policy: false,
+        };
+        let results = HttpClusterProbe.probe(&targets).await;
+        assert_eq!(results[0].answer, Ok(answer));
+
+        // Another CA: refused, with a message that says why.
+        let (_, other_ca, other) = tls_server(String::new()).await;
+        targets.ca_cert_pem = Some(other_ca);
+        let results = HttpClusterProbe.probe(&targets).await;
+        let why = results[0].answer.as_ref().unwrap_err();
+        assert!(
+            why.starts_with("the server's certificate is not trusted"),
+            "{why}"
+        );
+        server.abort();
+        other.abort();
     }
 }
