@@ -93,6 +93,7 @@ fn printer_columns() {
         ("Phase", ".status.phase"),
         ("Ready", ".status.conditions[?(@.type==\"Ready\")].status"),
         ("Endpoint", ".status.endpoint"),
+        ("Leader", ".status.replication.leader"),
         ("Age", ".metadata.creationTimestamp"),
     ];
     assert_eq!(

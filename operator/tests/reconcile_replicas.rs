@@ -8,8 +8,13 @@
 #[allow(dead_code)]
 mod support;
 
+use std::time::Duration;
+
 use drasi_store_operator::builders::built_replicas;
+use drasi_store_operator::crd::Phase;
+use drasi_store_protocol::{ClusterInfo, ClusterRole};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use support::*;
@@ -289,4 +294,138 @@ async fn someone_elses_disruption_budget_or_peers_service_is_never_taken_over() 
             ("False".into(), "AsExpected".into())
         );
     }
+}
+
+/// What replica `id` of a healthy group led by replica 0 answers.
+fn cluster_info(id: u64, term: u64, applied: u64, lag: &[(u64, u64)]) -> ClusterInfo {
+    ClusterInfo {
+        node_id: id,
+        role: if id == 0 {
+            ClusterRole::Leader
+        } else {
+            ClusterRole::Follower
+        },
+        leader_id: Some(0),
+        term,
+        commit_index: 100,
+        applied_index: applied,
+        members: Vec::new(),
+        lag: lag.iter().copied().collect(),
+    }
+}
+
+#[tokio::test]
+async fn replication_status_comes_from_the_probe_and_costs_no_write_when_unchanged() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "replicas": 3 })).await;
+    mark_ready(&h, 3);
+    h.probe.set(vec![
+        Ok(cluster_info(0, 4, 100, &[(1, 0), (2, 2)])),
+        Ok(cluster_info(1, 4, 100, &[])),
+        Ok(cluster_info(2, 4, 98, &[])),
+    ]);
+    let action = h.reconcile(NAME).await.unwrap();
+    // Re-probed every 30 s, although the store is Ready.
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+
+    // Each replica through the peers Service, with the client token.
+    let call = h.probe.calls().pop().expect("the replicas were probed");
+    let urls: Vec<&str> = call
+        .members
+        .iter()
+        .map(|(_, _, url)| url.as_str())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "http://orders-0.orders-peers.apps.svc:7070",
+            "http://orders-1.orders-peers.apps.svc:7070",
+            "http://orders-2.orders-peers.apps.svc:7070"
+        ]
+    );
+    let client_token = secret_value(
+        &h.server.get(&secret_path("orders-connection")).unwrap(),
+        "DRASI_STATE_STORE_TOKEN",
+    )
+    .unwrap();
+    assert_eq!(call.token, client_token);
+    assert_eq!(call.ca_cert_pem, None);
+
+    let store = h.store(NAME);
+    assert_eq!(
+        condition(&store, "ReplicationHealthy"),
+        ("True".into(), "LeaderElected".into())
+    );
+    assert_eq!(condition(&store, "Ready").0, "True");
+    let replication = serde_json::to_value(&store.status.as_ref().unwrap().replication).unwrap();
+    assert_eq!(replication["leader"], "orders-0");
+    assert_eq!(replication["term"], 4);
+    assert_eq!(replication["commitIndex"], 100);
+    assert_eq!(
+        replication["members"][2],
+        json!({ "name": "orders-2", "nodeId": 2, "role": "Follower", "appliedIndex": 98,
+                "lag": 2, "reachable": true })
+    );
+    assert!(replication["observedAt"].is_string());
+
+    // The indexes moved on, nothing else: a resync writes nothing.
+    h.probe.set(vec![
+        Ok(cluster_info(0, 4, 100, &[(1, 0), (2, 0)])),
+        Ok(cluster_info(1, 4, 100, &[])),
+        Ok(cluster_info(2, 4, 100, &[])),
+    ]);
+    let writes = h.writes().len();
+    h.reconcile(NAME).await.unwrap();
+    assert_eq!(h.writes().len(), writes, "{:?}", &h.writes()[writes..]);
+
+    // Replica 2 stops answering: reported, but the store stays Ready.
+    h.probe.set(vec![
+        Ok(cluster_info(0, 4, 100, &[(1, 0), (2, 7)])),
+        Ok(cluster_info(1, 4, 100, &[])),
+    ]);
+    h.reconcile(NAME).await.unwrap();
+    let store = h.store(NAME);
+    assert_eq!(
+        condition(&store, "ReplicationHealthy"),
+        ("False".into(), "ReplicaUnreachable".into())
+    );
+    assert!(
+        condition_of(&store, "ReplicationHealthy")
+            .message
+            .contains("orders-2 (simulated: no pod)")
+    );
+    assert_eq!(condition(&store, "Ready").0, "True");
+    assert_eq!(store.status.as_ref().unwrap().phase, Some(Phase::Ready));
+    let member = &store
+        .status
+        .as_ref()
+        .unwrap()
+        .replication
+        .as_ref()
+        .unwrap()
+        .members[2];
+    assert!(!member.reachable);
+    assert_eq!(member.lag, Some(7));
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn a_single_replica_store_is_not_probed_and_has_no_replication_status() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({})).await;
+    h.mark_statefulset_ready(NAME);
+    let action = h.reconcile(NAME).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert!(h.probe.calls().is_empty());
+    let store = h.store(NAME);
+    assert_eq!(store.status.as_ref().unwrap().replication, None);
+    assert!(
+        store
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "ReplicationHealthy")
+    );
 }

@@ -132,6 +132,18 @@ fn scheme(store: &DrasiStateStore) -> &'static str {
     }
 }
 
+/// The client URL of the replica with `ordinal`, through the peers
+/// Service: `http://<name>-<ordinal>.<name>-peers.<namespace>.svc:7070`
+/// (`https://` with TLS). Clients fail over to it; the operator probes
+/// `/v1/cluster` there.
+pub fn replica_url(store: &DrasiStateStore, ordinal: i32) -> String {
+    format!(
+        "{}://{}:{DEFAULT_PORT}",
+        scheme(store),
+        replica_host(&store.name_any(), &namespace_of(store), ordinal)
+    )
+}
+
 /// Every URL clients may use, comma-separated (`DRASI_STATE_STORE_URL`):
 /// the client Service [`endpoint`] first, then, for a replicated store,
 /// each replica through the peers Service, so a client can fail over to a
@@ -141,14 +153,7 @@ pub fn client_urls(store: &DrasiStateStore) -> String {
     let mut urls = vec![endpoint(store)];
     let replicas = store.spec.replicas;
     if replicas.is_replicated() {
-        let (name, namespace) = (store.name_any(), namespace_of(store));
-        urls.extend((0..replicas.get()).map(|ordinal| {
-            format!(
-                "{}://{}:{DEFAULT_PORT}",
-                scheme(store),
-                replica_host(&name, &namespace, ordinal)
-            )
-        }));
+        urls.extend((0..replicas.get()).map(|ordinal| replica_url(store, ordinal)));
     }
     urls.join(",")
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod apply;
 pub mod backoff;
+pub mod cluster_probe;
 pub mod dereference;
 pub mod error;
 pub mod events;
@@ -60,6 +61,9 @@ pub struct Context {
     pub backoff: backoff::ErrorBackoff,
     /// Most store reconciles in flight at once (`--max-concurrent-reconciles`).
     pub max_concurrent_reconciles: u16,
+    /// Asks a replicated store's replicas for `/v1/cluster`; HTTP unless a
+    /// test replaces it.
+    pub cluster_probe: Arc<dyn cluster_probe::ClusterProbe>,
 }
 
 /// Default of `--max-concurrent-reconciles`. Unbounded (kube-runtime's
@@ -84,6 +88,7 @@ impl Context {
             metrics,
             backoff: backoff::ErrorBackoff::default(),
             max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
+            cluster_probe: Arc::new(cluster_probe::HttpClusterProbe),
         }
     }
 }

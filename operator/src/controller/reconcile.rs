@@ -17,16 +17,17 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 
 use super::apply::{Applied, apply};
+use super::cluster_probe::ProbeTargets;
 use super::dereference::{Dereferenced, dereference};
 use super::error::Error;
 use super::events::EventReason;
 use super::expansion::{data_pvc, pvc_capacity, pvc_progress};
 use super::finalizer::{FINALIZER, cleanup};
 use super::restore::Blocked;
-use super::status::{Observation, Problem, Workload};
+use super::status::{Observation, Problem, ReplicationObservation, Workload};
 use super::update_status::{mark_pending, observation, update_status};
 use super::{Context, store_key};
-use crate::builders::{build, connection_secret_name};
+use crate::builders::{build, built_replicas, connection_secret_name};
 use crate::crd::{DrasiStateStore, DrasiStateStoreStatus, Phase};
 use crate::rotation::{PROPAGATION, Requested, Transition};
 use crate::validated::{Invalid, ValidatedStore, validate};
@@ -41,6 +42,10 @@ pub const PROGRESSING_REQUEUE: Duration = Duration::from_secs(10);
 /// through the Secret watch; some fixes are not watched at all (a
 /// StorageClass that now allows expansion, a pod that recovers on its own).
 pub const DEGRADED_REQUEUE: Duration = Duration::from_secs(30);
+/// Re-probe a replicated store's replicas (`status.replication`): leader
+/// changes and lag are not watch events. A pass that finds nothing
+/// meaningful changed writes nothing.
+pub const REPLICATION_REQUEUE: Duration = Duration::from_secs(30);
 
 /// Reconciles one store: the entry point of the controller and of the tests.
 pub async fn reconcile(store: Arc<DrasiStateStore>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -95,7 +100,7 @@ async fn reconcile_store(
         };
         let status = update_status(store, ctx, namespace, &paused, &regarding).await?;
         tracing::info!(store = %store_key(store), "paused, nothing applied");
-        return Ok(requeue_for(&status, None));
+        return Ok(requeue_for(&status, None, false));
     }
     let pending = mark_pending(store, ctx, namespace).await?;
     let store = pending.as_ref().unwrap_or(store);
@@ -115,13 +120,20 @@ async fn reconcile_store(
             if let Some(transition) = transition {
                 rotation_event(ctx, &valid, transition, &regarding).await;
             }
+            let replicas = applied.statefulset.as_ref().map(built_replicas);
             let mut observed = applied_observation(store, ctx, applied);
             observed.restored_from = valid.restore.clone();
+            if let Some(replicas) = replicas.filter(|r| *r > 1) {
+                let targets = ProbeTargets::of(&valid, replicas);
+                observed.replication =
+                    ReplicationObservation::Probed(ctx.cluster_probe.probe(&targets).await);
+            }
             observed
         }
     };
+    let probed = matches!(observed.replication, ReplicationObservation::Probed(_));
     let status = update_status(store, ctx, namespace, &observed, &regarding).await?;
-    Ok(requeue_for(&status, rotation_due))
+    Ok(requeue_for(&status, rotation_due, probed))
 }
 
 /// Records a step of a token rotation once it is applied. The note names
@@ -218,9 +230,14 @@ fn applied_observation(store: &DrasiStateStore, ctx: &Context, applied: Applied)
     observed
 }
 
-/// The phase's requeue, or sooner when a token rotation takes its next step
-/// (one second late, so the step is due when the pass runs).
-fn requeue_for(status: &DrasiStateStoreStatus, rotation_due: Option<Duration>) -> Action {
+/// The phase's requeue, at most [`REPLICATION_REQUEUE`] for a store whose
+/// replicas were probed, or sooner when a token rotation takes its next
+/// step (one second late, so the step is due when the pass runs).
+fn requeue_for(
+    status: &DrasiStateStoreStatus,
+    rotation_due: Option<Duration>,
+    probed: bool,
+) -> Action {
     let by_phase = match status.phase {
         Some(Phase::Ready) => READY_REQUEUE,
         Some(Phase::Degraded) => DEGRADED_REQUEUE,
@@ -228,6 +245,11 @@ fn requeue_for(status: &DrasiStateStoreStatus, rotation_due: Option<Duration>) -
         // generation and triggers a reconcile anyway.
         Some(Phase::Paused) => return Action::await_change(),
         _ => PROGRESSING_REQUEUE,
+    };
+    let by_phase = if probed {
+        by_phase.min(REPLICATION_REQUEUE)
+    } else {
+        by_phase
     };
     match rotation_due {
         Some(due) => Action::requeue(by_phase.min(due + Duration::from_secs(1))),

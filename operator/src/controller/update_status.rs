@@ -10,8 +10,8 @@ use super::Context;
 use super::api::{self, ApiError};
 use super::events::EventReason;
 use super::status::{
-    Observation, ProgressingReason, Workload, compute_status, find_condition, has_reason,
-    pending_status,
+    Observation, ProgressingReason, ReplicationObservation, Workload, compute_status,
+    find_condition, has_reason, pending_status,
 };
 use super::store_key;
 use crate::builders::{RESTORE_CONTAINER, connection_secret_name, endpoint, resolved_image};
@@ -45,6 +45,13 @@ pub fn observation(store: &DrasiStateStore, ctx: &Context, workload: Workload) -
         // Kept on every pass once recorded, even when the store turns
         // invalid: it says where the data in the volume came from.
         restored_from: store.status.as_ref().and_then(|s| s.restored_from.clone()),
+        // Probed only after a successful apply (`reconcile_store`); until
+        // then what was last observed is kept.
+        replication: if store.spec.replicas.is_replicated() {
+            ReplicationObservation::NotProbed
+        } else {
+            ReplicationObservation::NotReplicated
+        },
     }
 }
 

@@ -58,6 +58,7 @@ pub const SECRET_NAME_PATTERN: &str =
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase of the store"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the store accepts requests"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", description = "URL clients connect to"),
+    printcolumn(name = "Leader", type_ = "string", json_path = ".status.replication.leader", priority = 1, description = "Replicated stores: the pod the replicas agree leads"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new(format!("self.metadata.name.size() <= {MAX_NAME_LENGTH}")).message(format!("metadata.name must be at most {MAX_NAME_LENGTH} characters: the StatefulSet's pod labels append an 11 character revision hash to it").as_str()),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): it names a Service"),

@@ -2,7 +2,7 @@
 //! reconciler writes it, through the status subresource.
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,10 @@ pub enum ConditionType {
     /// True when something needs a human: a missing Secret, a StorageClass
     /// that cannot expand, a pod that does not become ready.
     Degraded,
+    /// Replicated stores only: True when a majority of the replicas agree
+    /// on a leader, every replica answers `GET /v1/cluster` and none lags
+    /// far behind. Informational: it never changes `Ready` or the phase.
+    ReplicationHealthy,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -42,7 +46,8 @@ pub struct DrasiStateStoreStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
-    /// Standard conditions: `Ready`, `Progressing`, `Degraded`.
+    /// Standard conditions: `Ready`, `Progressing`, `Degraded`, and for a
+    /// replicated store `ReplicationHealthy`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -51,7 +56,7 @@ pub struct DrasiStateStoreStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Ready server pods (0 or 1).
+    /// Ready server pods (0 or 1; up to `spec.replicas` when replicated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
 
@@ -75,6 +80,12 @@ pub struct DrasiStateStoreStatus {
     /// the store was created with the restore init container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<RestoredFrom>,
+
+    /// Replicated stores only (`spec.replicas` 3 or 5): the Raft group as
+    /// the replicas report it on `GET /v1/cluster`. Absent with one
+    /// replica and until the first probe of the replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationStatus>,
 }
 
 // The string form (`Display`, `AsRef<str>`) is the serialized one: the
@@ -120,4 +131,83 @@ pub struct StorageStatus {
     /// Capacity the bound volume reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Quantity>,
+}
+
+/// The replication state of a replicated store, from each replica's
+/// `GET /v1/cluster`. Rewritten only when something meaningful changes (the
+/// leader, the term, a replica's role, reachability or whether it lags
+/// more than the threshold), so the indexes and lags are those of
+/// `observedAt`, not of every probe.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationStatus {
+    /// Pod name of the leader a majority of the replicas agree on; absent
+    /// when there is none (an election is running, or too few answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The Raft term: the leader's, else the highest a replica reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<i64>,
+    /// The last committed log index: the leader's, else the highest a
+    /// replica reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_index: Option<i64>,
+    /// One entry per replica, by ordinal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<ReplicaStatus>,
+    /// When these values were observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Time>,
+}
+
+/// One replica of a replicated store.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// The pod, `<name>-<ordinal>`.
+    pub name: String,
+    /// Its Raft node id (the pod ordinal), as it reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<i64>,
+    /// Its role, as it reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<ReplicaRole>,
+    /// The last log index applied to its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_index: Option<i64>,
+    /// Log entries it is behind the leader: from the leader's own view
+    /// when the leader answered, else the commit index minus its applied
+    /// index; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// Whether it answered `GET /v1/cluster`.
+    pub reachable: bool,
+    /// Why it did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+// A replica's role in the Raft group (the server's `role`, capitalized as
+// Kubernetes enums are). A `//` comment: see `Phase`.
+#[derive(
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::AsRefStr,
+)]
+pub enum ReplicaRole {
+    /// Accepts writes and replicates them.
+    Leader,
+    /// Replicates from the leader and votes.
+    Follower,
+    /// Asks for votes: an election is running.
+    Candidate,
+    /// Replicates without voting.
+    Learner,
 }

@@ -3,13 +3,17 @@
 
 pub mod fake_api;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use drasi_store_operator::builders::BuildContext;
+use drasi_store_operator::controller::cluster_probe::{ClusterProbe, ProbeTargets};
+use drasi_store_operator::controller::status::MemberProbe;
 use drasi_store_operator::controller::{Context, Error, reconcile};
 use drasi_store_operator::crd::DrasiStateStore;
 use drasi_store_operator::metrics::Metrics;
 use drasi_store_operator::rbac::cluster_role_rules;
+use drasi_store_protocol::ClusterInfo;
+use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
@@ -35,22 +39,67 @@ pub fn pvc_path(name: &str) -> String {
     format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/{name}")
 }
 
+/// The replication probe of the tests: no pod is ever reached. Each
+/// replica answers what [`ScriptedProbe::set`] gave for its ordinal, and
+/// is unreachable otherwise; every call is recorded.
+#[derive(Default)]
+pub struct ScriptedProbe {
+    answers: Mutex<Vec<Result<ClusterInfo, String>>>,
+    calls: Mutex<Vec<ProbeTargets>>,
+}
+
+impl ScriptedProbe {
+    /// What replica `i` answers on the next probes.
+    pub fn set(&self, answers: Vec<Result<ClusterInfo, String>>) {
+        *self.answers.lock().unwrap() = answers;
+    }
+
+    /// Every probe so far.
+    pub fn calls(&self) -> Vec<ProbeTargets> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl ClusterProbe for ScriptedProbe {
+    fn probe<'a>(&'a self, targets: &'a ProbeTargets) -> BoxFuture<'a, Vec<MemberProbe>> {
+        self.calls.lock().unwrap().push(targets.clone());
+        let answers = self.answers.lock().unwrap().clone();
+        let results = targets
+            .members
+            .iter()
+            .map(|(name, ordinal, _)| MemberProbe {
+                name: name.clone(),
+                ordinal: *ordinal,
+                answer: answers
+                    .get(usize::try_from(*ordinal).unwrap())
+                    .cloned()
+                    .unwrap_or_else(|| Err("simulated: no pod".to_owned())),
+            })
+            .collect();
+        Box::pin(async move { results })
+    }
+}
+
 pub struct Harness {
     pub server: FakeApiServer,
     pub ctx: Arc<Context>,
     pub metrics: Arc<Metrics>,
+    pub probe: Arc<ScriptedProbe>,
 }
 
 impl Harness {
     pub fn new() -> Self {
         let (server, client) = FakeApiServer::start();
         let metrics = Arc::new(Metrics::new());
-        let ctx = Arc::new(Context::new(
+        let probe = Arc::new(ScriptedProbe::default());
+        let mut ctx = Context::new(
             client,
             BuildContext::new(SERVER_IMAGE.to_string()),
             metrics.clone(),
             Some("operator-0".to_string()),
-        ));
+        );
+        ctx.cluster_probe = probe.clone();
+        let ctx = Arc::new(ctx);
         server.put(
             "namespaces",
             json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NS },
@@ -60,6 +109,7 @@ impl Harness {
             server,
             ctx,
             metrics,
+            probe,
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod conditions;
 mod reasons;
+pub mod replication;
 mod workload;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -16,8 +17,9 @@ use crate::crd::{ConditionType, DrasiStateStoreStatus, Phase, RestoredFrom, Stor
 pub use conditions::{Conditions, find_condition, has_reason, upsert};
 pub use reasons::{
     ConditionReason, DegradedReason, Problem, Progress, ProgressingReason, ReadyReason, Reasoned,
-    all_reasons,
+    ReplicationHealthyReason, all_reasons,
 };
+pub use replication::{MemberProbe, ReplicationObservation};
 pub use workload::Workload;
 
 /// How long an up-to-date server pod may stay unready before the store is
@@ -40,6 +42,8 @@ pub struct Observation {
     pub progress: Option<Progress>,
     /// Where the data was restored from (`spec.restore`), once resolved.
     pub restored_from: Option<RestoredFrom>,
+    /// What the replicas of a replicated store answered on `/v1/cluster`.
+    pub replication: ReplicationObservation,
 }
 
 const NO_PROBLEM: &str = "no problem detected";
@@ -129,9 +133,32 @@ pub fn compute_status(
         Phase::Provisioning
     };
     let exists = workload != Workload::Missing;
+    let mut conditions_out = vec![ready, progressing, degraded];
+    let replication = match &observation.replication {
+        ReplicationObservation::NotReplicated => None,
+        ReplicationObservation::NotProbed => {
+            // Keep what was last observed, condition included.
+            if let Some(previous) =
+                find_condition(previous, ConditionType::ReplicationHealthy).cloned()
+            {
+                conditions_out.push(previous);
+            }
+            previous.and_then(|p| p.replication.clone())
+        }
+        ReplicationObservation::Probed(probes) => {
+            let merged = replication::merge(
+                previous.and_then(|p| p.replication.as_ref()),
+                replication::summarize(probes),
+                now,
+            );
+            let (reason, message) = replication::health(&merged);
+            conditions_out.push(conditions.make(reason, message));
+            Some(merged)
+        }
+    };
     DrasiStateStoreStatus {
         phase: Some(phase),
-        conditions: vec![ready, progressing, degraded],
+        conditions: conditions_out,
         observed_generation: generation,
         ready_replicas: workload.ready_replicas(),
         endpoint: exists.then(|| observation.endpoint.clone()),
@@ -139,6 +166,7 @@ pub fn compute_status(
         image: exists.then(|| observation.image.clone()),
         storage: Some(observation.storage.clone()),
         restored_from: observation.restored_from.clone(),
+        replication,
     }
 }
 
@@ -256,6 +284,7 @@ mod tests {
             problem: None,
             progress: None,
             restored_from: None,
+            replication: ReplicationObservation::NotReplicated,
         }
     }
 
@@ -499,5 +528,86 @@ mod tests {
         );
         assert_eq!(recovered.phase, Some(Phase::Ready));
         assert_eq!(cond(&recovered, "Degraded").status, "False");
+    }
+
+    fn probes(leader_term: u64, follower_2: Result<u64, &str>) -> ReplicationObservation {
+        use drasi_store_protocol::{ClusterInfo, ClusterRole};
+        let info = |id: u64, role, applied| ClusterInfo {
+            node_id: id,
+            role,
+            leader_id: Some(0),
+            term: leader_term,
+            commit_index: 100,
+            applied_index: applied,
+            members: Vec::new(),
+            lag: Default::default(),
+        };
+        let member = |ordinal: i32, answer| MemberProbe {
+            name: format!("s-{ordinal}"),
+            ordinal,
+            answer,
+        };
+        ReplicationObservation::Probed(vec![
+            member(0, Ok(info(0, ClusterRole::Leader, 100))),
+            member(1, Ok(info(1, ClusterRole::Follower, 100))),
+            member(
+                2,
+                follower_2
+                    .map(|applied| info(2, ClusterRole::Follower, applied))
+                    .map_err(str::to_owned),
+            ),
+        ])
+    }
+
+    #[test]
+    fn a_replicated_store_reports_replication_without_touching_readiness() {
+        let mut obs = observation(Workload::Ready { ready: 3 });
+        obs.replication = probes(7, Ok(99));
+        let healthy = compute_status(None, &obs, &at(0));
+        assert_eq!(healthy.phase, Some(Phase::Ready));
+        let replication = healthy.replication.as_ref().expect("replication block");
+        assert_eq!(replication.leader.as_deref(), Some("s-0"));
+        assert_eq!(replication.observed_at, Some(at(0)));
+        let r = cond(&healthy, "ReplicationHealthy");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("True", "LeaderElected")
+        );
+        assert_eq!(healthy.conditions.len(), 4);
+
+        // Indexes moved, nothing meaningful changed: the identical status,
+        // so no write.
+        obs.replication = probes(7, Ok(100));
+        assert_eq!(compute_status(Some(&healthy), &obs, &at(30)), healthy);
+
+        // A replica stops answering: the condition turns False, Ready and
+        // the phase stay.
+        obs.replication = probes(7, Err("no answer within 2 s"));
+        let down = compute_status(Some(&healthy), &obs, &at(60));
+        assert_eq!(down.phase, Some(Phase::Ready));
+        assert_eq!(cond(&down, "Ready").status, "True");
+        assert_eq!(cond(&down, "Degraded").status, "False");
+        let r = cond(&down, "ReplicationHealthy");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "ReplicaUnreachable")
+        );
+        assert_eq!(r.last_transition_time, at(60));
+        assert_eq!(down.replication.as_ref().unwrap().observed_at, Some(at(60)));
+
+        // Not probed in a pass (e.g. an invalid spec): both are kept.
+        obs.replication = ReplicationObservation::NotProbed;
+        let kept = compute_status(Some(&down), &obs, &at(90));
+        assert_eq!(kept.replication, down.replication);
+        assert_eq!(
+            cond(&kept, "ReplicationHealthy"),
+            cond(&down, "ReplicationHealthy")
+        );
+
+        // A single replica has neither.
+        obs.replication = ReplicationObservation::NotReplicated;
+        let single = compute_status(Some(&down), &obs, &at(120));
+        assert_eq!(single.replication, None);
+        assert_eq!(single.conditions.len(), 3);
     }
 }

@@ -122,6 +122,39 @@ impl ConditionReason for DegradedReason {
     }
 }
 
+/// Reasons of the `ReplicationHealthy` condition, which only replicated
+/// stores carry (from each replica's `GET /v1/cluster`). Informational: it
+/// changes neither `Ready` nor the phase.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+pub enum ReplicationHealthyReason {
+    /// A majority agrees on a leader, every replica answers, none lags.
+    LeaderElected,
+    /// Enough replicas answered, but no leader is known to a majority.
+    NoLeader,
+    /// A replica did not answer (or too few did to tell the leader).
+    ReplicaUnreachable,
+    /// A replica is more than `LAG_THRESHOLD` entries behind the leader.
+    ReplicaLagging,
+}
+
+impl ConditionReason for ReplicationHealthyReason {
+    const CONDITION: ConditionType = ConditionType::ReplicationHealthy;
+    fn status(self) -> bool {
+        self == Self::LeaderElected
+    }
+}
+
 /// Every (condition, status, reason) the operator can set, for the docs checks.
 pub fn all_reasons() -> Vec<(ConditionType, bool, &'static str)> {
     fn of<R: ConditionReason>() -> impl Iterator<Item = (ConditionType, bool, &'static str)> {
@@ -130,6 +163,7 @@ pub fn all_reasons() -> Vec<(ConditionType, bool, &'static str)> {
     of::<ReadyReason>()
         .chain(of::<ProgressingReason>())
         .chain(of::<DegradedReason>())
+        .chain(of::<ReplicationHealthyReason>())
         .collect()
 }
 
