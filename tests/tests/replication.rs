@@ -310,6 +310,13 @@ async fn an_isolated_leader_acknowledges_nothing_and_the_majority_goes_on() -> a
     // The old leader cannot confirm it still leads: no stale read either.
     let read = cluster.get(old, STORE, "majority-more-0").await;
     ensure!(read.is_err(), "the isolated node answered a read: {read:?}");
+    // It still calls itself leader, but it is not ready: a Service stops
+    // sending clients to it.
+    let readyz = cluster.readyz(old).await?;
+    ensure!(
+        readyz.0 == 503 && readyz.1.contains("no_quorum"),
+        "the isolated old leader's /readyz: {readyz:?}"
+    );
     for task in minority {
         let (key, was_acked) = task.await?;
         ensure!(

@@ -333,6 +333,11 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
                     message: "this replica knows no leader (an election is under way, or it \
                           cannot reach a majority of the replicas)",
                 }),
+                Some(Err(NotReady::NoQuorum)) => Err(ProbeFailure {
+                    reason: "no_quorum",
+                    message: "this replica leads, but no majority of the replicas has \
+                          acknowledged it lately (it may be cut off from them)",
+                }),
                 Some(Err(NotReady::CatchingUp)) => Err(ProbeFailure {
                     reason: "catching_up",
                     message: "this replica is applying the log (or a snapshot) it received \

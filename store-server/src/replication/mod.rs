@@ -85,6 +85,10 @@ openraft::declare_raft_types!(
         SnapshotData = tokio::fs::File,
 );
 
+/// The longest a follower waits for a heartbeat before it stands for
+/// election.
+pub(crate) const ELECTION_TIMEOUT_MAX_MS: u64 = 1500;
+
 /// Timing of elections and heartbeats; docs/replication.md explains the
 /// values (a new leader within a few seconds of losing one, no needless
 /// elections on a noisy node).
@@ -93,7 +97,7 @@ fn raft_config(snapshot_logs: u64) -> anyhow::Result<openraft::Config> {
         cluster_name: "drasi-store".into(),
         heartbeat_interval: 150,
         election_timeout_min: 750,
-        election_timeout_max: 1500,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         install_snapshot_timeout: 30_000,
         max_in_snapshot_log_to_keep: (snapshot_logs / 10).min(10_000),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),

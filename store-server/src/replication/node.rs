@@ -322,6 +322,16 @@ impl ReplicaNode {
         if m.current_leader.is_none() {
             return Err(NotReady::NoLeader);
         }
+        // openraft 0.9 never steps a leader down on its own: one cut off
+        // from its peers still calls itself leader. It must not look ready,
+        // or a Service would keep sending clients to a node that can only
+        // answer 503 after the cluster timeout.
+        if m.state == ServerState::Leader
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| ms > QUORUM_LEASE_MS)
+        {
+            return Err(NotReady::NoQuorum);
+        }
         let last = m.last_log_index.unwrap_or(0);
         let applied = m.last_applied.map_or(0, |id| id.index);
         if last.saturating_sub(applied) > READY_LAG {
@@ -337,8 +347,16 @@ pub(crate) enum NotReady {
     /// Raft stopped on a storage error: only a restart helps.
     Stopped,
     NoLeader,
+    /// A leader no majority has acknowledged for longer than an election
+    /// timeout: it is probably partitioned away from its peers.
+    NoQuorum,
     CatchingUp,
 }
+
+/// How long a leader may go without a majority's acknowledgement and still
+/// be ready: the longest election timeout, after which the others may
+/// already have elected someone else.
+const QUORUM_LEASE_MS: u64 = super::ELECTION_TIMEOUT_MAX_MS;
 
 /// Most log entries a ready node may still have to apply.
 const READY_LAG: u64 = 100;
