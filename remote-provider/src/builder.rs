@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// How long a call to a replicated store keeps retrying across its URLs
 /// (see [`RemoteStateStoreProviderBuilder::failover_timeout`]): a leader
 /// election takes 1 to 3 s.
-pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum TokenConfig {
     Inline(String),
@@ -131,7 +131,8 @@ impl RemoteStateStoreProviderBuilder {
     /// With several URLs (a replicated store): how long, from a call's
     /// first attempt, failures that are safe to repeat keep being retried
     /// (on the next URL, with the same backoff) after `max_retries` is used
-    /// up (default 5 s). It covers a leader election, so a failover looks
+    /// up (default 10 s). It covers a leader election with a split vote
+    /// and a loaded node to spare, so a failover looks
     /// like a slow call rather than an error. An attempt in flight is not
     /// cut short: each one is still bounded by [`Self::timeout`]. Ignored
     /// with a single URL, which keeps exactly `max_retries`.
