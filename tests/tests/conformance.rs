@@ -2,8 +2,9 @@
 //! `MemoryStateStoreProvider` (the semantic reference), the embedded
 //! `RedbStateStoreProvider`, and `RemoteStateStoreProvider` over a real
 //! `drasi-store-server` process: on a fresh data dir, on a data dir
-//! restored from a backup, and with every single-key call sent through the
-//! batch route. Each test gets a fresh provider (and, for
+//! restored from a backup, with every single-key call sent through the
+//! batch route, and on a 3-node replicated store through a provider given
+//! every node's URL. Each test gets a fresh provider (and, for
 //! remote, its own server), so cases cannot interfere.
 
 #[path = "conformance/cases.rs"]
@@ -39,6 +40,7 @@ macro_rules! suites {
         suite!(remote: $($case),*);
         suite!(restored: $($case),*);
         suite!(remote_batched: $($case),*);
+        suite!(replicated: $($case),*);
     };
 }
 
@@ -80,6 +82,14 @@ fn remote_batched_matches_memory_on_random_sequences() {
     let (server, _dir) = subjects::start_server(&["--durability", "eventual"]);
     let remote = subjects::batched_provider(&server);
     run_model(&remote, "remote (batched)");
+}
+
+/// The same on a 3-node replicated store, through a follower's URL first:
+/// forwarded writes and read-index reads answer like the reference.
+#[test]
+fn replicated_matches_memory_on_random_sequences() {
+    let subject = subjects::replicated();
+    run_model(&*subject.provider, "replicated");
 }
 
 /// The same for the embedded redb provider, as a check that the model and

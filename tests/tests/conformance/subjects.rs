@@ -7,6 +7,7 @@ use drasi_lib::{MemoryStateStoreProvider, StateStoreProvider};
 use drasi_state_store_redb::RedbStateStoreProvider;
 use drasi_state_store_remote::RemoteStateStoreProvider;
 use drasi_store_tests::ServerProcess;
+use drasi_store_tests::cluster::{self, Cluster};
 use tempfile::TempDir;
 
 /// The key limit the remote server is started with: small enough that the
@@ -20,6 +21,9 @@ pub struct Subject {
     pub provider: Arc<dyn StateStoreProvider>,
     /// Key/store_id byte limit the provider enforces, if any.
     pub key_limit: Option<usize>,
+    /// Declared before `_dir`, so its processes stop before their data
+    /// directories go.
+    _cluster: Option<Cluster>,
     _dir: Option<TempDir>,
     _server: Option<ServerProcess>,
 }
@@ -30,6 +34,7 @@ pub fn memory() -> Subject {
         key_limit: None,
         _dir: None,
         _server: None,
+        _cluster: None,
     }
 }
 
@@ -42,6 +47,7 @@ pub fn redb() -> Subject {
         key_limit: None,
         _dir: Some(dir),
         _server: None,
+        _cluster: None,
     }
 }
 
@@ -53,6 +59,52 @@ pub fn remote() -> Subject {
         key_limit: Some(REMOTE_MAX_KEY_BYTES),
         _dir: Some(dir),
         _server: Some(server),
+        _cluster: None,
+    }
+}
+
+/// A replicated store: three real server processes on loopback, reached
+/// through one provider given every node's URL (as `DRASI_STATE_STORE_URL`
+/// lists them). The first URL is a follower's, so writes and linearizable
+/// reads take the forwarding path to the leader.
+pub fn replicated() -> Subject {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let limit = REMOTE_MAX_KEY_BYTES.to_string();
+    let cluster = Cluster::start(
+        env!("CARGO_BIN_EXE_store-server-under-test"),
+        dir.path(),
+        3,
+        &["--max-key-bytes", &limit],
+    )
+    .expect("start a 3-node cluster");
+    let cluster = Arc::new(cluster);
+    let waiting = Arc::clone(&cluster);
+    let leader = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(waiting.wait_for_leader(Duration::from_secs(30)))
+    })
+    .join()
+    .expect("leader wait panicked")
+    .expect("the cluster elects a leader");
+    let follower = (leader + 1) % cluster.len();
+    let urls: Vec<String> = (0..cluster.len())
+        .map(|i| cluster.url((follower + i) % cluster.len()))
+        .collect();
+    let provider = RemoteStateStoreProvider::builder(urls.join(","))
+        .token(cluster::CLIENT_TOKEN)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("build remote provider");
+    let cluster = Arc::into_inner(cluster).expect("the waiting thread has ended");
+    Subject {
+        provider: Arc::new(provider),
+        key_limit: Some(REMOTE_MAX_KEY_BYTES),
+        _dir: Some(dir),
+        _server: None,
+        _cluster: Some(cluster),
     }
 }
 
@@ -68,6 +120,7 @@ pub fn remote_batched() -> Subject {
         key_limit: Some(REMOTE_MAX_KEY_BYTES),
         _dir: Some(dir),
         _server: Some(server),
+        _cluster: None,
     }
 }
 
@@ -161,6 +214,7 @@ pub fn restored() -> Subject {
         key_limit: Some(REMOTE_MAX_KEY_BYTES),
         _dir: Some(dir),
         _server: Some(server),
+        _cluster: None,
     }
 }
 
