@@ -43,12 +43,30 @@ pub struct Cluster {
     /// Where each node's peer listener binds when it differs from the
     /// address `--peers` lists (a proxy sits in between).
     peer_listen: Option<Vec<SocketAddr>>,
+    /// Extra environment of every node (the benchmark re-runs its own
+    /// executable as the server, selected by a variable).
+    envs: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts `n` nodes under `root` (one data directory each).
     pub fn start(binary: &str, root: &Path, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
-        Self::start_with(binary, root, n, extra, None)
+        Self::start_with(binary, root, n, extra, None, Vec::new())
+    }
+
+    /// Like [`Cluster::start`], with `envs` in every node's environment.
+    pub fn start_with_env(
+        binary: &str,
+        envs: &[(&str, &str)],
+        root: &Path,
+        n: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        let envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_with(binary, root, n, extra, None, envs)
     }
 
     /// Like [`Cluster::start`], with every peer link going through a
@@ -79,7 +97,14 @@ impl Cluster {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let cluster = tokio::task::spawn_blocking(move || {
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-            Self::start_ports(&binary, &root, cluster, &extra, Some(back_addrs))
+            Self::start_ports(
+                &binary,
+                &root,
+                cluster,
+                &extra,
+                Some(back_addrs),
+                Vec::new(),
+            )
         })
         .await??;
         Ok((cluster, partitions))
@@ -91,8 +116,9 @@ impl Cluster {
         n: usize,
         extra: &[&str],
         peer_listen: Option<Vec<SocketAddr>>,
+        envs: Vec<(String, String)>,
     ) -> anyhow::Result<Cluster> {
-        Self::start_ports(binary, root, free_ports(2 * n)?, extra, peer_listen)
+        Self::start_ports(binary, root, free_ports(2 * n)?, extra, peer_listen, envs)
     }
 
     fn start_ports(
@@ -101,6 +127,7 @@ impl Cluster {
         ports: Vec<u16>,
         extra: &[&str],
         peer_listen: Option<Vec<SocketAddr>>,
+        envs: Vec<(String, String)>,
     ) -> anyhow::Result<Cluster> {
         let n = ports.len() / 2;
         let ports: Vec<(u16, u16)> = ports.chunks(2).map(|c| (c[0], c[1])).collect();
@@ -123,6 +150,7 @@ impl Cluster {
                 .build()?,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             peer_listen,
+            envs,
         };
         // Start them together, as a StatefulSet with Parallel pods does:
         // the first node initializes the cluster and needs a quorum.
@@ -190,6 +218,7 @@ impl Cluster {
             .arg("--peer-token-file")
             .arg(self.root.join("peer-token"))
             .args(&self.extra)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
@@ -270,6 +299,17 @@ impl Cluster {
         Ok(serde_json::from_slice(&r.bytes().await?)?)
     }
 
+    /// Node `i`'s `/readyz`: status code and body.
+    pub async fn readyz(&self, i: usize) -> anyhow::Result<(u16, String)> {
+        let r = self
+            .http
+            .get(format!("{}/readyz", self.url(i)))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
     /// The node every running node agrees leads, once one does and every
     /// running node reports it.
     pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
@@ -324,6 +364,27 @@ impl Cluster {
             .await?)
     }
 
+    /// DELETE one key through node `i`.
+    pub async fn delete(
+        &self,
+        i: usize,
+        store: &str,
+        key: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .authed(
+                reqwest::Method::DELETE,
+                format!(
+                    "{}{}?{}",
+                    self.url(i),
+                    routes::KV,
+                    encode_query(store, Some(key))
+                ),
+            )
+            .send()
+            .await?)
+    }
+
     /// Atomic set_many through node `i`.
     pub async fn set_many(
         &self,
@@ -351,7 +412,22 @@ impl Cluster {
 
     /// GET one value through node `i` (a linearizable read).
     pub async fn get(&self, i: usize, store: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        let r = self
+        let r = self.get_response(i, store, key).await?;
+        match r.status().as_u16() {
+            200 => Ok(Some(r.bytes().await?.to_vec())),
+            404 => Ok(None),
+            s => bail!("GET through node {i} answered {s}: {}", r.text().await?),
+        }
+    }
+
+    /// The raw answer to a GET of one key through node `i`.
+    pub async fn get_response(
+        &self,
+        i: usize,
+        store: &str,
+        key: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        Ok(self
             .authed(
                 reqwest::Method::GET,
                 format!(
@@ -362,12 +438,7 @@ impl Cluster {
                 ),
             )
             .send()
-            .await?;
-        match r.status().as_u16() {
-            200 => Ok(Some(r.bytes().await?.to_vec())),
-            404 => Ok(None),
-            s => bail!("GET through node {i} answered {s}: {}", r.text().await?),
-        }
+            .await?)
     }
 
     /// Every key of `store` with its value, as node `i` holds them.
