@@ -1,0 +1,353 @@
+//! Replication benchmark: `cargo run --release -p drasi-store-tests
+//! --example replication_bench` (`-- --help` for options). See
+//! `docs/benchmarks.md`.
+//!
+//! Durable `set` and linearizable `get` through `RemoteStateStoreProvider`
+//! against one server (a single-replica store, as today) and against three
+//! real server processes replicating on loopback, reached through the
+//! leader's URL first and through a follower's URL first (writes then take
+//! the forwarding hop). Then failover: under 16 writers, `kill -9` the
+//! leader and time how long until a write issued after the kill succeeds,
+//! for several rounds. Like the main benchmark, the server processes are
+//! this executable re-run with a marker variable.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use drasi_lib::StateStoreProvider;
+use drasi_state_store_redb::RedbStateStoreProvider;
+use drasi_state_store_remote::RemoteStateStoreProvider;
+use drasi_store_tests::ServerProcess;
+use drasi_store_tests::bench::report::{latency, rate};
+use drasi_store_tests::bench::target::{BenchTarget, ProviderTarget};
+use drasi_store_tests::bench::workloads::{self, Op, RunBudget, Workload};
+use drasi_store_tests::cluster::{CLIENT_TOKEN, Cluster};
+
+const SERVER_CHILD_ENV: &str = "DRASI_REPLICATION_BENCH_SERVER_CHILD";
+const USAGE: &str = "usage: replication_bench [--duration-secs S] [--rounds N] [--quick]
+  --duration-secs S  measured seconds per workload and subject (default 2.5)
+  --rounds N         failover rounds, each a kill -9 of the leader (default 10)
+  --quick            0.3 s per workload and 2 rounds: a smoke run";
+
+struct Options {
+    duration: Duration,
+    rounds: usize,
+}
+
+fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
+    let mut opts = Options {
+        duration: Duration::from_millis(2500),
+        rounds: 10,
+    };
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--duration-secs" => {
+                let secs: f64 = value("--duration-secs")?.parse()?;
+                if !(secs.is_finite() && secs > 0.0) {
+                    bail!("--duration-secs must be positive");
+                }
+                opts.duration = Duration::from_secs_f64(secs);
+            }
+            "--rounds" => opts.rounds = value("--rounds")?.parse()?,
+            "--quick" => {
+                opts.duration = Duration::from_millis(300);
+                opts.rounds = 2;
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    Ok(opts)
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os(SERVER_CHILD_ENV).is_some_and(|v| v == "1") {
+        return drasi_store_server::cli_main();
+    }
+    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let opts = match parse(std::env::args().skip(1)) {
+        Ok(opts) => opts,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(&opts)) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("replication benchmark failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn provider(urls: &str) -> anyhow::Result<Arc<dyn BenchTarget>> {
+    let provider = RemoteStateStoreProvider::builder(urls)
+        .token(CLIENT_TOKEN)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    Ok(Arc::new(ProviderTarget(Arc::new(provider))))
+}
+
+/// Every URL of the cluster, node `first` first.
+fn urls_from(cluster: &Cluster, first: usize) -> String {
+    (0..cluster.len())
+        .map(|i| cluster.url((first + i) % cluster.len()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn run(opts: &Options) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let exe = exe.to_str().context("executable path")?;
+    let env = [(SERVER_CHILD_ENV, "1")];
+    let tmp = tempfile::Builder::new()
+        .prefix("drasi-replication-bench-")
+        .tempdir()?;
+    let budget = RunBudget {
+        warmup: Duration::from_millis(300),
+        duration: opts.duration,
+        max_ops: 2_000_000,
+    };
+
+    let embedded: Arc<dyn BenchTarget> = Arc::new(ProviderTarget(Arc::new(
+        RedbStateStoreProvider::new(tmp.path().join("embedded.redb"))?,
+    )));
+    let single_dir = tmp.path().join("single");
+    std::fs::create_dir_all(single_dir.join("data"))?;
+    std::fs::write(single_dir.join("token"), format!("{CLIENT_TOKEN}\n"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env(SERVER_CHILD_ENV, "1")
+        .env_remove("RUST_LOG")
+        .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
+        .args(["--durability", "immediate", "--auth-token-file"])
+        .arg(single_dir.join("token"))
+        .arg("--data-dir")
+        .arg(single_dir.join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let single_data = single_dir.join("data");
+    let single = tokio::task::spawn_blocking(move || {
+        ServerProcess::spawn(cmd, single_data, Some(CLIENT_TOKEN.into()))
+    })
+    .await??;
+    let one = provider(&single.url())?;
+
+    let cluster_dir = tmp.path().join("cluster");
+    std::fs::create_dir_all(&cluster_dir)?;
+    let root = cluster_dir.clone();
+    let exe_owned = exe.to_string();
+    let cluster = tokio::task::spawn_blocking(move || {
+        Cluster::start_with_env(&exe_owned, &env, &root, 3, &["--durability", "immediate"])
+    })
+    .await??;
+    let cluster = Arc::new(cluster);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let follower = (leader + 1) % cluster.len();
+    let via_leader = provider(&urls_from(&cluster, leader))?;
+    let via_follower = provider(&urls_from(&cluster, follower))?;
+
+    let workloads = [
+        Workload {
+            op: Op::Set,
+            concurrency: 1,
+            value_bytes: 16,
+        },
+        Workload {
+            op: Op::Set,
+            concurrency: 64,
+            value_bytes: 16,
+        },
+        Workload {
+            op: Op::Checkpoint,
+            concurrency: workloads::CHECKPOINT_REACTIONS,
+            value_bytes: workloads::CHECKPOINT_VALUE_BYTES,
+        },
+        Workload {
+            op: Op::Get,
+            concurrency: 1,
+            value_bytes: 16,
+        },
+        Workload {
+            op: Op::Get,
+            concurrency: 64,
+            value_bytes: 16,
+        },
+    ];
+    let subjects: [(&str, &Arc<dyn BenchTarget>); 4] = [
+        ("embedded redb", &embedded),
+        ("1 replica", &one),
+        ("3 replicas, leader URL first", &via_leader),
+        ("3 replicas, follower URL first", &via_follower),
+    ];
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} CPUs; {} measured per workload and subject; durable (`--durability immediate`)\n\n",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        humantime(opts.duration)
+    ));
+    out.push_str("| workload | subject | ops/s | p50 | p99 | vs 1 replica |\n|---|---|---:|---:|---:|---:|\n");
+    for workload in &workloads {
+        let mut base = None;
+        for (name, target) in subjects {
+            // The embedded provider has no linearizable remote reads to
+            // compare with; it is the write baseline.
+            if workload.op == Op::Get && name == "embedded redb" {
+                continue;
+            }
+            let sample = workloads::measure(target, workload, &budget, None)
+                .await
+                .with_context(|| format!("{name}: {workload}"))?;
+            let ops = sample.ops_per_sec();
+            if name == "1 replica" {
+                base = Some(ops);
+            }
+            let ratio = match base {
+                Some(b) if name != "1 replica" => format!("{:.2}x", ops / b),
+                _ => "—".into(),
+            };
+            let line = format!(
+                "| {workload} | {name} | {} | {} | {} | {ratio} |\n",
+                rate(ops),
+                latency(Some(sample.p50)),
+                latency(Some(sample.p99)),
+            );
+            eprint!("{line}");
+            out.push_str(&line);
+        }
+    }
+    drop((one, via_leader, via_follower));
+    single.terminate(Duration::from_secs(30))?;
+
+    out.push('\n');
+    out.push_str(&failover(&cluster, opts.rounds).await?);
+    Ok(out)
+}
+
+fn humantime(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// `rounds` times: under 16 writers (a provider given every URL, default
+/// failover budget), `kill -9` the leader, and time from the kill to the
+/// first successful write issued after it; then restart the node and let
+/// it catch up.
+async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<String> {
+    let urls = cluster.urls();
+    let writers_provider = Arc::new(
+        RemoteStateStoreProvider::builder(&urls)
+            .token(CLIENT_TOKEN)
+            .build()?,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let p = writers_provider.clone();
+            let stop = stop.clone();
+            let errors = errors.clone();
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    match p
+                        .set("failover", &format!("w{w}"), n.to_le_bytes().to_vec())
+                        .await
+                    {
+                        Ok(()) => acked.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let probe = RemoteStateStoreProvider::builder(&urls)
+        .token(CLIENT_TOKEN)
+        .failover_timeout(Duration::from_secs(30))
+        .build()?;
+    let mut table = String::from(
+        "| round | killed (leader) | new leader | kill → first successful write | writer errors in the round |\n|---:|---:|---:|---:|---:|\n",
+    );
+    let mut times = Vec::new();
+    for round in 1..=rounds {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        let errors_before = errors.load(Ordering::Relaxed);
+        cluster.kill9(leader)?;
+        let killed = Instant::now();
+        let mut n = 0u64;
+        let took = loop {
+            n += 1;
+            if probe
+                .set("failover", "probe", n.to_le_bytes().to_vec())
+                .await
+                .is_ok()
+            {
+                break killed.elapsed();
+            }
+            if killed.elapsed() > Duration::from_secs(60) {
+                bail!("round {round}: no write succeeded within 60 s of the kill");
+            }
+        };
+        let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        cluster.restart(leader)?;
+        // Caught up: the restarted node's applied index reaches the
+        // leader's commit index of a moment ago.
+        let target = cluster.cluster_info(new_leader).await?.commit_index;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(info) = cluster.cluster_info(leader).await
+                && info.applied_index >= target
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("round {round}: node {leader} did not catch up within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let round_errors = errors.load(Ordering::Relaxed) - errors_before;
+        let line = format!(
+            "| {round} | {leader} | {new_leader} | {} ms | {round_errors} |\n",
+            took.as_millis()
+        );
+        eprint!("{line}");
+        table.push_str(&line);
+        times.push(took);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await?;
+    }
+    times.sort();
+    if let (Some(min), Some(max)) = (times.first(), times.last()) {
+        let median = times[times.len() / 2];
+        table.push_str(&format!(
+            "\nkill → first successful write over {} rounds: min {} ms, median {} ms, max {} ms; \
+             {} writes acknowledged, {} writer calls failed (default 10 s failover budget)\n",
+            times.len(),
+            min.as_millis(),
+            median.as_millis(),
+            max.as_millis(),
+            acked.load(Ordering::Relaxed),
+            errors.load(Ordering::Relaxed),
+        ));
+    }
+    Ok(table)
+}
