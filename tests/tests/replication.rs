@@ -409,3 +409,37 @@ async fn a_replica_whose_volume_is_lost_is_rebuilt_from_a_snapshot() -> anyhow::
     ensure!(cluster.contents(victim, STORE).await?.len() == 161);
     Ok(())
 }
+
+/// A data directory a single-node server wrote is refused as a replica's:
+/// replicating on top of it would leave that node's data different from
+/// its peers' for good. The node says why and does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_data_directory_is_refused_as_a_replica() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let single = drasi_store_tests::ServerProcess::builder(SERVER, dir.path().join("node-2"))
+        .token(drasi_store_tests::cluster::CLIENT_TOKEN)
+        .start()?;
+    let put = reqwest::Client::new()
+        .put(format!(
+            "{}{}?{}",
+            single.url(),
+            drasi_store_protocol::routes::KV,
+            drasi_store_protocol::encode_query(STORE, Some("k"))
+        ))
+        .bearer_auth(drasi_store_tests::cluster::CLIENT_TOKEN)
+        .body("single-node data")
+        .send()
+        .await?;
+    ensure!(put.status().is_success(), "{}", put.status());
+    single.terminate(Duration::from_secs(30))?;
+
+    let err = match Cluster::start(SERVER, dir.path(), 3, &[]) {
+        Ok(_) => bail!("a replica started on a single-node data directory"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains("holds data written by a single-node server"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -158,6 +158,15 @@ impl Replication {
             let vote = probe.read_vote().await?;
             state.last_log_id.is_none() && state.last_purged_log_id.is_none() && vote.is_none()
         };
+        if fresh && state_machine::holds_unreplicated_data(&db)? {
+            anyhow::bail!(
+                "{} holds data written by a single-node server (stores or write-ahead logs, and \
+                 no Raft state); a replicated node must start on an empty data directory or on \
+                 its own replicated data (moving a single-node store into a replicated one is \
+                 not supported yet)",
+                db.path().display()
+            );
+        }
         let state_machine = StateMachine::new(db).on_garbage(move || {
             if let Some(engine) = weak.upgrade() {
                 engine.collect_garbage();

@@ -291,6 +291,34 @@ fn read_json<T: DeserializeOwned>(
     }
 }
 
+/// Whether the database holds data no Raft entry put there: the data
+/// directory of a single-node server (stores or write-ahead logs, and no
+/// applied log id). A node that started replicating on top of it would hold
+/// other data than its peers forever.
+pub(crate) fn holds_unreplicated_data(db: &DbSlot) -> anyhow::Result<bool> {
+    use redb::{ReadableTableMetadata as _, TableError};
+    let txn = db.begin_read("checking for data of a single-node server")?;
+    let applied = match txn.open_table(RAFT_STATE) {
+        Ok(raft) => raft.get(APPLIED)?.is_some(),
+        Err(TableError::TableDoesNotExist(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if applied {
+        return Ok(false);
+    }
+    let stores = match txn.open_table(crate::engine::schema::STORES) {
+        Ok(t) => t.len()?,
+        Err(TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let wal_logs = match txn.open_table(crate::engine::wal::WAL_LOGS) {
+        Ok(t) => t.len()?,
+        Err(TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(stores > 0 || wal_logs > 0)
+}
+
 fn read_applied(txn: &redb::ReadTransaction) -> anyhow::Result<Applied> {
     let raft = txn.open_table(RAFT_STATE)?;
     Ok((
