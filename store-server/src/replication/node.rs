@@ -76,7 +76,19 @@ impl ReplicaNode {
             rejoining: std::sync::atomic::AtomicBool::new(fresh),
         });
         tokio::spawn(group_loop(Arc::downgrade(&node), rx));
+        if fresh {
+            tokio::spawn(watch_catch_up(Arc::downgrade(&node)));
+        }
         node
+    }
+
+    /// Whether this node, having started with an empty log, now holds
+    /// everything a leader told it is committed (then it may vote again).
+    fn caught_up(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let committed = self.log.committed().map(|id| id.index);
+        let applied = m.last_applied.map(|id| id.index);
+        m.current_leader.is_some() && committed.is_some() && applied >= committed
     }
 
     /// Whether this node may answer a vote request from a candidate whose
@@ -95,19 +107,23 @@ impl ReplicaNode {
         if !self.rejoining.load(Ordering::Acquire) {
             return true;
         }
-        let m = self.raft.metrics().borrow().clone();
-        let committed = self.log.committed().map(|id| id.index);
-        let applied = m.last_applied.map(|id| id.index);
-        if m.current_leader.is_some() && committed.is_some() && applied >= committed {
-            tracing::info!(
-                node_id = self.id,
-                applied = ?applied,
-                "caught up with the leader after starting empty; voting again"
-            );
-            self.rejoining.store(false, Ordering::Release);
+        if self.caught_up() {
+            self.done_rejoining();
             return true;
         }
         candidate_last_index.unwrap_or(0) == 0
+    }
+
+    fn done_rejoining(&self) {
+        if self
+            .rejoining
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::info!(
+                node_id = self.id,
+                "caught up with the leader after starting empty; voting again"
+            );
+        }
     }
 
     /// Elections this node started since it started.
@@ -383,6 +399,30 @@ pub(crate) enum Forwarded {
     NotLeader(String),
     /// Proposed but not confirmed in time: it may still be applied.
     Indeterminate(String),
+}
+
+/// Ends the "started empty" state as soon as the node has caught up with a
+/// leader, not only when a vote request happens to arrive while a leader
+/// is known: if the first leader of a new cluster died before any vote
+/// request reached its followers, both would otherwise still be
+/// "rejoining" as candidates (no leader known) and refuse each other's
+/// votes forever.
+async fn watch_catch_up(node: std::sync::Weak<ReplicaNode>) {
+    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
+        return;
+    };
+    loop {
+        {
+            let Some(node) = node.upgrade() else { return };
+            if node.caught_up() {
+                node.done_rejoining();
+                return;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Counts this node's transitions to candidate until Raft stops.
