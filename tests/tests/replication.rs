@@ -23,7 +23,7 @@ const WRITERS: usize = 16;
 const KEYS_PER_WRITER: usize = 8;
 const ROUNDS: usize = 10;
 /// From `kill -9` of the leader to the first acknowledged write through a
-/// surviving node: the budget (election timeout 750–1,500 ms, see
+/// surviving node: the budget (election timeout 500–1,000 ms, see
 /// docs/replication.md).
 const FAILOVER_BUDGET: Duration = Duration::from_secs(5);
 

@@ -87,7 +87,8 @@ openraft::declare_raft_types!(
 
 /// The longest a follower waits for a heartbeat before it stands for
 /// election.
-pub(crate) const ELECTION_TIMEOUT_MAX_MS: u64 = 1500;
+pub(crate) const ELECTION_TIMEOUT_MAX_MS: u64 = 1000;
+const ELECTION_TIMEOUT_MIN_MS: u64 = 500;
 
 /// Timing of elections and heartbeats; docs/replication.md explains the
 /// values (a new leader within a few seconds of losing one, no needless
@@ -96,7 +97,7 @@ fn raft_config(snapshot_logs: u64) -> anyhow::Result<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "drasi-store".into(),
         heartbeat_interval: 150,
-        election_timeout_min: 750,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
         election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         install_snapshot_timeout: 30_000,
         max_in_snapshot_log_to_keep: (snapshot_logs / 10).min(10_000),
