@@ -27,6 +27,9 @@ use drasi_store_tests::bench::workloads::{self, Op, RunBudget, Workload};
 use drasi_store_tests::cluster::{CLIENT_TOKEN, Cluster};
 
 const SERVER_CHILD_ENV: &str = "DRASI_REPLICATION_BENCH_SERVER_CHILD";
+/// After a kill, writer answers that arrive sooner than this were already
+/// on their way from the dead leader.
+const ACK_IN_TRANSIT: Duration = Duration::from_millis(100);
 const USAGE: &str = "usage: replication_bench [--duration-secs S] [--rounds N] [--quick]
   --duration-secs S  measured seconds per workload and subject (default 2.5)
   --rounds N         failover rounds, each a kill -9 of the leader (default 10)
@@ -264,9 +267,9 @@ async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Strin
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
-    // When the current round's leader was killed, and how long after it
-    // a writer's call started after the kill was first acknowledged: what
-    // an application with the default client settings sees of a failover.
+    // When the current round's leader was killed, and how long after it a
+    // writer's call was first acknowledged again: what an application with
+    // the default client settings sees of a failover.
     let killed_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let first_ack: Arc<std::sync::Mutex<Option<Duration>>> = Arc::default();
     let writers: Vec<_> = (0..16)
@@ -281,15 +284,17 @@ async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Strin
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let started = Instant::now();
                     match p
                         .set("failover", &format!("w{w}"), n.to_le_bytes().to_vec())
                         .await
                     {
                         Ok(()) => {
                             acked.fetch_add(1, Ordering::Relaxed);
+                            // Answers already on their way when the leader
+                            // died arrive within milliseconds; later ones
+                            // went through the new leader.
                             let killed = *killed_at.lock().unwrap();
-                            if let Some(k) = killed.filter(|k| started >= *k) {
+                            if let Some(k) = killed.filter(|k| k.elapsed() >= ACK_IN_TRANSIT) {
                                 first_ack.lock().unwrap().get_or_insert(k.elapsed());
                             }
                         }
@@ -334,6 +339,10 @@ async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Strin
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while first_ack.lock().unwrap().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         cluster.restart(leader)?;
         // Caught up: the restarted node's applied index reaches the
         // leader's commit index of a moment ago.
