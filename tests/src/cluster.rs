@@ -341,6 +341,20 @@ impl Cluster {
         }
     }
 
+    /// A request to node `i`'s client port: `route`, the store, and the
+    /// key when there is one.
+    fn on_node(
+        &self,
+        method: reqwest::Method,
+        i: usize,
+        route: &str,
+        store: &str,
+        key: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let query = encode_query(store, key);
+        self.authed(method, format!("{}{route}?{query}", self.url(i)))
+    }
+
     /// PUT one value through node `i`.
     pub async fn put(
         &self,
@@ -349,19 +363,8 @@ impl Cluster {
         key: &str,
         value: &[u8],
     ) -> anyhow::Result<reqwest::Response> {
-        Ok(self
-            .authed(
-                reqwest::Method::PUT,
-                format!(
-                    "{}{}?{}",
-                    self.url(i),
-                    routes::KV,
-                    encode_query(store, Some(key))
-                ),
-            )
-            .body(value.to_vec())
-            .send()
-            .await?)
+        let request = self.on_node(reqwest::Method::PUT, i, routes::KV, store, Some(key));
+        Ok(request.body(value.to_vec()).send().await?)
     }
 
     /// DELETE one key through node `i`.
@@ -371,18 +374,8 @@ impl Cluster {
         store: &str,
         key: &str,
     ) -> anyhow::Result<reqwest::Response> {
-        Ok(self
-            .authed(
-                reqwest::Method::DELETE,
-                format!(
-                    "{}{}?{}",
-                    self.url(i),
-                    routes::KV,
-                    encode_query(store, Some(key))
-                ),
-            )
-            .send()
-            .await?)
+        let request = self.on_node(reqwest::Method::DELETE, i, routes::KV, store, Some(key));
+        Ok(request.send().await?)
     }
 
     /// Atomic set_many through node `i`.
@@ -395,19 +388,8 @@ impl Cluster {
         let frame = drasi_store_protocol::batch::encode_entries(
             entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
         );
-        Ok(self
-            .authed(
-                reqwest::Method::POST,
-                format!(
-                    "{}{}?{}",
-                    self.url(i),
-                    routes::SET_MANY,
-                    encode_query(store, None)
-                ),
-            )
-            .body(frame)
-            .send()
-            .await?)
+        let request = self.on_node(reqwest::Method::POST, i, routes::SET_MANY, store, None);
+        Ok(request.body(frame).send().await?)
     }
 
     /// GET one value through node `i` (a linearizable read).
@@ -427,18 +409,8 @@ impl Cluster {
         store: &str,
         key: &str,
     ) -> anyhow::Result<reqwest::Response> {
-        Ok(self
-            .authed(
-                reqwest::Method::GET,
-                format!(
-                    "{}{}?{}",
-                    self.url(i),
-                    routes::KV,
-                    encode_query(store, Some(key))
-                ),
-            )
-            .send()
-            .await?)
+        let request = self.on_node(reqwest::Method::GET, i, routes::KV, store, Some(key));
+        Ok(request.send().await?)
     }
 
     /// Every key of `store` with its value, as node `i` holds them.
@@ -448,15 +420,7 @@ impl Cluster {
         store: &str,
     ) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u8>>> {
         let r = self
-            .authed(
-                reqwest::Method::GET,
-                format!(
-                    "{}{}?{}",
-                    self.url(i),
-                    routes::STORE_KEYS,
-                    encode_query(store, None)
-                ),
-            )
+            .on_node(reqwest::Method::GET, i, routes::STORE_KEYS, store, None)
             .send()
             .await?;
         if r.status().as_u16() != 200 {
