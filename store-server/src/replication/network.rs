@@ -36,6 +36,15 @@ pub(crate) enum PeerCallError {
     /// it is down or partitioned away.
     #[error("peer {addr} is unreachable: {detail}")]
     Unreachable { addr: String, detail: String },
+    /// The peer answered with a client error (4xx: its peer token, a
+    /// limit, or a body it could not read): it refused the request before
+    /// acting on it.
+    #[error("peer {addr} refused {route}: {detail}")]
+    Refused {
+        addr: String,
+        route: &'static str,
+        detail: String,
+    },
     /// The request may or may not have reached it.
     #[error("peer call to {addr}{route} failed: {detail}")]
     Network {
@@ -106,10 +115,22 @@ impl PeerClient {
             .await
             .map_err(|e| network(format!("reading the answer: {}", error_chain(&e))))?;
         if !status.is_success() {
-            return Err(network(format!(
+            let detail = format!(
                 "answered {status}: {}",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(256)])
-            )));
+            );
+            // The peer routes answer a refusal of their own (not the
+            // leader any more, not committed in time) inside a 200; a 4xx
+            // comes from the layers in front of them, before anything ran.
+            return Err(if status.is_client_error() {
+                PeerCallError::Refused {
+                    addr: addr.to_string(),
+                    route,
+                    detail,
+                }
+            } else {
+                network(detail)
+            });
         }
         serde_json::from_slice(&bytes).map_err(|e| network(format!("decoding the answer: {e}")))
     }
@@ -168,7 +189,9 @@ impl PeerConnection {
             .await
             .map_err(|e| match e {
                 PeerCallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                PeerCallError::Network { .. } => RPCError::Network(NetworkError::new(&e)),
+                PeerCallError::Network { .. } | PeerCallError::Refused { .. } => {
+                    RPCError::Network(NetworkError::new(&e))
+                }
             })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -200,5 +223,67 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.rpc(routes::VOTE, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that answers 401 on one route and 503 on another.
+    async fn peer() -> String {
+        use axum::http::StatusCode;
+        let app = axum::Router::new()
+            .route(
+                "/refused",
+                axum::routing::post(|| async { StatusCode::UNAUTHORIZED }),
+            )
+            .route(
+                "/failing",
+                axum::routing::post(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// A 4xx means the peer refused before acting (a forwarded write was
+    /// not applied and may be retried as such); a 5xx leaves the outcome
+    /// open; no listener means nothing was sent.
+    #[tokio::test]
+    async fn answers_are_classified_by_what_they_say_about_the_outcome() {
+        let addr = peer().await;
+        let client = PeerClient::new(None, None).unwrap();
+        let timeout = Duration::from_secs(5);
+        let refused = client
+            .call::<_, ()>(&addr, "/refused", &(), timeout)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, PeerCallError::Refused { .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("401"), "{refused}");
+        let failing = client
+            .call::<_, ()>(&addr, "/failing", &(), timeout)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(failing, PeerCallError::Network { .. }),
+            "{failing}"
+        );
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let unreachable = client
+            .call::<_, ()>(&closed, "/refused", &(), timeout)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(unreachable, PeerCallError::Unreachable { .. }),
+            "{unreachable}"
+        );
     }
 }

@@ -186,8 +186,9 @@ impl ReplicaNode {
                     )
                     .await
                     .map_err(|e| match e {
-                        // Nothing reached the leader: nothing was applied.
-                        PeerCallError::Unreachable { .. } => {
+                        // Nothing reached the leader, or it refused the
+                        // request before proposing it: nothing was applied.
+                        PeerCallError::Unreachable { .. } | PeerCallError::Refused { .. } => {
                             replication(format!("forwarding a write to the leader: {e}"))
                         }
                         PeerCallError::Network { .. } => {
