@@ -130,9 +130,58 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// An error with its causes, `a: b: c`, each cause once. HTTP clients'
+/// `Display` stops at the outermost layer ("error sending request"); the
+/// cause a reader needs ("connection refused", "invalid peer certificate")
+/// is further down the chain. Every component that reports a failed call
+/// to another one (the client, the server's peer calls, the operator's
+/// probe) words it the same way.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut current: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        current = e.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chain_lists_each_cause_once() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let err = Layer(
+            "error sending request",
+            Some(Box::new(Layer(
+                "connection refused",
+                Some(Box::new(Layer("refused", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&err),
+            "error sending request: connection refused"
+        );
+    }
 
     #[test]
     fn serde_name_matches_as_str() {

@@ -10,6 +10,7 @@ use std::fmt::{self, Write as _};
 
 use drasi_lib::StateStoreError;
 use drasi_lib::wal::WalError;
+use drasi_store_protocol::error::error_chain;
 use drasi_store_protocol::{ErrorBody, ErrorCode};
 use reqwest::StatusCode;
 
@@ -237,25 +238,6 @@ fn status_error(prefix: &str, status: StatusCode, body: Option<&ErrorBody>) -> S
         (400..=499, _) => StateStoreError::Other(format!("{prefix}: request rejected ({detail})")),
         _ => StateStoreError::StorageError(format!("{prefix}: server error ({detail})")),
     }
-}
-
-/// reqwest's `Display` stops at the outermost layer ("error sending
-/// request"); the cause ("connection refused", "invalid peer certificate")
-/// is further down the chain.
-fn error_chain(err: &reqwest::Error) -> String {
-    let mut out = String::new();
-    let mut current: Option<&dyn std::error::Error> = Some(err);
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-        current = e.source();
-    }
-    out
 }
 
 /// Store ids can be up to the server's key limit (KiBs); keep messages short.

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use drasi_store_protocol::ClusterInfo;
+use drasi_store_protocol::error::error_chain;
 use drasi_store_protocol::routes::{CLUSTER, DEFAULT_PORT};
 use futures::future::BoxFuture;
 
@@ -145,7 +146,7 @@ fn http_client(ca_cert_pem: Option<&str>) -> Result<reqwest::Client, String> {
     }
     builder
         .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))
+        .map_err(|e| format!("cannot set up the HTTP client: {}", error_chain(&e)))
 }
 
 async fn ask(client: &reqwest::Client, base: &str, token: &str) -> Result<ClusterInfo, String> {
@@ -171,7 +172,7 @@ fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         format!("no answer within {} s", PROBE_TIMEOUT.as_secs())
     } else if error.is_connect() {
-        let why = chain(error);
+        let why = error_chain(error);
         if why.contains("certificate") {
             format!(
                 "the server's certificate is not trusted (it must be issued by the store's CA \
@@ -181,23 +182,8 @@ fn describe(error: &reqwest::Error) -> String {
             format!("cannot connect: {why}")
         }
     } else {
-        chain(error)
+        error_chain(error)
     }
-}
-
-/// An error with its causes, `a: b: c`.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn hint(why: String, network_policy: bool) -> String {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use drasi_store_protocol::error::error_chain;
 use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -134,19 +135,6 @@ impl PeerClient {
         }
         serde_json::from_slice(&bytes).map_err(|e| network(format!("decoding the answer: {e}")))
     }
-}
-
-/// reqwest's errors hide the cause (connection refused, timed out) in
-/// their source chain.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// openraft's network factory: one [`PeerConnection`] per target.
