@@ -296,26 +296,14 @@ fn read_json<T: DeserializeOwned>(
 /// applied log id). A node that started replicating on top of it would hold
 /// other data than its peers forever.
 pub(crate) fn holds_unreplicated_data(db: &DbSlot) -> anyhow::Result<bool> {
-    use redb::{ReadableTableMetadata as _, TableError};
+    use redb::ReadableTableMetadata as _;
+    // Every table exists: the database is created with all of them.
     let txn = db.begin_read("checking for data of a single-node server")?;
-    let applied = match txn.open_table(RAFT_STATE) {
-        Ok(raft) => raft.get(APPLIED)?.is_some(),
-        Err(TableError::TableDoesNotExist(_)) => false,
-        Err(e) => return Err(e.into()),
-    };
-    if applied {
+    if read_applied(&txn)?.0.is_some() {
         return Ok(false);
     }
-    let stores = match txn.open_table(crate::engine::schema::STORES) {
-        Ok(t) => t.len()?,
-        Err(TableError::TableDoesNotExist(_)) => 0,
-        Err(e) => return Err(e.into()),
-    };
-    let wal_logs = match txn.open_table(crate::engine::wal::WAL_LOGS) {
-        Ok(t) => t.len()?,
-        Err(TableError::TableDoesNotExist(_)) => 0,
-        Err(e) => return Err(e.into()),
-    };
+    let stores = txn.open_table(crate::engine::schema::STORES)?.len()?;
+    let wal_logs = txn.open_table(crate::engine::wal::WAL_LOGS)?.len()?;
     Ok(stores > 0 || wal_logs > 0)
 }
 
