@@ -20,10 +20,10 @@ use anyhow::{Context, bail};
 use drasi_lib::StateStoreProvider;
 use drasi_state_store_redb::RedbStateStoreProvider;
 use drasi_state_store_remote::RemoteStateStoreProvider;
-use drasi_store_tests::ServerProcess;
 use drasi_store_tests::bench::report::{latency, rate};
 use drasi_store_tests::bench::target::{BenchTarget, ProviderTarget};
 use drasi_store_tests::bench::workloads::{self, Op, RunBudget, Workload};
+use drasi_store_tests::bench::{self, ServerCommand};
 use drasi_store_tests::cluster::{CLIENT_TOKEN, Cluster};
 
 const SERVER_CHILD_ENV: &str = "DRASI_REPLICATION_BENCH_SERVER_CHILD";
@@ -72,7 +72,7 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os(SERVER_CHILD_ENV).is_some_and(|v| v == "1") {
+    if bench::is_server_child(SERVER_CHILD_ENV) {
         return drasi_store_server::cli_main();
     }
     if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
@@ -102,9 +102,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn provider(urls: &str) -> anyhow::Result<Arc<dyn BenchTarget>> {
+fn provider(urls: &str, token: &str) -> anyhow::Result<Arc<dyn BenchTarget>> {
     let provider = RemoteStateStoreProvider::builder(urls)
-        .token(CLIENT_TOKEN)
+        .token(token)
         .timeout(Duration::from_secs(30))
         .build()?;
     Ok(Arc::new(ProviderTarget(Arc::new(provider))))
@@ -134,25 +134,14 @@ async fn run(opts: &Options) -> anyhow::Result<String> {
     let embedded: Arc<dyn BenchTarget> = Arc::new(ProviderTarget(Arc::new(
         RedbStateStoreProvider::new(tmp.path().join("embedded.redb"))?,
     )));
-    let single_dir = tmp.path().join("single");
-    std::fs::create_dir_all(single_dir.join("data"))?;
-    std::fs::write(single_dir.join("token"), format!("{CLIENT_TOKEN}\n"))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.env(SERVER_CHILD_ENV, "1")
-        .env_remove("RUST_LOG")
-        .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
-        .args(["--durability", "immediate", "--auth-token-file"])
-        .arg(single_dir.join("token"))
-        .arg("--data-dir")
-        .arg(single_dir.join("data"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
-    let single_data = single_dir.join("data");
-    let single = tokio::task::spawn_blocking(move || {
-        ServerProcess::spawn(cmd, single_data, Some(CLIENT_TOKEN.into()))
-    })
-    .await??;
-    let one = provider(&single.url())?;
+    let server = ServerCommand::reexec_current(SERVER_CHILD_ENV)?;
+    let single = bench::start_server(
+        &server,
+        &tmp.path().join("single"),
+        &["--durability", "immediate"],
+    )
+    .await?;
+    let one = provider(&single.url(), bench::TOKEN)?;
 
     let cluster_dir = tmp.path().join("cluster");
     std::fs::create_dir_all(&cluster_dir)?;
@@ -165,8 +154,8 @@ async fn run(opts: &Options) -> anyhow::Result<String> {
     let cluster = Arc::new(cluster);
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let follower = (leader + 1) % cluster.len();
-    let via_leader = provider(&urls_from(&cluster, leader))?;
-    let via_follower = provider(&urls_from(&cluster, follower))?;
+    let via_leader = provider(&urls_from(&cluster, leader), CLIENT_TOKEN)?;
+    let via_follower = provider(&urls_from(&cluster, follower), CLIENT_TOKEN)?;
 
     let workloads = [
         Workload {

@@ -35,7 +35,8 @@ pub const RSS_TARGET_STORE_IDS: usize = 100_000;
 /// The RSS target itself.
 pub const RSS_TARGET_BYTES: u64 = 64 * 1024 * 1024;
 
-const TOKEN: &str = "drasi-bench-token";
+/// The bearer token of the servers [`start_server`] starts.
+pub const TOKEN: &str = "drasi-bench-token";
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
@@ -219,7 +220,9 @@ pub fn is_server_child(marker: &str) -> bool {
     std::env::var_os(marker).is_some_and(|v| v == "1")
 }
 
-async fn start_server(
+/// Starts the server under `dir` (its data directory and token file) with
+/// `extra` flags, and waits until it listens.
+pub async fn start_server(
     server: &ServerCommand,
     dir: &Path,
     extra: &[&str],
