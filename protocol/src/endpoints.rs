@@ -56,6 +56,9 @@ pub enum Operation {
     /// `GET /v1/cluster`: roles, term, indexes and members of a replicated
     /// store (docs/replication.md).
     Cluster,
+    /// `POST /v1/cluster/step-down`: a leader hands leadership to its most
+    /// caught-up peer (before a planned restart).
+    StepDown,
     /// Many independent get/set/delete/contains_key calls in one request
     /// (see [`crate::mixed`]).
     Batch,
@@ -90,6 +93,7 @@ impl Operation {
             Operation::Import => "import",
             Operation::Info => "info",
             Operation::Cluster => "cluster",
+            Operation::StepDown => "step_down",
             Operation::Batch => "batch",
             Operation::OpenApi => "openapi",
             Operation::Healthz => "healthz",
@@ -368,6 +372,17 @@ pub const CLUSTER: Endpoint = data(
     "This node's view of the cluster: its role, the leader, the term, commit and applied \
      indexes, and the members (a single node answers as the leader of a cluster of one)",
 );
+pub const STEP_DOWN: Endpoint = data(
+    Method::Post,
+    routes::CLUSTER_STEP_DOWN,
+    Operation::StepDown,
+    Query::None,
+    Body::Empty,
+    200,
+    Body::Json("StepDownResponse"),
+    "Hand leadership of a replicated store to the most caught-up other voter before a planned \
+     restart of this node; a node that is not the leader answers who is",
+);
 pub const BATCH: Endpoint = data(
     Method::Post,
     routes::BATCH,
@@ -466,7 +481,7 @@ pub const WAL_DELETE: Endpoint = data(
 );
 
 /// Every endpoint the server serves.
-pub const ALL: [&Endpoint; 26] = [
+pub const ALL: [&Endpoint; 27] = [
     &GET,
     &CONTAINS_KEY,
     &SET,
@@ -482,6 +497,7 @@ pub const ALL: [&Endpoint; 26] = [
     &IMPORT,
     &INFO,
     &CLUSTER,
+    &STEP_DOWN,
     &BATCH,
     &OPENAPI,
     &HEALTHZ,

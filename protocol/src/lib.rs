@@ -32,5 +32,5 @@ pub use mixed::{
 pub use query::{QueryError, RequestTarget, encode_query, parse_query};
 pub use types::{
     ClusterInfo, ClusterMember, ClusterRole, CountResponse, DeleteResponse, Durability,
-    ImportResponse, KeyList, ServerInfo, StoreInfo,
+    ImportResponse, KeyList, ServerInfo, StepDownResponse, StoreInfo,
 };

@@ -49,6 +49,8 @@ pub const WAL: &str = "/v1/wal";
 pub const INFO: &str = "/v1/info";
 /// The replication state of the node answering (a single node answers too).
 pub const CLUSTER: &str = "/v1/cluster";
+/// `POST` -> [`crate::StepDownResponse`]: the leader hands leadership over.
+pub const CLUSTER_STEP_DOWN: &str = "/v1/cluster/step-down";
 /// `GET` -> OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = "/v1/openapi.json";
 

@@ -132,3 +132,19 @@ pub struct ClusterInfo {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub lag: std::collections::BTreeMap<u64, u64>,
 }
+
+/// Answer to `POST /v1/cluster/step-down`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct StepDownResponse {
+    /// True when this node was the leader and another node now is; false
+    /// when it was not the leader to begin with (nothing changed).
+    pub stepped_down: bool,
+    /// The leader now, as this node knows it.
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    /// From the request to the new leader being known (0 when nothing
+    /// was handed over).
+    pub took_ms: u64,
+}

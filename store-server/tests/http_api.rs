@@ -241,3 +241,13 @@ async fn unknown_route_is_json_404_even_without_token() {
         .unwrap();
     expect_error(r, 404, "route_not_found").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_refuses_to_step_down() {
+    let t = start_server(&[]).await;
+    let url = format!("{}{}", t.base, routes::CLUSTER_STEP_DOWN);
+    let r = t.authed(Method::POST, &url).send().await.unwrap();
+    expect_error(r, 405, "method_not_allowed").await;
+    let r = t.client.post(&url).send().await.unwrap();
+    expect_error(r, 401, "unauthorized").await;
+}

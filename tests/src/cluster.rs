@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use drasi_store_protocol::{ClusterInfo, ClusterRole, encode_query, routes};
+use drasi_store_protocol::{ClusterInfo, ClusterRole, StepDownResponse, encode_query, routes};
 
 use crate::ServerProcess;
 use crate::partition::{self, Partitions};
@@ -262,6 +262,16 @@ impl Cluster {
         }
     }
 
+    /// Stops node `i` as Kubernetes does when it deletes a pod: SIGTERM,
+    /// then a clean exit (bounded).
+    pub fn stop(&self, i: usize) -> anyhow::Result<()> {
+        let node = self.nodes()[i].take();
+        match node {
+            Some(node) => node.terminate(Duration::from_secs(30)).map(drop),
+            None => bail!("node {i} is not running"),
+        }
+    }
+
     /// Starts node `i` again on its data directory and ports.
     pub fn restart(&self, i: usize) -> anyhow::Result<()> {
         if self.is_running(i) {
@@ -297,6 +307,27 @@ impl Cluster {
             .await?
             .error_for_status()?;
         Ok(serde_json::from_slice(&r.bytes().await?)?)
+    }
+
+    /// `POST /v1/cluster/step-down` on node `i`.
+    pub async fn step_down(&self, i: usize) -> anyhow::Result<StepDownResponse> {
+        let r = self
+            .authed(
+                reqwest::Method::POST,
+                format!("{}{}", self.url(i), routes::CLUSTER_STEP_DOWN),
+            )
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await?;
+        let status = r.status();
+        let body = r.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "step-down on node {i} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(serde_json::from_slice(&body)?)
     }
 
     /// Node `i`'s `/readyz`: status code and body.

@@ -302,6 +302,18 @@ pub async fn cluster(State(state): State<SharedState>) -> Response {
     json(&info)
 }
 
+/// Hands leadership over before a planned restart of this node (the
+/// operator calls it on a leader it is about to restart).
+pub async fn step_down(State(state): State<SharedState>) -> ApiResult {
+    let Some(node) = state.engine.replica() else {
+        return Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "this is a single-node store: there is no other node to hand leadership to",
+        ));
+    };
+    Ok(json(&node.step_down().await?))
+}
+
 /// Liveness. Fails only on what a restart fixes: a writer thread that died
 /// never comes back, so the kubelet must restart the container. Anything
 /// the server recovers from by itself is left to `/readyz`, or a flapping

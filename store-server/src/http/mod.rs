@@ -103,6 +103,7 @@ fn method_router(e: &Endpoint) -> MethodRouter<SharedState> {
         Operation::Import => on(filter, admin::import),
         Operation::Info => on(filter, handlers::info),
         Operation::Cluster => on(filter, handlers::cluster),
+        Operation::StepDown => on(filter, handlers::step_down),
         Operation::Batch => on(filter, batch::batch),
         Operation::OpenApi => on(filter, handlers::openapi),
         Operation::Healthz => on(filter, handlers::healthz),

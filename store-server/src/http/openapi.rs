@@ -11,7 +11,7 @@ use drasi_store_protocol::snapshot::CONTENT_TYPE as SNAPSHOT;
 use drasi_store_protocol::wal::{self, AppendResponse, WalCapacityPolicy, WalConfig, WalInfo};
 use drasi_store_protocol::{
     ClusterInfo, ClusterMember, ClusterRole, CountResponse, DeleteResponse, Durability, ErrorBody,
-    ErrorCode, ImportResponse, KeyList, ServerInfo, StoreInfo,
+    ErrorCode, ImportResponse, KeyList, ServerInfo, StepDownResponse, StoreInfo,
 };
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
@@ -56,6 +56,7 @@ pub fn document() -> OpenApi {
         .schema_from::<ClusterInfo>()
         .schema_from::<ClusterMember>()
         .schema_from::<ClusterRole>()
+        .schema_from::<StepDownResponse>()
         .schema("ProbeBody", probe_body())
         .schema("KeysFrame", octets(KEYS_FRAME))
         .schema("EntriesFrame", octets(ENTRIES_FRAME))

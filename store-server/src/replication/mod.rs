@@ -6,6 +6,7 @@
 //! backup stream), [`network`] and [`peer_api`] carry the RPCs between
 //! nodes, and [`ReplicaNode`] is what the request path talks to.
 
+mod hand_over;
 mod log_store;
 mod network;
 mod node;
@@ -89,6 +90,8 @@ openraft::declare_raft_types!(
 /// election.
 pub(crate) const ELECTION_TIMEOUT_MAX_MS: u64 = 1000;
 const ELECTION_TIMEOUT_MIN_MS: u64 = 500;
+/// How often a leader tells its followers it is alive.
+pub(crate) const HEARTBEAT_INTERVAL_MS: u64 = 150;
 
 /// Timing of elections and heartbeats; docs/replication.md explains the
 /// values (a new leader within a few seconds of losing one, no needless
@@ -96,7 +99,7 @@ const ELECTION_TIMEOUT_MIN_MS: u64 = 500;
 fn raft_config(snapshot_logs: u64) -> anyhow::Result<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "drasi-store".into(),
-        heartbeat_interval: 150,
+        heartbeat_interval: HEARTBEAT_INTERVAL_MS,
         election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
         election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         install_snapshot_timeout: 30_000,

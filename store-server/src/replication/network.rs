@@ -28,6 +28,8 @@ pub(crate) mod routes {
     pub const SNAPSHOT: &str = "/raft/snapshot";
     pub const FORWARD_WRITE: &str = "/raft/forward/write";
     pub const FORWARD_READ_INDEX: &str = "/raft/forward/read-index";
+    /// A leader handing over asks its successor to run for election now.
+    pub const CAMPAIGN: &str = "/raft/campaign";
 }
 
 /// Why a peer call failed.

@@ -44,14 +44,20 @@ struct Proposal {
 pub struct ReplicaNode {
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) id: NodeId,
-    client: PeerClient,
+    pub(super) client: PeerClient,
     queue: mpsc::Sender<Proposal>,
     log: super::LogStore,
-    /// Times this node became a candidate (openraft 0.9 counts no
-    /// elections; this watches its metrics for the transitions).
-    elections: Arc<std::sync::atomic::AtomicU64>,
+    /// Elections and leadership (openraft 0.9 counts no elections; this
+    /// watches its metrics for the transitions).
+    pub(super) transitions: Arc<Transitions>,
     /// Started with an empty log and not caught up with a leader yet.
-    rejoining: std::sync::atomic::AtomicBool,
+    pub(super) rejoining: std::sync::atomic::AtomicBool,
+    /// True while this leader hands leadership over (`hand_over`).
+    pub(super) handing_over: tokio::sync::watch::Sender<bool>,
+    /// Every proposal holds it shared until its entry is committed; a
+    /// hand-over holds it exclusively, so that it starts from a log no
+    /// proposal is still adding to, and writes wait meanwhile.
+    pub(super) gate: tokio::sync::RwLock<()>,
 }
 
 impl ReplicaNode {
@@ -64,16 +70,18 @@ impl ReplicaNode {
         fresh: bool,
     ) -> Arc<ReplicaNode> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let elections = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        tokio::spawn(count_elections(raft.metrics(), elections.clone()));
+        let transitions = Arc::new(Transitions::default());
+        tokio::spawn(watch_transitions(raft.metrics(), transitions.clone()));
         let node = Arc::new(ReplicaNode {
             raft,
             id,
             client,
             queue,
             log,
-            elections,
+            transitions,
             rejoining: std::sync::atomic::AtomicBool::new(fresh),
+            handing_over: tokio::sync::watch::Sender::new(false),
+            gate: tokio::sync::RwLock::new(()),
         });
         tokio::spawn(group_loop(Arc::downgrade(&node), rx));
         if fresh {
@@ -84,7 +92,7 @@ impl ReplicaNode {
 
     /// Whether this node, having started with an empty log, now holds
     /// everything a leader told it is committed (then it may vote again).
-    fn caught_up(&self) -> bool {
+    pub(super) fn caught_up(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         let committed = self.log.committed().map(|id| id.index);
         let applied = m.last_applied.map(|id| id.index);
@@ -128,7 +136,9 @@ impl ReplicaNode {
 
     /// Elections this node started since it started.
     pub(crate) fn elections(&self) -> u64 {
-        self.elections.load(std::sync::atomic::Ordering::Relaxed)
+        self.transitions
+            .elections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes `ops` (in order, in one group) and answers each.
@@ -169,6 +179,7 @@ impl ReplicaNode {
     /// Proposes one encoded group: on the leader directly, otherwise
     /// through the leader's peer port.
     async fn propose(&self, payload: LogPayload) -> EngineResult<GroupResult> {
+        let _proposing = self.pass_gate().await.map_err(replication)?;
         let local = tokio::time::timeout(CLUSTER_TIMEOUT, self.raft.client_write(payload.clone()));
         match local.await {
             Ok(Ok(response)) => Ok(response.data),
@@ -217,6 +228,7 @@ impl ReplicaNode {
         &self,
         payload: LogPayload,
     ) -> Result<GroupResult, Forwarded> {
+        let _proposing = self.pass_gate().await.map_err(Forwarded::NotLeader)?;
         match tokio::time::timeout(CLUSTER_TIMEOUT, self.raft.client_write(payload)).await {
             Ok(Ok(response)) => Ok(response.data),
             Ok(Err(RaftError::APIError(err))) => Err(Forwarded::NotLeader(format!(
@@ -426,16 +438,44 @@ async fn watch_catch_up(node: std::sync::Weak<ReplicaNode>) {
     }
 }
 
-/// Counts this node's transitions to candidate until Raft stops.
-async fn count_elections(
+/// What openraft 0.9's metrics do not say about this node's role changes.
+#[derive(Default)]
+pub(super) struct Transitions {
+    /// Times this node became a candidate.
+    elections: std::sync::atomic::AtomicU64,
+    /// When this node last became leader (seen a little after openraft
+    /// recorded its vote, never before), `None` while it is not leader.
+    leader_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Transitions {
+    pub(super) fn leader_since(&self) -> Option<std::time::Instant> {
+        *self
+            .leader_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Follows this node's role changes until Raft stops.
+async fn watch_transitions(
     mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
-    elections: Arc<std::sync::atomic::AtomicU64>,
+    transitions: Arc<Transitions>,
 ) {
     let mut was = metrics.borrow().state;
     while metrics.changed().await.is_ok() {
         let now = metrics.borrow().state;
         if now == ServerState::Candidate && was != ServerState::Candidate {
-            elections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            transitions
+                .elections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if (now == ServerState::Leader) != (was == ServerState::Leader) {
+            *transitions
+                .leader_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                (now == ServerState::Leader).then(std::time::Instant::now);
         }
         was = now;
     }

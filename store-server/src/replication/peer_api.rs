@@ -51,6 +51,7 @@ pub(crate) async fn serve(
         .route(routes::SNAPSHOT, post(snapshot))
         .route(routes::FORWARD_WRITE, post(forward_write))
         .route(routes::FORWARD_READ_INDEX, post(forward_read_index))
+        .route(routes::CAMPAIGN, post(campaign))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_peer_token,
@@ -156,4 +157,8 @@ async fn forward_write(State(s): State<Arc<PeerState>>, body: Bytes) -> Response
 
 async fn forward_read_index(State(s): State<Arc<PeerState>>) -> Response {
     json(&s.node.read_index().await)
+}
+
+async fn campaign(State(s): State<Arc<PeerState>>) -> Response {
+    json(&s.node.campaign().await)
 }
