@@ -69,13 +69,15 @@ const RULES: &[Rule] = &[
         verbs: &["get", "list", "watch", "create", "delete"],
         resource_names: &[],
     },
-    // A finished backup Job's pod, read only: its log's last line is the
-    // backup's summary (size, records, checksum); a failed one's
-    // termination message is the error.
+    // Pods: a finished backup Job's pod's log's last line is the backup's
+    // summary (size, records, checksum), a failed one's termination
+    // message the error. A replicated store's pods are listed and deleted
+    // one at a time to roll out a new template (followers first, the
+    // leader after it handed leadership over; controller/rollout).
     Rule {
         group: "",
         resources: &["pods"],
-        verbs: &["list"],
+        verbs: &["list", "delete"],
         resource_names: &[],
     },
     Rule {
@@ -358,11 +360,13 @@ mod tests {
         assert!(
             attrs("DELETE", "/api/v1/namespaces/ns/services/s-peers", "").is_allowed_by(&rules)
         );
-        // Pods: listed (a backup Job's pod) and their logs read, nothing else.
+        // Pods: listed (a backup Job's pod, a replicated store's replicas),
+        // their logs read, and deleted one by one (a rollout), nothing else.
         assert!(attrs("GET", "/api/v1/namespaces/ns/pods", "").is_allowed_by(&rules));
         assert!(attrs("GET", "/api/v1/namespaces/ns/pods/p/log", "").is_allowed_by(&rules));
         assert!(!attrs("GET", "/api/v1/namespaces/ns/pods/p", "").is_allowed_by(&rules));
-        assert!(!attrs("DELETE", "/api/v1/namespaces/ns/pods/p", "").is_allowed_by(&rules));
+        assert!(attrs("DELETE", "/api/v1/namespaces/ns/pods/p", "").is_allowed_by(&rules));
+        assert!(!attrs("DELETE", "/api/v1/namespaces/ns/pods", "").is_allowed_by(&rules));
         // Jobs are created, never changed; only a failed snapshot deletion
         // Job is deleted (one at a time, never a collection).
         assert!(attrs("POST", "/apis/batch/v1/namespaces/ns/jobs", "").is_allowed_by(&rules));

@@ -2,7 +2,9 @@
 //! SIMULATED API server (`support/fake_api/`): the peer token, peers
 //! Service and PodDisruptionBudget are created, kept and removed when not
 //! needed, and a replica count change of a running store is refused
-//! without changing anything.
+//! without changing anything. A new pod template rolls out one replica at
+//! a time, followers first, the leader last after it handed leadership
+//! over.
 
 // The shared harness serves several test binaries; this one uses only part of it.
 #[allow(dead_code)]
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use drasi_store_operator::builders::built_replicas;
 use drasi_store_operator::crd::Phase;
-use drasi_store_protocol::{ClusterInfo, ClusterRole};
+use drasi_store_protocol::{ClusterInfo, ClusterRole, StepDownResponse};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
@@ -50,6 +52,7 @@ fn mark_ready(h: &Harness, replicas: i64) {
             "readyReplicas": replicas,
             "currentRevision": format!("{NAME}-rev"),
             "updateRevision": format!("{NAME}-rev"),
+            "updatedReplicas": replicas,
         });
     });
 }
@@ -428,4 +431,209 @@ async fn a_single_replica_store_is_not_probed_and_has_no_replication_status() {
             .iter()
             .all(|c| c.type_ != "ReplicationHealthy")
     );
+}
+
+fn pod_path(name: &str) -> String {
+    format!("/api/v1/namespaces/{NS}/pods/{name}")
+}
+
+/// A replica pod as the StatefulSet controller creates it from template
+/// `revision`, and as the kubelet reports it.
+fn put_pod(h: &Harness, ordinal: i64, revision: &str, ready: bool) {
+    h.server.put(
+        "pods",
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": format!("{NAME}-{ordinal}"),
+                "namespace": NS,
+                "labels": {
+                    "app.kubernetes.io/name": "drasi-state-store",
+                    "app.kubernetes.io/instance": NAME,
+                    "app.kubernetes.io/component": "store-server",
+                    "controller-revision-hash": revision,
+                    "apps.kubernetes.io/pod-index": ordinal.to_string(),
+                },
+            },
+            "status": { "conditions": [
+                { "type": "Ready", "status": if ready { "True" } else { "False" } },
+            ] },
+        }),
+    );
+}
+
+/// What the StatefulSet controller reports mid-rollout: `updated` of 3
+/// pods run `rev-2`.
+fn mark_rolling(h: &Harness, updated: i64, ready: i64) {
+    h.server.update(&sts_path(NAME), |sts| {
+        let generation = sts["metadata"]["generation"].clone();
+        sts["status"] = json!({
+            "observedGeneration": generation,
+            "replicas": 3,
+            "readyReplicas": ready,
+            "currentRevision": "orders-rev",
+            "updateRevision": "rev-2",
+            "updatedReplicas": updated,
+        });
+    });
+}
+
+/// Every replica answers; `leader` leads.
+fn led_by(h: &Harness, leader: u64) {
+    h.probe.set(
+        (0..3)
+            .map(|id| {
+                Ok(ClusterInfo {
+                    role: if id == leader {
+                        ClusterRole::Leader
+                    } else {
+                        ClusterRole::Follower
+                    },
+                    leader_id: Some(leader),
+                    ..cluster_info(id, 4, 100, &[])
+                })
+            })
+            .collect(),
+    );
+}
+
+fn pod_deletes(h: &Harness) -> Vec<String> {
+    h.server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/pods/"))
+        .map(|r| r.path.rsplit('/').next().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_template_rolls_out_followers_first_and_the_leader_after_a_hand_over() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({ "replicas": 3 })).await;
+    let sts = statefulset(&h);
+    assert_eq!(
+        sts.spec.update_strategy.and_then(|s| s.type_).as_deref(),
+        Some("OnDelete"),
+        "the operator, not the StatefulSet controller, restarts a replicated store's pods"
+    );
+    for ordinal in 0..3 {
+        put_pod(&h, ordinal, "orders-rev", true);
+    }
+    mark_ready(&h, 3);
+    led_by(&h, 1);
+    h.reconcile(NAME).await.unwrap();
+    assert!(pod_deletes(&h).is_empty(), "nothing to roll out yet");
+
+    // A new template: the StatefulSet controller moves updateRevision on.
+    h.edit_spec(NAME, |spec| {
+        spec["pod"] = json!({ "annotations": { "rollout": "2" } })
+    });
+    h.reconcile(NAME).await.unwrap();
+    mark_rolling(&h, 0, 3);
+    h.reconcile(NAME).await.unwrap();
+    // The highest-ordinal follower first (the StatefulSet controller would
+    // have started with the leader's neighbour by ordinal, leader or not).
+    assert_eq!(pod_deletes(&h), ["orders-2"]);
+    assert!(h.server.get(&pod_path("orders-2")).is_none());
+    assert!(h.event_reasons().contains(&"ReplicaRestarted".to_owned()));
+    let store = h.store(NAME);
+    assert_eq!(
+        condition(&store, "Progressing"),
+        ("True".into(), "RollingOut".into())
+    );
+    let message = &condition_of(&store, "Progressing").message;
+    assert!(
+        message.contains("restarting follower orders-2"),
+        "{message}"
+    );
+
+    // Its replacement is not ready yet (catching up): nothing else goes.
+    h.reconcile(NAME).await.unwrap();
+    assert_eq!(pod_deletes(&h), ["orders-2"], "waits for the missing pod");
+    put_pod(&h, 2, "rev-2", false);
+    mark_rolling(&h, 1, 2);
+    h.reconcile(NAME).await.unwrap();
+    assert_eq!(
+        pod_deletes(&h),
+        ["orders-2"],
+        "waits for the new pod to be ready"
+    );
+    let store = h.store(NAME);
+    let message = &condition_of(&store, "Progressing").message;
+    assert!(message.contains("orders-2 is not ready"), "{message}");
+
+    // Ready, but a replica stopped answering: still waits.
+    put_pod(&h, 2, "rev-2", true);
+    mark_rolling(&h, 1, 3);
+    let mut answers: Vec<_> = (0..3u64)
+        .map(|id| {
+            Ok(ClusterInfo {
+                leader_id: Some(1),
+                ..cluster_info(id, 4, 100, &[])
+            })
+        })
+        .collect();
+    answers[0] = Err("no answer within 2 s".to_owned());
+    h.probe.set(answers);
+    h.reconcile(NAME).await.unwrap();
+    assert_eq!(
+        pod_deletes(&h),
+        ["orders-2"],
+        "waits for replication to be healthy"
+    );
+
+    // Healthy again: the other follower.
+    led_by(&h, 1);
+    h.reconcile(NAME).await.unwrap();
+    assert_eq!(pod_deletes(&h), ["orders-2", "orders-0"]);
+    put_pod(&h, 0, "rev-2", true);
+    mark_rolling(&h, 2, 3);
+
+    // Only the leader is left. A refused hand-over restarts nothing.
+    h.probe
+        .answer_step_down(Err("no other voter caught up".to_owned()));
+    h.reconcile(NAME).await.unwrap();
+    assert_eq!(h.probe.step_down_calls(), [1]);
+    assert_eq!(pod_deletes(&h), ["orders-2", "orders-0"]);
+    assert!(
+        h.event_reasons()
+            .contains(&"LeadershipHandOverFailed".to_owned())
+    );
+
+    // The next pass asks again; this time it hands over, then goes.
+    h.probe.answer_step_down(Ok(StepDownResponse {
+        stepped_down: true,
+        leader_id: Some(2),
+        term: 5,
+        took_ms: 120,
+    }));
+    h.reconcile(NAME).await.unwrap();
+    assert_eq!(h.probe.step_down_calls(), [1, 1]);
+    assert_eq!(pod_deletes(&h), ["orders-2", "orders-0", "orders-1"]);
+    assert!(
+        h.event_reasons()
+            .contains(&"LeadershipHandedOver".to_owned())
+    );
+
+    // Done: every pod runs rev-2.
+    put_pod(&h, 1, "rev-2", true);
+    h.server.update(&sts_path(NAME), |sts| {
+        sts["status"]["updatedReplicas"] = json!(3);
+        sts["status"]["currentRevision"] = json!("rev-2");
+    });
+    led_by(&h, 2);
+    h.reconcile(NAME).await.unwrap();
+    assert_eq!(pod_deletes(&h).len(), 3);
+    assert_eq!(h.probe.step_down_calls().len(), 2);
+    let store = h.store(NAME);
+    assert_eq!(store.status.unwrap().phase, Some(Phase::Ready));
+    h.assert_rbac_covers_every_request();
+}
+
+#[tokio::test]
+async fn a_single_replica_store_keeps_the_statefulset_rolling_update() {
+    let h = Harness::new();
+    h.create_and_apply(NAME, json!({})).await;
+    assert_eq!(statefulset(&h).spec.update_strategy, None);
 }

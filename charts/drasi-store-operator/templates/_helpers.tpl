@@ -117,11 +117,13 @@ watchNamespace is set. Keep in sync with `drasi-store-operator rbac`
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# A finished backup pod, read only: its log's last line is the summary,
-# a failed one's termination message the error.
+# Pods: a finished backup pod's log's last line is the summary, a failed
+# one's termination message the error; a replicated store's pods are
+# listed and deleted one at a time to roll out a new template (followers
+# first, the leader after it handed leadership over).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "delete"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]

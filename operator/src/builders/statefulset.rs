@@ -13,6 +13,7 @@ use crate::validated::ValidatedStore;
 use drasi_store_protocol::routes::{DEFAULT_PORT, HEALTHZ, READYZ};
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
@@ -178,7 +179,8 @@ pub fn statefulset(store: &ValidatedStore<'_>) -> StatefulSet {
     // a pod's DNS name is `<pod>.<serviceName>`, and the peers address each
     // other by it. (`serviceName` is immutable, and a store never changes
     // between one and several replicas.)
-    let service_name = if store.peer_token.is_some() {
+    let replicated = store.peer_token.is_some();
+    let service_name = if replicated {
         peers_service_name(&name)
     } else {
         headless_service_name(&name)
@@ -209,6 +211,14 @@ pub fn statefulset(store: &ValidatedStore<'_>) -> StatefulSet {
                 },
             ),
             volume_claim_templates: Some(vec![claim]),
+            // A replicated store's pods are restarted by the operator, one
+            // at a time, followers first and the leader last after it
+            // handed leadership over (controller/rollout): the StatefulSet
+            // controller would restart by ordinal, leader or not.
+            update_strategy: replicated.then(|| StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
+            }),
             template: pod_template(store),
             ..StatefulSetSpec::default()
         },

@@ -13,9 +13,9 @@
 
 use std::time::Duration;
 
-use drasi_store_protocol::ClusterInfo;
 use drasi_store_protocol::error::error_chain;
-use drasi_store_protocol::routes::{CLUSTER, DEFAULT_PORT};
+use drasi_store_protocol::routes::{CLUSTER, CLUSTER_STEP_DOWN, DEFAULT_PORT};
+use drasi_store_protocol::{ClusterInfo, StepDownResponse};
 use futures::future::BoxFuture;
 
 use super::status::MemberProbe;
@@ -25,6 +25,9 @@ use crate::validated::ValidatedStore;
 /// How long each replica has to answer. The replicas are asked at once, so
 /// this is also what a reconcile of a replicated store waits at most.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a leader may take to hand leadership over: the server waits
+/// up to 5 s for a follower to catch up and 5 s for it to win.
+pub const STEP_DOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The replicas of one store to probe, and how to talk to them.
 #[derive(Clone, PartialEq, Eq)]
@@ -93,6 +96,14 @@ pub trait ClusterProbe: Send + Sync {
     /// One result per member of `targets`, in order. Never fails: a
     /// replica that does not answer gets an `Err` with why.
     fn probe<'a>(&'a self, targets: &'a ProbeTargets) -> BoxFuture<'a, Vec<MemberProbe>>;
+
+    /// Asks the replica with this ordinal to hand leadership over
+    /// (`POST /v1/cluster/step-down`) before the operator restarts it.
+    fn step_down<'a>(
+        &'a self,
+        targets: &'a ProbeTargets,
+        ordinal: i32,
+    ) -> BoxFuture<'a, Result<StepDownResponse, String>>;
 }
 
 /// The real probe: HTTP(S) with [`PROBE_TIMEOUT`], all replicas at once.
@@ -102,7 +113,7 @@ pub struct HttpClusterProbe;
 impl ClusterProbe for HttpClusterProbe {
     fn probe<'a>(&'a self, targets: &'a ProbeTargets) -> BoxFuture<'a, Vec<MemberProbe>> {
         Box::pin(async move {
-            let client = match http_client(targets.ca_cert_pem.as_deref()) {
+            let client = match http_client(targets.ca_cert_pem.as_deref(), PROBE_TIMEOUT) {
                 Ok(client) => client,
                 Err(why) => return targets.unreachable(&why),
             };
@@ -121,11 +132,49 @@ impl ClusterProbe for HttpClusterProbe {
             futures::future::join_all(asks).await
         })
     }
+
+    fn step_down<'a>(
+        &'a self,
+        targets: &'a ProbeTargets,
+        ordinal: i32,
+    ) -> BoxFuture<'a, Result<StepDownResponse, String>> {
+        Box::pin(async move {
+            let Some((_, _, url)) = targets.members.iter().find(|(_, o, _)| *o == ordinal) else {
+                return Err(format!("no replica with ordinal {ordinal}"));
+            };
+            let client = http_client(targets.ca_cert_pem.as_deref(), STEP_DOWN_TIMEOUT)?;
+            let response = client
+                .post(format!("{url}{CLUSTER_STEP_DOWN}"))
+                .bearer_auth(&targets.token)
+                .send()
+                .await
+                .map_err(|e| hint(describe(&e, STEP_DOWN_TIMEOUT), targets.network_policy))?;
+            let status = response.status();
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| describe(&e, STEP_DOWN_TIMEOUT))?;
+            if !status.is_success() {
+                // The server's error body says why (no caught-up follower,
+                // no successor won); it never holds a secret.
+                let why = serde_json::from_slice::<drasi_store_protocol::ErrorBody>(&body)
+                    .map_or_else(
+                        |_| String::from_utf8_lossy(&body).into_owned(),
+                        |e| e.message,
+                    );
+                return Err(format!(
+                    "POST {CLUSTER_STEP_DOWN} answered HTTP {status}: {why}"
+                ));
+            }
+            serde_json::from_slice(&body)
+                .map_err(|e| format!("POST {CLUSTER_STEP_DOWN} answered unreadable JSON: {e}"))
+        })
+    }
 }
 
-fn http_client(ca_cert_pem: Option<&str>) -> Result<reqwest::Client, String> {
+fn http_client(ca_cert_pem: Option<&str>, timeout: Duration) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
-        .timeout(PROBE_TIMEOUT)
+        .timeout(timeout)
         .connect_timeout(PROBE_TIMEOUT)
         // In-cluster names: never through an HTTP(S)_PROXY of the
         // operator's environment.
@@ -155,7 +204,7 @@ async fn ask(client: &reqwest::Client, base: &str, token: &str) -> Result<Cluste
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| describe(&e, PROBE_TIMEOUT))?;
     let status = response.status();
     if !status.is_success() {
         return Err(match status.as_u16() {
@@ -163,14 +212,17 @@ async fn ask(client: &reqwest::Client, base: &str, token: &str) -> Result<Cluste
             _ => format!("GET {CLUSTER} answered HTTP {status}"),
         });
     }
-    let body = response.bytes().await.map_err(|e| describe(&e))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| describe(&e, PROBE_TIMEOUT))?;
     serde_json::from_slice(&body)
         .map_err(|e| format!("GET {CLUSTER} answered unreadable JSON: {e}"))
 }
 
-fn describe(error: &reqwest::Error) -> String {
+fn describe(error: &reqwest::Error, timeout: Duration) -> String {
     if error.is_timeout() {
-        format!("no answer within {} s", PROBE_TIMEOUT.as_secs())
+        format!("no answer within {} s", timeout.as_secs())
     } else if error.is_connect() {
         let why = error_chain(error);
         if why.contains("certificate") {

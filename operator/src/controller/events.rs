@@ -37,6 +37,9 @@ pub enum EventReason {
     InvalidObject,
     RestoreWaiting,
     Restoring,
+    ReplicaRestarted,
+    LeadershipHandedOver,
+    LeadershipHandOverFailed,
 }
 
 #[derive(Clone)]

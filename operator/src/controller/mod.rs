@@ -16,6 +16,7 @@ pub mod finalizer;
 pub mod manage_crd;
 pub mod reconcile;
 pub mod restore;
+pub mod rollout;
 pub mod secret_watch;
 pub mod status;
 pub mod unchanged;

@@ -24,6 +24,7 @@ use super::events::EventReason;
 use super::expansion::{data_pvc, pvc_capacity, pvc_progress};
 use super::finalizer::{FINALIZER, cleanup};
 use super::restore::Blocked;
+use super::rollout;
 use super::status::{Observation, Problem, ReplicationObservation, Workload};
 use super::update_status::{mark_pending, observation, update_status};
 use super::{Context, store_key};
@@ -120,13 +121,26 @@ async fn reconcile_store(
             if let Some(transition) = transition {
                 rotation_event(ctx, &valid, transition, &regarding).await;
             }
-            let replicas = applied.statefulset.as_ref().map(built_replicas);
+            let statefulset = applied.statefulset.clone();
             let mut observed = applied_observation(store, ctx, applied);
             observed.restored_from = valid.restore.clone();
-            if let Some(replicas) = replicas.filter(|r| *r > 1) {
-                let targets = ProbeTargets::of(&valid, replicas);
-                observed.replication =
-                    ReplicationObservation::Probed(ctx.cluster_probe.probe(&targets).await);
+            if let Some(sts) = statefulset.filter(|sts| built_replicas(sts) > 1) {
+                let targets = ProbeTargets::of(&valid, built_replicas(&sts));
+                let probes = ctx.cluster_probe.probe(&targets).await;
+                // A volume expansion or a restore in flight owns the pods.
+                if observed.progress.is_none() && observed.problem.is_none() {
+                    observed.progress = rollout::step(
+                        ctx,
+                        namespace,
+                        &valid.name,
+                        &sts,
+                        &probes,
+                        &targets,
+                        &regarding,
+                    )
+                    .await?;
+                }
+                observed.replication = ReplicationObservation::Probed(probes);
             }
             observed
         }

@@ -12,7 +12,7 @@ use drasi_store_operator::controller::{Context, Error, reconcile};
 use drasi_store_operator::crd::DrasiStateStore;
 use drasi_store_operator::metrics::Metrics;
 use drasi_store_operator::rbac::cluster_role_rules;
-use drasi_store_protocol::ClusterInfo;
+use drasi_store_protocol::{ClusterInfo, StepDownResponse};
 use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
@@ -46,6 +46,11 @@ pub fn pvc_path(name: &str) -> String {
 pub struct ScriptedProbe {
     answers: Mutex<Vec<Result<ClusterInfo, String>>>,
     calls: Mutex<Vec<ProbeTargets>>,
+    /// What the next step-down requests answer, in order; none left means
+    /// "refused".
+    step_downs: Mutex<std::collections::VecDeque<Result<StepDownResponse, String>>>,
+    /// The ordinals step-down was asked of.
+    stepped: Mutex<Vec<i32>>,
 }
 
 impl ScriptedProbe {
@@ -57,6 +62,16 @@ impl ScriptedProbe {
     /// Every probe so far.
     pub fn calls(&self) -> Vec<ProbeTargets> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// What the next step-down request answers.
+    pub fn answer_step_down(&self, answer: Result<StepDownResponse, String>) {
+        self.step_downs.lock().unwrap().push_back(answer);
+    }
+
+    /// The ordinals asked to step down so far.
+    pub fn step_down_calls(&self) -> Vec<i32> {
+        self.stepped.lock().unwrap().clone()
     }
 }
 
@@ -77,6 +92,21 @@ impl ClusterProbe for ScriptedProbe {
             })
             .collect();
         Box::pin(async move { results })
+    }
+
+    fn step_down<'a>(
+        &'a self,
+        _targets: &'a ProbeTargets,
+        ordinal: i32,
+    ) -> BoxFuture<'a, Result<StepDownResponse, String>> {
+        self.stepped.lock().unwrap().push(ordinal);
+        let answer = self
+            .step_downs
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Err("simulated: no step-down answer scripted".to_owned()));
+        Box::pin(async move { answer })
     }
 }
 

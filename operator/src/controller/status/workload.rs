@@ -29,10 +29,22 @@ impl Workload {
         let ready = status.ready_replicas.unwrap_or(0);
         let generation = sts.metadata.generation.unwrap_or(0);
         let seen = status.observed_generation.unwrap_or(0) >= generation;
-        let revisions_differ = matches!(
-            (&status.current_revision, &status.update_revision),
-            (Some(current), Some(update)) if current != update
-        );
+        let on_delete = sts
+            .spec
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.type_.as_deref())
+            == Some("OnDelete");
+        // With `OnDelete` the StatefulSet controller never moves
+        // `currentRevision` on; the count of updated pods tells instead.
+        let revisions_differ = if on_delete {
+            status.updated_replicas.unwrap_or(0) < desired
+        } else {
+            matches!(
+                (&status.current_revision, &status.update_revision),
+                (Some(current), Some(update)) if current != update
+            )
+        };
         if !seen || revisions_differ {
             Self::RollingOut { ready, desired }
         } else if ready >= desired {
