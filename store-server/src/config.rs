@@ -184,6 +184,14 @@ pub struct Config {
     #[arg(long, env = "DRASI_STORE_PEER_TOKEN_FILE")]
     pub peer_token_file: Option<PathBuf>,
 
+    /// PEM file with the CA certificate(s) that signed every node's
+    /// certificate. With `--tls-cert-file` and `--peers`, peer traffic then
+    /// uses mutual TLS: each node serves its certificate on the peer port,
+    /// presents it when it calls a peer, and accepts only peers whose
+    /// certificate this CA signed (so `--peer-token-file` becomes optional).
+    #[arg(long, env = "DRASI_STORE_PEER_TLS_CA_FILE")]
+    pub peer_tls_ca_file: Option<PathBuf>,
+
     /// Raft log entries between snapshots of a replicated store. Entries a
     /// snapshot holds are purged (all but the last tenth, at most 10,000,
     /// so a briefly stopped replica catches up from the log); a replica
@@ -277,10 +285,20 @@ impl Config {
                         .join(", ")
                 );
             }
-            if self.peer_token_file.is_none() && !self.insecure_no_auth {
+            if self.peer_tls_ca_file.is_some() && self.tls_cert_file.is_none() {
                 anyhow::bail!(
-                    "--peers needs --peer-token-file: refusing to let peers talk \
-                     unauthenticated (pass --insecure-no-auth to do so deliberately)"
+                    "--peer-tls-ca-file needs --tls-cert-file and --tls-key-file: a node \
+                     presents its own certificate to its peers"
+                );
+            }
+            if self.peer_token_file.is_none()
+                && self.peer_tls_ca_file.is_none()
+                && !self.insecure_no_auth
+            {
+                anyhow::bail!(
+                    "--peers needs --peer-token-file (or mutual TLS: --peer-tls-ca-file with \
+                     --tls-cert-file): refusing to let peers talk unauthenticated (pass \
+                     --insecure-no-auth to do so deliberately)"
                 );
             }
             if self.raft_snapshot_logs == 0 {
@@ -288,6 +306,8 @@ impl Config {
             }
         } else if self.node_id.is_some() {
             anyhow::bail!("--node-id is only meaningful with --peers");
+        } else if self.peer_tls_ca_file.is_some() {
+            anyhow::bail!("--peer-tls-ca-file is only meaningful with --peers");
         }
         if self.max_connections == 0 || self.idle_timeout_ms == 0 {
             anyhow::bail!("--max-connections and --idle-timeout-ms must be > 0");
@@ -315,6 +335,41 @@ mod tests {
         let c = Config::parse_from(["drasi-store-server"]);
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("--insecure-no-auth"), "{err}");
+    }
+
+    #[test]
+    fn peer_mutual_tls_needs_the_node_certificate_and_replaces_the_peer_token() {
+        let base = [
+            "x",
+            "--auth-token-file",
+            "t",
+            "--peers",
+            "0=a:7071,1=b:7071,2=c:7071",
+            "--node-id",
+            "0",
+        ];
+        let with = |extra: &[&str]| {
+            Config::parse_from(base.iter().chain(extra.iter()).copied()).validate()
+        };
+        let err = with(&[]).unwrap_err().to_string();
+        assert!(err.contains("--peer-token-file"), "{err}");
+        let err = with(&["--peer-tls-ca-file", "ca.pem"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs --tls-cert-file"), "{err}");
+        with(&[
+            "--peer-tls-ca-file",
+            "ca.pem",
+            "--tls-cert-file",
+            "c.pem",
+            "--tls-key-file",
+            "k.pem",
+        ])
+        .unwrap();
+        let single =
+            Config::parse_from(["x", "--insecure-no-auth", "--peer-tls-ca-file", "ca.pem"]);
+        let err = single.validate().unwrap_err().to_string();
+        assert!(err.contains("only meaningful with --peers"), "{err}");
     }
 
     #[test]

@@ -80,11 +80,22 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 .as_deref()
                 .map(TokenSet::load)
                 .transpose()?;
+            let peer_tls = match (&config.peer_tls_ca_file, &certs) {
+                (Some(ca), Some(certs)) => {
+                    let roots = crate::tls::load_roots(ca)?;
+                    Some(crate::replication::PeerTls {
+                        acceptor: certs.peer_acceptor(roots.clone())?,
+                        client: certs.peer_client_config(roots)?,
+                    })
+                }
+                _ => None,
+            };
             let options = crate::replication::Options {
                 node_id,
                 peers: peers.clone(),
                 peer_listen: config.peer_listen,
                 peer_tokens: peer_tokens.clone(),
+                peer_tls,
                 snapshot_logs: config.raft_snapshot_logs,
             };
             let replication = crate::replication::Replication::start(&engine, options).await?;
@@ -183,15 +194,15 @@ impl Server {
 }
 
 /// Connection settings, from the flags.
-struct ConnectionOptions {
+pub(crate) struct ConnectionOptions {
     /// TLS handshake + protocol detection + first request headers.
-    first_request_timeout: Duration,
-    idle_timeout: Duration,
-    drain_timeout: Duration,
-    max_connections: usize,
+    pub(crate) first_request_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) max_connections: usize,
     /// Room for request headers: a target header with a store id and a key
     /// of `--max-key-bytes` each, percent-encoded.
-    max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
 }
 
 /// hyper's default HTTP/1 read buffer, the floor of `max_header_bytes`.
@@ -203,7 +214,7 @@ fn header_room(max_key_bytes: usize) -> usize {
     (max_key_bytes.saturating_mul(6) + 64 * 1024).max(DEFAULT_HEADER_BYTES)
 }
 
-async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,

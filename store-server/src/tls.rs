@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
-use rustls::ServerConfig;
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use tokio_rustls::TlsAcceptor;
 
 use crate::reload::Reload;
@@ -49,6 +51,27 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// A node presents its own (reloaded) certificate as a client too, when
+/// it calls its peers over mutual TLS.
+impl ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 impl ReloadingCert {
     /// Loads the pair; any problem is an error that names the file.
     pub fn load(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<ReloadingCert>> {
@@ -73,6 +96,60 @@ impl ReloadingCert {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
+
+    /// The peer listener's acceptor: like [`Self::acceptor`], and every
+    /// client must present a certificate `roots` verify (mutual TLS).
+    pub fn peer_acceptor(
+        self: &Arc<Self>,
+        roots: Arc<RootCertStore>,
+    ) -> anyhow::Result<TlsAcceptor> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, self.provider.clone())
+            .build()
+            .context("configuring the verification of peer certificates")?;
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("configuring TLS protocol versions")?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// What a node calls its peers with: it trusts servers `roots` verify
+    /// and presents its own certificate.
+    pub fn peer_client_config(
+        self: &Arc<Self>,
+        roots: Arc<RootCertStore>,
+    ) -> anyhow::Result<ClientConfig> {
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("configuring TLS protocol versions")?
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+/// The CA certificates in a PEM file (`--peer-tls-ca-file`): at least one,
+/// each accepted as a trust anchor.
+pub fn load_roots(path: &Path) -> anyhow::Result<Arc<RootCertStore>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert =
+            cert.with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
+        roots.add(cert).with_context(|| {
+            format!(
+                "{} holds a certificate that is not a usable CA",
+                path.display()
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("{} holds no certificate", path.display());
+    }
+    Ok(Arc::new(roots))
 }
 
 impl Reload for ReloadingCert {

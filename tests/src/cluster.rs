@@ -46,6 +46,11 @@ pub struct Cluster {
     /// Extra environment of every node (the benchmark re-runs its own
     /// executable as the server, selected by a variable).
     envs: Vec<(String, String)>,
+    /// `https` when the nodes serve TLS (`start_tls`).
+    scheme: &'static str,
+    /// Whether nodes get `--peer-token-file` (not with `start_tls`: mutual
+    /// TLS alone authenticates the peers there).
+    peer_token: bool,
 }
 
 impl Cluster {
@@ -67,6 +72,33 @@ impl Cluster {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Self::start_with(binary, root, n, extra, None, envs)
+    }
+
+    /// Like [`Cluster::start`], for nodes that serve TLS and authenticate
+    /// their peers by mutual TLS alone (their `extra` arguments name the
+    /// certificate and the CA; they get no peer token): the client port is
+    /// spoken to over HTTPS, trusting `ca_pem`.
+    pub fn start_tls(
+        binary: &str,
+        root: &Path,
+        n: usize,
+        extra: &[&str],
+        ca_pem: &str,
+    ) -> anyhow::Result<Cluster> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes())?)
+            .build()?;
+        Self::start_ports_with(
+            binary,
+            root,
+            free_ports(2 * n)?,
+            extra,
+            None,
+            Vec::new(),
+            ("https", http),
+        )
     }
 
     /// Like [`Cluster::start`], with every peer link going through a
@@ -129,6 +161,29 @@ impl Cluster {
         peer_listen: Option<Vec<SocketAddr>>,
         envs: Vec<(String, String)>,
     ) -> anyhow::Result<Cluster> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()?;
+        Self::start_ports_with(
+            binary,
+            root,
+            ports,
+            extra,
+            peer_listen,
+            envs,
+            ("http", http),
+        )
+    }
+
+    fn start_ports_with(
+        binary: &str,
+        root: &Path,
+        ports: Vec<u16>,
+        extra: &[&str],
+        peer_listen: Option<Vec<SocketAddr>>,
+        envs: Vec<(String, String)>,
+        (scheme, http): (&'static str, reqwest::Client),
+    ) -> anyhow::Result<Cluster> {
         let n = ports.len() / 2;
         let ports: Vec<(u16, u16)> = ports.chunks(2).map(|c| (c[0], c[1])).collect();
         let peers = ports
@@ -145,12 +200,12 @@ impl Cluster {
             ports,
             peers,
             nodes: std::sync::Mutex::new((0..n).map(|_| None).collect()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()?,
+            http,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             peer_listen,
             envs,
+            scheme,
+            peer_token: scheme == "http",
         };
         // Start them together, as a StatefulSet with Parallel pods does:
         // the first node initializes the cluster and needs a quorum.
@@ -198,6 +253,10 @@ impl Cluster {
         std::fs::create_dir_all(&dir)?;
         let (client, peer) = self.ports[i];
         let mut cmd = std::process::Command::new(&self.binary);
+        if self.peer_token {
+            cmd.arg("--peer-token-file")
+                .arg(self.root.join("peer-token"));
+        }
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{client}"))
             .arg("--data-dir")
@@ -215,8 +274,6 @@ impl Cluster {
                 Some(addrs) => addrs[i].to_string(),
                 None => format!("127.0.0.1:{peer}"),
             })
-            .arg("--peer-token-file")
-            .arg(self.root.join("peer-token"))
             .args(&self.extra)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
@@ -227,7 +284,7 @@ impl Cluster {
 
     /// The client URL of node `i` (whether it runs or not).
     pub fn url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.ports[i].0)
+        format!("{}://127.0.0.1:{}", self.scheme, self.ports[i].0)
     }
 
     /// Every node's client URL, comma-separated (`DRASI_STATE_STORE_URL`).

@@ -116,9 +116,20 @@ pub struct Options {
     pub node_id: NodeId,
     pub peers: Peers,
     pub peer_listen: SocketAddr,
-    /// `None` only with `--insecure-no-auth`.
+    /// `None` with `--insecure-no-auth`, or with mutual TLS alone.
     pub peer_tokens: Option<Arc<TokenSet>>,
+    /// Mutual TLS on the peer port (`--peer-tls-ca-file` with TLS on).
+    pub peer_tls: Option<PeerTls>,
     pub snapshot_logs: u64,
+}
+
+/// Both ends of mutual TLS between peers: the peer listener's acceptor
+/// (asks for and verifies client certificates) and the configuration peer
+/// calls go out with (verifies the server, presents this node's
+/// certificate).
+pub struct PeerTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub client: rustls::ClientConfig,
 }
 
 /// A running replicated node: Raft, the peer listener, and how to stop them.
@@ -139,8 +150,13 @@ impl Replication {
             peers,
             peer_listen,
             peer_tokens,
+            peer_tls,
             snapshot_logs,
         } = options;
+        let (acceptor, client_tls) = match peer_tls {
+            Some(PeerTls { acceptor, client }) => (Some(acceptor), Some(client)),
+            None => (None, None),
+        };
         let db = engine.db_slot();
         let dir = db
             .path()
@@ -179,7 +195,7 @@ impl Replication {
         // Calls to peers leave from the peer listener's address when it is
         // a specific one, so peer traffic stays on the peer interface.
         let local = Some(peer_listen.ip()).filter(|ip| !ip.is_unspecified());
-        let client = network::PeerClient::new(peer_tokens.clone(), local)?;
+        let client = network::PeerClient::new(peer_tokens.clone(), local, client_tls)?;
         let network = network::Network {
             client: client.clone(),
         };
@@ -202,7 +218,7 @@ impl Replication {
         let node = ReplicaNode::start(raft, node_id, client, log, fresh);
         let (stop, stop_rx) = watch::channel(false);
         let (peer_addr, listener) =
-            peer_api::serve(peer_listen, node.clone(), peer_tokens, stop_rx).await?;
+            peer_api::serve(peer_listen, node.clone(), peer_tokens, acceptor, stop_rx).await?;
         let first = peers.ids().next();
         if first == Some(node_id) && !node.raft.is_initialized().await? {
             match node.raft.initialize(peers.members()).await {

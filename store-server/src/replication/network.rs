@@ -61,22 +61,37 @@ pub(crate) enum PeerCallError {
 #[derive(Clone)]
 pub(crate) struct PeerClient {
     http: reqwest::Client,
-    /// `None` only with `--insecure-no-auth`.
+    /// `None` with `--insecure-no-auth`, or with mutual TLS alone.
     token: Option<Arc<TokenSet>>,
+    /// `https` with mutual TLS, else `http`.
+    scheme: &'static str,
 }
 
 impl PeerClient {
     pub(crate) fn new(
         token: Option<Arc<TokenSet>>,
         local_address: Option<std::net::IpAddr>,
+        tls: Option<rustls::ClientConfig>,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .local_address(local_address)
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(PeerClient { http, token })
+            // Peer addresses are in-cluster names: never through a proxy.
+            .no_proxy();
+        let scheme = match tls {
+            Some(config) => {
+                builder = builder.use_preconfigured_tls(config);
+                "https"
+            }
+            None => "http",
+        };
+        Ok(PeerClient {
+            http: builder.build()?,
+            token,
+            scheme,
+        })
     }
 
     /// POSTs `body` as JSON to `route` on `addr` and decodes the JSON answer.
@@ -95,7 +110,7 @@ impl PeerClient {
         let body = serde_json::to_vec(body).map_err(|e| network(format!("encoding: {e}")))?;
         let mut request = self
             .http
-            .post(format!("http://{addr}{route}"))
+            .post(format!("{}://{addr}{route}", self.scheme))
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
@@ -244,7 +259,7 @@ mod tests {
     #[tokio::test]
     async fn answers_are_classified_by_what_they_say_about_the_outcome() {
         let addr = peer().await;
-        let client = PeerClient::new(None, None).unwrap();
+        let client = PeerClient::new(None, None, None).unwrap();
         let timeout = Duration::from_secs(5);
         let refused = client
             .call::<_, ()>(&addr, "/refused", &(), timeout)

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -17,11 +18,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use super::LogPayload;
 use super::network::routes;
 use super::node::ReplicaNode;
 use crate::http::auth::{self, TokenSet};
+use crate::server::{ConnectionOptions, accept_loop};
 
 /// Largest peer request: an append carries up to `max_payload_entries`
 /// groups, each bounded by the proposer's group size (plus JSON and base64
@@ -33,12 +36,27 @@ struct PeerState {
     tokens: Option<Arc<TokenSet>>,
 }
 
-/// Binds the peer listener and serves it until `stop` turns true.
+/// Connection limits of the peer port: a handful of peers keep a few
+/// pooled connections each, so these are generous, but a stranger on the
+/// port can neither hold sockets open nor stall the accept loop.
+fn connection_options() -> ConnectionOptions {
+    ConnectionOptions {
+        first_request_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(120),
+        drain_timeout: Duration::from_secs(5),
+        max_connections: 256,
+        max_header_bytes: 64 * 1024,
+    }
+}
+
+/// Binds the peer listener and serves it (over mutual TLS with `tls`)
+/// until `stop` turns true.
 pub(crate) async fn serve(
     addr: SocketAddr,
     node: Arc<ReplicaNode>,
     tokens: Option<Arc<TokenSet>>,
-    mut stop: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -58,17 +76,9 @@ pub(crate) async fn serve(
         ))
         .layer(DefaultBodyLimit::max(MAX_PEER_BODY_BYTES))
         .with_state(state);
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %err, "the peer listener failed");
-        }
-    });
+    // The client port's accept loop: the same connection limits, timeouts
+    // and TLS handshake handling.
+    let task = tokio::spawn(accept_loop(listener, app, tls, stop, connection_options()));
     Ok((local, task))
 }
 
