@@ -212,6 +212,8 @@ pub struct Tls {
     pub secret_name: String,
     /// `ca.crt` of the TLS Secret, else its `tls.crt`.
     pub ca_cert_pem: String,
+    /// Which of the two keys `ca_cert_pem` came from.
+    pub ca_key: &'static str,
 }
 
 /// A store whose spec is valid and whose referenced Secrets hold what the
@@ -315,13 +317,14 @@ pub fn validate<'a>(
             };
             let ca = [TLS_CA_KEY, TLS_CERT_KEY]
                 .into_iter()
-                .find_map(|key| utf8_value(data, key));
-            let Some(ca_cert_pem) = ca else {
+                .find_map(|key| utf8_value(data, key).map(|pem| (key, pem)));
+            let Some((ca_key, ca_cert_pem)) = ca else {
                 return Err(Invalid::TlsSecretInvalid { secret });
             };
             Some(Tls {
                 secret_name: secret,
                 ca_cert_pem,
+                ca_key,
             })
         }
     };

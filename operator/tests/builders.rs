@@ -1336,3 +1336,58 @@ fn a_changed_replica_count_is_refused_before_anything_is_built() {
     scaled.spec.replicas = Some(4);
     assert_eq!(built_replicas(&scaled), 3);
 }
+
+/// The `tls` volume's keys and `DRASI_STORE_PEER_TLS_CA_FILE`, if set.
+fn tls_mount_and_peer_ca(objects: &DesiredObjects) -> (Vec<String>, Option<String>) {
+    let pod = objects.statefulset.spec.template.spec.clone().unwrap();
+    let tls = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "tls")
+        .expect("a tls volume");
+    let keys = tls
+        .secret
+        .as_ref()
+        .and_then(|s| s.items.as_ref())
+        .unwrap()
+        .iter()
+        .map(|i| i.key.clone())
+        .collect();
+    let ca = env(&container(objects))
+        .get("DRASI_STORE_PEER_TLS_CA_FILE")
+        .and_then(|e| e.value.clone());
+    (keys, ca)
+}
+
+#[test]
+fn replicas_of_a_tls_store_authenticate_each_other_by_mutual_tls() {
+    // ca.crt in the Secret: mounted next to the pair, named as the CA.
+    let store = replicated(example("tls.yaml"), 3);
+    assert_eq!(
+        tls_mount_and_peer_ca(&build(&store)),
+        (
+            vec!["tls.crt".into(), "tls.key".into(), "ca.crt".into()],
+            Some("/var/run/drasi-store/tls/ca.crt".into())
+        )
+    );
+    // A self-signed certificate without ca.crt is its own CA.
+    let mut referenced = inputs(&store).referenced();
+    referenced.tls_secret = Some(BTreeMap::from([(
+        "tls.crt".to_owned(),
+        k8s_openapi::ByteString(CA.as_bytes().to_vec()),
+    )]));
+    let objects = builders::build(&validate(&store, &ctx(), &referenced).unwrap());
+    assert_eq!(
+        tls_mount_and_peer_ca(&objects),
+        (
+            vec!["tls.crt".into(), "tls.key".into()],
+            Some("/var/run/drasi-store/tls/tls.crt".into())
+        )
+    );
+    // One replica has no peers: nothing changes for it.
+    assert_eq!(
+        tls_mount_and_peer_ca(&build(&example("tls.yaml"))),
+        (vec!["tls.crt".into(), "tls.key".into()], None)
+    );
+}

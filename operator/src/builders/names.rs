@@ -45,6 +45,8 @@ pub const PEER_LISTEN_ENV: &str = "DRASI_STORE_PEER_LISTEN";
 pub const PEER_TOKEN_FILE_ENV: &str = "DRASI_STORE_PEER_TOKEN_FILE";
 pub const PEER_AUTH_DIR: &str = "/var/run/drasi-store/peer";
 pub const PEER_TOKEN_FILE: &str = "/var/run/drasi-store/peer/token";
+/// With TLS on, peers authenticate each other by mutual TLS against this CA.
+pub const PEER_TLS_CA_FILE_ENV: &str = "DRASI_STORE_PEER_TLS_CA_FILE";
 
 /// Keys of a `kubernetes.io/tls` Secret.
 pub const TLS_CERT_KEY: &str = "tls.crt";

@@ -96,7 +96,7 @@ fn replication_env(store: &ValidatedStore<'_>) -> Vec<EnvVar> {
         value: Some(value),
         ..EnvVar::default()
     };
-    vec![
+    let mut env = vec![
         EnvVar {
             name: NODE_ID_ENV.to_owned(),
             value_from: Some(EnvVarSource {
@@ -113,7 +113,17 @@ fn replication_env(store: &ValidatedStore<'_>) -> Vec<EnvVar> {
         // from the container port and the NetworkPolicy.
         value(PEER_LISTEN_ENV, format!("0.0.0.0:{PEER_PORT}")),
         value(PEER_TOKEN_FILE_ENV, PEER_TOKEN_FILE.to_owned()),
-    ]
+    ];
+    // With TLS, peer traffic is encrypted and both ends show their
+    // certificate (mutual TLS, on top of the peer token): the certificate
+    // must name `*.<name>-peers.<ns>.svc` and allow client authentication.
+    if let Some(tls) = &store.tls {
+        env.push(value(
+            PEER_TLS_CA_FILE_ENV,
+            format!("{TLS_DIR}/{}", tls.ca_key),
+        ));
+    }
+    env
 }
 
 /// The user's `spec.pod.affinity`, plus, for a replicated store, a pod
@@ -479,11 +489,13 @@ fn volumes(store: &ValidatedStore<'_>) -> Vec<Volume> {
         &[TOKEN_KEY],
     )];
     if let Some(tls) = &store.tls {
-        volumes.push(secret_volume(
-            "tls",
-            &tls.secret_name,
-            &[TLS_CERT_KEY, TLS_KEY_KEY],
-        ));
+        // A replica also needs the CA its peers' certificates chain to.
+        let keys: &[&str] = if store.peer_token.is_some() && tls.ca_key != TLS_CERT_KEY {
+            &[TLS_CERT_KEY, TLS_KEY_KEY, tls.ca_key]
+        } else {
+            &[TLS_CERT_KEY, TLS_KEY_KEY]
+        };
+        volumes.push(secret_volume("tls", &tls.secret_name, keys));
     }
     if store.peer_token.is_some() {
         volumes.push(secret_volume(
