@@ -73,6 +73,24 @@ pub async fn step(
                  {pod}"
             )))
         }
+        RolloutStep::RestartNotReady { pod, uid } => {
+            delete_pod(&pods, namespace, &pod, uid).await?;
+            ctx.events
+                .normal(
+                    regarding,
+                    EventReason::ReplicaRestarted,
+                    "RollingUpdate",
+                    format!(
+                        "deleted {pod}, which runs an outdated template and is not ready, so \
+                         that it restarts from the current template"
+                    ),
+                )
+                .await;
+            Ok(progress(format!(
+                "{updated} of {replicas} replicas run the current template; restarting {pod}, \
+                 which is outdated and not ready"
+            )))
+        }
         RolloutStep::HandOverAndRestart { pod, uid, ordinal } => {
             match ctx.cluster_probe.step_down(targets, ordinal).await {
                 Ok(answer) if answer.stepped_down => {

@@ -9,7 +9,10 @@
 //!
 //! - only while every replica runs, is ready, answers and keeps up, and a
 //!   leader is elected (restarting one replica of three leaves a
-//!   majority; restarting one while another is down would not);
+//!   majority; restarting one while another is down would not), except
+//!   that an outdated replica that is not ready is restarted at once: it
+//!   serves nothing, and a template whose pods never become ready could
+//!   otherwise never be replaced by a fixed one;
 //! - followers first (highest ordinal first, as the StatefulSet
 //!   controller would), so the store changes leader once per rollout, not
 //!   once per replica;
@@ -80,6 +83,8 @@ pub enum RolloutStep {
     /// Delete this follower's pod; the StatefulSet controller recreates it
     /// from the new template.
     RestartFollower { pod: String, uid: Option<String> },
+    /// Delete this outdated pod that is not ready: it serves nothing.
+    RestartNotReady { pod: String, uid: Option<String> },
     /// Ask this leader to hand leadership over, then delete its pod.
     HandOverAndRestart {
         pod: String,
@@ -120,6 +125,15 @@ pub fn next_step(sts: &StatefulSet, pods: &[PodState], probes: &[MemberProbe]) -
     }
     if let Some(pod) = pods.iter().find(|p| p.terminating) {
         return RolloutStep::Wait(format!("{} is still shutting down", pod.name));
+    }
+    // An outdated replica that is not ready serves nothing, so restarting
+    // it costs nothing; waiting for it instead would keep a fix of a
+    // template whose pods never become ready from ever rolling out.
+    if let Some(stuck) = outdated.iter().find(|p| !p.ready) {
+        return RolloutStep::RestartNotReady {
+            pod: stuck.name.clone(),
+            uid: stuck.uid.clone(),
+        };
     }
     if let Some(pod) = pods.iter().find(|p| !p.ready) {
         return RolloutStep::Wait(format!(
@@ -242,7 +256,7 @@ mod tests {
                     pods[2].revision = Some("new".into());
                 }
                 RolloutStep::UpToDate => break,
-                RolloutStep::Wait(why) => panic!("waited: {why}"),
+                other => panic!("unexpected {other:?}"),
             }
         }
         assert_eq!(
@@ -308,6 +322,36 @@ mod tests {
             step(&[pod(0, "old"), pod(1, "old"), pod(2, "new")], &leaderless),
             "not healthy",
         );
+    }
+
+    #[test]
+    fn an_outdated_replica_that_is_not_ready_is_restarted_at_once() {
+        // Template 2 crashes: its first pod never became ready. Template 3
+        // (the fix) must replace it although not every replica is ready.
+        let mut broken = pod(2, "rev-2");
+        broken.ready = false;
+        let pods = [pod(0, "rev-1"), pod(1, "rev-1"), broken];
+        assert_eq!(
+            next_step(&sts("rev-3"), &pods, &healthy(0)),
+            RolloutStep::RestartNotReady {
+                pod: "orders-2".into(),
+                uid: Some("uid-2".into())
+            }
+        );
+        // Even with replication unhealthy: it is not serving anyway.
+        assert!(matches!(
+            next_step(&sts("rev-3"), &pods, &[]),
+            RolloutStep::RestartNotReady { .. }
+        ));
+        // A replica of the current template that is not ready yet is
+        // catching up: the others wait for it.
+        let mut catching_up = pod(2, "rev-3");
+        catching_up.ready = false;
+        let pods = [pod(0, "rev-1"), pod(1, "rev-1"), catching_up];
+        assert!(matches!(
+            next_step(&sts("rev-3"), &pods, &healthy(0)),
+            RolloutStep::Wait(_)
+        ));
     }
 
     #[test]
