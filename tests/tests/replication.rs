@@ -463,6 +463,38 @@ async fn a_five_node_leader_hands_over_and_loses_nothing() -> anyhow::Result<()>
     Ok(())
 }
 
+/// An import is refused by a replicated node before the upload is stored
+/// or read (it could be as large as the database): a body that is not a
+/// snapshot at all gets the replication refusal, not a complaint about its
+/// content, and nothing is spooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_into_a_replicated_store_is_refused_before_the_upload() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(SERVER, dir.path(), 3, &[])?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}{}",
+            cluster.url(0),
+            drasi_store_protocol::snapshot::IMPORT_PATH
+        ))
+        .bearer_auth(drasi_store_tests::cluster::CLIENT_TOKEN)
+        .header("content-type", drasi_store_protocol::snapshot::CONTENT_TYPE)
+        .body(vec![0u8; 4096])
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await?;
+    ensure!(r.status() == 405, "answered {}", r.status());
+    let body = r.text().await?;
+    ensure!(body.contains("replicated store"), "{body}");
+    let spooled: Vec<_> = std::fs::read_dir(cluster.data_dir(0))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".spool"))
+        .collect();
+    ensure!(spooled.is_empty(), "the upload was spooled: {spooled:?}");
+    Ok(())
+}
+
 /// A data directory a single-node server wrote is refused as a replica's:
 /// replicating on top of it would leave that node's data different from
 /// its peers' for good. The node says why and does not start.

@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt as _;
 use super::SharedState;
 use super::errors::ApiError;
 use crate::bridge;
+use crate::engine::EngineError;
 use crate::engine::import::{ImportError, ImportPlan};
 
 /// Streams a consistent snapshot. The read transaction is opened before the
@@ -92,6 +93,14 @@ pub async fn import(
             ErrorCode::UnsupportedMediaType,
             format!("an import body must be {CONTENT_TYPE}, not {content_type:?}"),
         ));
+    }
+    // Refused before the upload is spooled (it may be as large as the
+    // database), not after: the replicated write path takes no imports.
+    if state.engine.replica().is_some() {
+        return Err(EngineError::NotReplicated {
+            what: "importing a snapshot into a running replicated store",
+        }
+        .into());
     }
     let spool = state.spool_dir.join(format!(
         "import-{}-{}.spool",
