@@ -7,20 +7,23 @@
 //! it fail. openraft 0.9 has no leadership transfer, so this builds one
 //! from what it has, in the way Raft's own "TimeoutNow" extension works:
 //!
-//! 0. a leader elected less than a lease (1 s) ago waits it out: until
+//! 1. a leader elected less than a lease (1 s) ago waits it out: until
 //!    then it would refuse any candidate's vote request itself;
-//! 1. the leader stops proposing (new writes wait, they are not refused)
-//!    and lets the proposals under way commit, so its log stops growing;
-//! 2. it waits until a voter holds its whole log (the successor);
-//! 3. it asks the successor, over the peer port, to start an election now;
-//! 4. the successor's vote request carries a higher term and a log as long
-//!    as the leader's, so the leader grants it and steps down. In a
-//!    3-node store that is a majority at once. In a 5-node store the other
-//!    followers refuse until their lease runs out (a second of silence),
-//!    and the successor wins the next round;
-//! 5. once another leader is known, waiting writes go on to it. Should
-//!    this node win the election instead, it tries again (3 elections at
-//!    most).
+//! 2. the leader closes a gate in front of its proposals (new writes wait,
+//!    they are not refused) and lets those under way commit, so its log
+//!    stops growing;
+//! 3. with five voters, it stops its heartbeats for a lease: the other
+//!    followers refuse any candidate while their lease from it runs, and
+//!    the successor needs one of their votes (with three, its own and the
+//!    leader's are a majority);
+//! 4. it waits until a voter holds its whole log (the successor) and asks
+//!    it, over the peer port, to start an election now;
+//! 5. the successor's vote request carries a higher term and a log as long
+//!    as the leader's, so the leader grants it and steps down, and the
+//!    successor wins;
+//! 6. once another leader is known, the gate opens and waiting writes go
+//!    on to it. Should this node win the election instead, it tries again
+//!    (3 elections at most).
 //!
 //! Nothing here can lose an acknowledged write: it only decides who runs
 //! for election first, and Raft's vote rules still decide who wins.
