@@ -23,6 +23,10 @@
 #      (spec.restore.fromBackup), waits for Ready, reads the value through its
 #      own connection Secret, restarts its pod and checks the restore init
 #      container skipped the second time;
+#   6c. creates a 3-replica store, writes a value, changes its pod template
+#      and checks the rollout: every replica restarted onto the new template,
+#      followers first (ReplicaRestarted), then the leader after it handed
+#      leadership over (LeadershipHandedOver); the value is still there;
 #   7. cleans up (helm uninstall, namespaces), unless E2E_KEEP=1.
 #
 # Usage:
@@ -362,3 +366,65 @@ until kubectl logs -n "$E2E_NAMESPACE" "pod/$RESTORED-0" -c restore 2>/dev/null 
   sleep 2
 done
 echo "restored store $RESTORED: Ready, serves the value, and a restart skips the restore"
+
+# --- 6c. a replicated store rolls a new template, the leader last ------------------
+REPLICATED="$STORE-replicated"
+log "creating DrasiStateStore $REPLICATED with 3 replicas"
+{
+  cat <<YAML
+apiVersion: drasi.io/v1alpha1
+kind: DrasiStateStore
+metadata:
+  name: $REPLICATED
+spec:
+  replicas: 3
+  storage:
+    size: 256Mi
+YAML
+  [ -n "${STORAGE_CLASS:-}" ] && printf '    storageClassName: %s\n' "$STORAGE_CLASS"
+  true
+} | kubectl apply -n "$E2E_NAMESPACE" -f -
+kubectl wait --for=condition=Ready "dss/$REPLICATED" -n "$E2E_NAMESPACE" --timeout="$E2E_TIMEOUT"
+kubectl wait --for=condition=ReplicationHealthy "dss/$REPLICATED" -n "$E2E_NAMESPACE" --timeout="$E2E_TIMEOUT"
+leader="$(kubectl get dss "$REPLICATED" -n "$E2E_NAMESPACE" -o 'jsonpath={.status.replication.leader}')"
+[ -n "$leader" ] || die "$REPLICATED reports no leader"
+# shellcheck disable=SC2016 # expanded by sh in the pod, not here
+run_job e2e-write-replicated "$PRELUDE"'
+kv --retry 10 --retry-all-errors --retry-delay 2 -X PUT -H "$auth" \
+  -H "Content-Type: application/octet-stream" --data-binary "$value"
+echo "wrote $value to the replicated store"' "$REPLICATED"
+old_revision="$(kubectl get statefulset "$REPLICATED" -n "$E2E_NAMESPACE" -o 'jsonpath={.status.updateRevision}')"
+log "changing $REPLICATED's pod template (leader $leader): the operator restarts followers first, the leader last"
+kubectl patch dss "$REPLICATED" -n "$E2E_NAMESPACE" --type merge \
+  -p "{\"spec\":{\"pod\":{\"annotations\":{\"e2e.drasi.io/rollout\":\"$RUN_ID\"}}}}"
+deadline=$((SECONDS + 600))
+while :; do
+  sts="$(kubectl get statefulset "$REPLICATED" -n "$E2E_NAMESPACE" \
+    -o 'jsonpath={.status.updateRevision} {.status.updatedReplicas} {.status.readyReplicas}')"
+  read -r revision updated ready <<<"$sts"
+  [ "$revision" != "$old_revision" ] && [ "${updated:-0}" = 3 ] && [ "${ready:-0}" = 3 ] && break
+  [ $SECONDS -lt $deadline ] || die "the rollout of $REPLICATED did not finish: $sts"
+  sleep 5
+done
+events() {
+  kubectl get events -n "$E2E_NAMESPACE" \
+    --field-selector "involvedObject.name=$REPLICATED,reason=$1" \
+    --sort-by=.metadata.creationTimestamp -o 'jsonpath={range .items[*]}{.metadata.creationTimestamp} {.message}{"\n"}{end}'
+}
+restarted="$(events ReplicaRestarted)"
+handed="$(events LeadershipHandedOver)"
+echo "$restarted"
+echo "$handed"
+[ "$(grep -c . <<<"$restarted")" = 2 ] || die "expected 2 followers restarted, got: $restarted"
+grep -q "$leader" <<<"$restarted" && die "the leader $leader was restarted as a follower: $restarted"
+grep -q "leader $leader handed leadership" <<<"$handed" || die "no hand-over by $leader: $handed"
+[ "$(tail -1 <<<"$restarted" | cut -d' ' -f1)" \< "$(tail -1 <<<"$handed" | cut -d' ' -f1)" ] \
+  || [ "$(tail -1 <<<"$restarted" | cut -d' ' -f1)" = "$(tail -1 <<<"$handed" | cut -d' ' -f1)" ] \
+  || die "the leader was restarted before the followers"
+kubectl wait --for=condition=ReplicationHealthy "dss/$REPLICATED" -n "$E2E_NAMESPACE" --timeout="$E2E_TIMEOUT"
+# shellcheck disable=SC2016 # expanded by sh in the pod, not here
+run_job e2e-read-replicated "$PRELUDE"'
+got=$(kv --retry 10 --retry-all-errors --retry-delay 2 -H "$auth")
+[ "$got" = "$value" ] || { echo "after the rollout read \"$got\", want \"$value\""; exit 1; }
+echo "after the rolling update the value is still $value"' "$REPLICATED"
+echo "replicated store $REPLICATED: rolled followers first, the leader after a hand-over, data intact"
