@@ -113,6 +113,19 @@ async fn worker(
     Ok(seen)
 }
 
+/// [`WORKERS`] workers calling through `state` until told to stop.
+fn start_workers(state: &RemoteStateStoreProvider) -> (Arc<Load>, JoinSet<anyhow::Result<Seen>>) {
+    let load = Arc::new(Load {
+        stop: AtomicBool::new(false),
+        calls: AtomicU64::new(0),
+    });
+    let mut workers = JoinSet::new();
+    for w in 0..WORKERS {
+        workers.spawn(worker(state.clone(), Arc::clone(&load), w));
+    }
+    (load, workers)
+}
+
 /// Waits until the workers have completed `more` further rounds, failing
 /// when one of them stopped (with its error) or after `timeout`.
 async fn progress(
@@ -145,14 +158,7 @@ async fn every_call_succeeds_while_nodes_are_killed() -> anyhow::Result<()> {
     let urls = cluster.urls();
     let state = provider(&urls)?;
 
-    let load = Arc::new(Load {
-        stop: AtomicBool::new(false),
-        calls: AtomicU64::new(0),
-    });
-    let mut workers = JoinSet::new();
-    for w in 0..WORKERS {
-        workers.spawn(worker(state.clone(), Arc::clone(&load), w));
-    }
+    let (load, mut workers) = start_workers(&state);
     let round = WORKERS as u64;
     progress(&load, &mut workers, 2 * round, SETTLE, "before any kill").await?;
 
@@ -236,14 +242,7 @@ async fn a_rolling_restart_with_leader_hand_over_fails_no_call() -> anyhow::Resu
     let leader = cluster.wait_for_leader(SETTLE).await?;
     let urls = cluster.urls();
     let state = provider(&urls)?;
-    let load = Arc::new(Load {
-        stop: AtomicBool::new(false),
-        calls: AtomicU64::new(0),
-    });
-    let mut workers = JoinSet::new();
-    for w in 0..WORKERS {
-        workers.spawn(worker(state.clone(), Arc::clone(&load), w));
-    }
+    let (load, mut workers) = start_workers(&state);
     let round = WORKERS as u64;
     progress(&load, &mut workers, 2 * round, SETTLE, "before the rollout").await?;
 

@@ -9,43 +9,14 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use drasi_store_tests::cluster::{Cluster, PEER_TOKEN};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use drasi_store_tests::test_ca::{Leaf, TestCa};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_store-server-under-test");
 const STORE: &str = "replicated/tls";
 
-struct Ca {
-    pem: String,
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn new_ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        cert,
-        key,
-    }
-}
-
-/// A node certificate for 127.0.0.1, good for serving and for calling
-/// peers (both extended key usages, as cert-manager issues with
-/// `usages: [server auth, client auth]`); returns (cert PEM, key PEM).
-fn node_cert(ca: &Ca) -> (String, String) {
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    (cert.pem(), key.serialize_pem())
+/// A client certificate for reqwest.
+fn identity(leaf: &Leaf) -> reqwest::Result<reqwest::Identity> {
+    reqwest::Identity::from_pem(format!("{}{}", leaf.cert_pem, leaf.key_pem).as_bytes())
 }
 
 fn write(dir: &Path, name: &str, content: &str) -> String {
@@ -72,12 +43,12 @@ async fn peer_call(client: &reqwest::Client, cluster: &Cluster) -> reqwest::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn peers_replicate_over_mutual_tls_and_refuse_strangers() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store_ca = new_ca("store CA");
-    let (cert, key) = node_cert(&store_ca);
+    let store_ca = TestCa::new("store CA");
+    let node = store_ca.peer_leaf();
     let files = dir.path().join("tls");
     std::fs::create_dir_all(&files)?;
-    let cert_file = write(&files, "tls.crt", &cert);
-    let key_file = write(&files, "tls.key", &key);
+    let cert_file = write(&files, "tls.crt", &node.cert_pem);
+    let key_file = write(&files, "tls.key", &node.key_pem);
     let ca_file = write(&files, "ca.crt", &store_ca.pem);
     let args = [
         "--tls-cert-file",
@@ -133,24 +104,16 @@ async fn peers_replicate_over_mutual_tls_and_refuse_strangers() -> anyhow::Resul
         "a client without a certificate reached the peer port"
     );
     // A certificate from another CA.
-    let other = new_ca("someone else's CA");
-    let (cert, key) = node_cert(&other);
-    let stranger = trusting()
-        .identity(reqwest::Identity::from_pem(
-            format!("{cert}{key}").as_bytes(),
-        )?)
-        .build()?;
+    let other = TestCa::new("someone else's CA").peer_leaf();
+    let stranger = trusting().identity(identity(&other)?).build()?;
     ensure!(
         peer_call(&stranger, &cluster).await.is_err(),
         "a certificate of another CA reached the peer port"
     );
     // A certificate from the store's CA gets in: the refusals above were
     // about the certificate, not the request.
-    let (cert, key) = node_cert(&store_ca);
     let member = trusting()
-        .identity(reqwest::Identity::from_pem(
-            format!("{cert}{key}").as_bytes(),
-        )?)
+        .identity(identity(&store_ca.peer_leaf())?)
         .build()?;
     ensure!(peer_call(&member, &cluster).await? == 200);
     Ok(())

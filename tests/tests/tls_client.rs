@@ -7,42 +7,20 @@ use std::time::Duration;
 use drasi_lib::{StateStoreError, StateStoreProvider};
 use drasi_state_store_remote::RemoteStateStoreProvider;
 use drasi_store_tests::ServerProcess;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use drasi_store_tests::test_ca::TestCa;
 use tempfile::TempDir;
 
 const TOKEN: &str = "tls-test-token-0123456789";
 
-struct Ca {
-    pem: String,
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        cert,
-        key,
-    }
-}
-
 /// A server certificate for localhost/127.0.0.1 issued by `ca`, the way the
 /// operator's TLS Secret is laid out.
-fn tls_server(ca: &Ca) -> (ServerProcess, TempDir) {
+fn tls_server(ca: &TestCa) -> (ServerProcess, TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let leaf = ca.leaf();
     let cert_file = dir.path().join("tls.crt");
     let key_file = dir.path().join("tls.key");
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&cert_file, leaf.cert_pem).unwrap();
+    std::fs::write(&key_file, leaf.key_pem).unwrap();
     let server = ServerProcess::builder(
         env!("CARGO_BIN_EXE_store-server-under-test"),
         dir.path().join("data"),
@@ -76,7 +54,7 @@ async fn round_trip(p: &dyn StateStoreProvider) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusts_the_server_through_the_given_ca() {
-    let ca = ca("drasi test CA");
+    let ca = TestCa::new("drasi test CA");
     let (server, dir) = tls_server(&ca);
     let inline = RemoteStateStoreProvider::builder(https_url(&server))
         .token(TOKEN)
@@ -111,7 +89,7 @@ fn assert_tls_failure(err: &StateStoreError, server: &ServerProcess) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_server_it_cannot_verify() {
-    let ca_pair = ca("drasi test CA");
+    let ca_pair = TestCa::new("drasi test CA");
     let (server, _dir) = tls_server(&ca_pair);
 
     // No CA: the public roots do not know the operator's CA.
@@ -125,7 +103,7 @@ async fn refuses_a_server_it_cannot_verify() {
     assert_tls_failure(&err, &server);
 
     // Some other CA: still refused.
-    let other = ca("someone else's CA");
+    let other = TestCa::new("someone else's CA");
     let wrong_ca = RemoteStateStoreProvider::builder(https_url(&server))
         .token(TOKEN)
         .ca_cert_pem(other.pem)

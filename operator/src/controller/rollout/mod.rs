@@ -44,51 +44,44 @@ pub async fn step(
     let states: Vec<PodState> = listed.items.iter().filter_map(PodState::of).collect();
     let updated = updated_count(sts);
     let replicas = sts.spec.replicas.unwrap_or(1);
-    let progress = |message: String| {
+    let progress = |what: String| {
         Some(Progress {
             reason: ProgressingReason::RollingOut,
-            message,
+            message: format!("{updated} of {replicas} replicas run the current template; {what}"),
         })
+    };
+    let pods = &pods;
+    let restart = |pod: String, uid: Option<String>, note: String| async move {
+        delete_pod(pods, namespace, &pod, uid).await?;
+        ctx.events
+            .normal(
+                regarding,
+                EventReason::ReplicaRestarted,
+                "RollingUpdate",
+                note,
+            )
+            .await;
+        Ok::<_, ApiError>(())
     };
     match next_step(sts, &states, probes) {
         RolloutStep::UpToDate => Ok(None),
-        RolloutStep::Wait(why) => Ok(progress(format!(
-            "{updated} of {replicas} replicas run the current template; waiting: {why}"
-        ))),
+        RolloutStep::Wait(why) => Ok(progress(format!("waiting: {why}"))),
         RolloutStep::RestartFollower { pod, uid } => {
-            delete_pod(&pods, namespace, &pod, uid).await?;
-            ctx.events
-                .normal(
-                    regarding,
-                    EventReason::ReplicaRestarted,
-                    "RollingUpdate",
-                    format!(
-                        "deleted follower {pod} so that it restarts from the current template \
-                         ({updated} of {replicas} replicas updated; the leader goes last)"
-                    ),
-                )
-                .await;
-            Ok(progress(format!(
-                "{updated} of {replicas} replicas run the current template; restarting follower \
-                 {pod}"
-            )))
+            let note = format!(
+                "deleted follower {pod} so that it restarts from the current template ({updated} \
+                 of {replicas} replicas updated; the leader goes last)"
+            );
+            restart(pod.clone(), uid, note).await?;
+            Ok(progress(format!("restarting follower {pod}")))
         }
         RolloutStep::RestartNotReady { pod, uid } => {
-            delete_pod(&pods, namespace, &pod, uid).await?;
-            ctx.events
-                .normal(
-                    regarding,
-                    EventReason::ReplicaRestarted,
-                    "RollingUpdate",
-                    format!(
-                        "deleted {pod}, which runs an outdated template and is not ready, so \
-                         that it restarts from the current template"
-                    ),
-                )
-                .await;
+            let note = format!(
+                "deleted {pod}, which runs an outdated template and is not ready, so that it \
+                 restarts from the current template"
+            );
+            restart(pod.clone(), uid, note).await?;
             Ok(progress(format!(
-                "{updated} of {replicas} replicas run the current template; restarting {pod}, \
-                 which is outdated and not ready"
+                "restarting {pod}, which is outdated and not ready"
             )))
         }
         RolloutStep::HandOverAndRestart { pod, uid, ordinal } => {
@@ -97,7 +90,7 @@ pub async fn step(
                     let successor = answer
                         .leader_id
                         .map_or_else(|| "another replica".to_owned(), |id| format!("{name}-{id}"));
-                    delete_pod(&pods, namespace, &pod, uid).await?;
+                    delete_pod(pods, namespace, &pod, uid).await?;
                     ctx.events
                         .normal(
                             regarding,
@@ -111,15 +104,13 @@ pub async fn step(
                         )
                         .await;
                     Ok(progress(format!(
-                        "{updated} of {replicas} replicas run the current template; {pod} handed \
-                         leadership to {successor} and restarts"
+                        "{pod} handed leadership to {successor} and restarts"
                     )))
                 }
                 // Leadership moved since the probe: the next pass plans
                 // again with fresh answers.
                 Ok(_) => Ok(progress(format!(
-                    "{updated} of {replicas} replicas run the current template; {pod} is no longer \
-                     the leader, re-checking"
+                    "{pod} is no longer the leader, re-checking"
                 ))),
                 Err(why) => {
                     ctx.events
@@ -134,8 +125,7 @@ pub async fn step(
                         )
                         .await;
                     Ok(progress(format!(
-                        "{updated} of {replicas} replicas run the current template; leader {pod} \
-                         could not hand leadership over yet: {why}"
+                        "leader {pod} could not hand leadership over yet: {why}"
                     )))
                 }
             }
