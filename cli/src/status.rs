@@ -28,6 +28,32 @@ pub struct StatusReport {
     pub volumes: Vec<VolumeRow>,
     pub metrics: MetricsRow,
     pub last_backup: Option<BackupRow>,
+    /// A replicated store's leader, term and replicas, as the operator
+    /// last observed them (`status.replication`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationRow>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationRow {
+    pub leader: Option<String>,
+    pub term: Option<i64>,
+    pub commit_index: Option<i64>,
+    /// When the operator observed it (RFC 3339).
+    pub observed_at: Option<String>,
+    pub replicas: Vec<ReplicaRow>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaRow {
+    pub name: String,
+    pub role: Option<String>,
+    pub applied_index: Option<i64>,
+    pub lag: Option<i64>,
+    pub reachable: bool,
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -115,6 +141,24 @@ pub async fn collect(cluster: &Cluster, name: &str) -> anyhow::Result<StatusRepo
         },
     };
     let last_backup = newest_backup(&store_backups(cluster, name).await?).map(backup_row);
+    let replication = status.replication.as_ref().map(|r| ReplicationRow {
+        leader: r.leader.clone(),
+        term: r.term,
+        commit_index: r.commit_index,
+        observed_at: r.observed_at.as_ref().map(|t| t.0.to_string()),
+        replicas: r
+            .members
+            .iter()
+            .map(|m| ReplicaRow {
+                name: m.name.clone(),
+                role: m.role.map(|role| role.to_string()),
+                applied_index: m.applied_index,
+                lag: m.lag,
+                reachable: m.reachable,
+                message: m.message.clone(),
+            })
+            .collect(),
+    });
     Ok(StatusReport {
         store: name.to_string(),
         namespace: cluster.namespace.clone(),
@@ -126,6 +170,7 @@ pub async fn collect(cluster: &Cluster, name: &str) -> anyhow::Result<StatusRepo
         volumes,
         metrics,
         last_backup,
+        replication,
     })
 }
 
@@ -287,6 +332,38 @@ fn render_table(r: &StatusReport) -> String {
         &["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"],
         &rows,
     ));
+
+    if let Some(replication) = &r.replication {
+        out.push_str(&format!(
+            "\nREPLICATION (leader {}, term {}, commit index {}; observed {})\n",
+            or_none(replication.leader.as_deref()),
+            replication
+                .term
+                .map_or_else(|| "<none>".into(), |t| t.to_string()),
+            replication
+                .commit_index
+                .map_or_else(|| "<none>".into(), |c| c.to_string()),
+            or_none(replication.observed_at.as_deref()),
+        ));
+        let rows: Vec<Vec<String>> = replication
+            .replicas
+            .iter()
+            .map(|m| {
+                vec![
+                    m.name.clone(),
+                    m.role.clone().unwrap_or_default(),
+                    m.applied_index.map(|a| a.to_string()).unwrap_or_default(),
+                    m.lag.map(|l| l.to_string()).unwrap_or_default(),
+                    if m.reachable { "yes" } else { "no" }.to_string(),
+                    m.message.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table::render(
+            &["NAME", "ROLE", "APPLIED", "LAG", "ANSWERS", "MESSAGE"],
+            &rows,
+        ));
+    }
 
     out.push_str("\nPODS\n");
     let rows: Vec<Vec<String>> = r

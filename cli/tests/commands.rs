@@ -91,6 +91,36 @@ async fn status_says_why_metrics_are_missing_and_shows_the_rest() {
 }
 
 #[tokio::test]
+async fn status_of_a_replicated_store_shows_the_leader_and_each_replica() {
+    let (fake, cluster) = cluster(NOWHERE);
+    let mut status = ready_status("orders");
+    status["replication"] = json!({
+        "leader": "orders-1", "term": 7, "commitIndex": 420,
+        "observedAt": "2024-01-01T00:05:00Z",
+        "members": [
+            { "name": "orders-0", "nodeId": 0, "role": "Follower", "appliedIndex": 418,
+              "lag": 2, "reachable": true },
+            { "name": "orders-1", "nodeId": 1, "role": "Leader", "appliedIndex": 420,
+              "lag": 0, "reachable": true },
+            { "name": "orders-2", "reachable": false, "message": "no answer within 2 s" },
+        ],
+    });
+    put_store(&fake, "orders", json!({ "replicas": 3 }), status);
+    let report = status::collect(&cluster, "orders").await.unwrap();
+    let replication = report.replication.clone().expect("a replication block");
+    assert_eq!(replication.leader.as_deref(), Some("orders-1"));
+    assert_eq!(replication.replicas.len(), 3);
+    insta::assert_snapshot!(
+        "status_replicated_table",
+        status::render(&report, OutputFormat::Table).unwrap()
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&status::render(&report, OutputFormat::Json).unwrap()).unwrap();
+    assert_eq!(json["replication"]["replicas"][2]["reachable"], false);
+    assert_eq!(json["replication"]["term"], 7);
+}
+
+#[tokio::test]
 async fn status_of_a_missing_store_is_a_clear_error() {
     let (_fake, cluster) = cluster(NOWHERE);
     let err = err_text(status::collect(&cluster, "ghost").await.unwrap_err());
