@@ -8,7 +8,9 @@
 //! leader's URL first and through a follower's URL first (writes then take
 //! the forwarding hop). Then failover: under 16 writers, `kill -9` the
 //! leader and time how long until a write issued after the kill succeeds,
-//! for several rounds. Like the main benchmark, the server processes are
+//! for several rounds; and the planned counterpart, a leadership hand-over
+//! (`POST /v1/cluster/step-down`) before the leader restarts, as in a
+//! rolling update. Like the main benchmark, the server processes are
 //! this executable re-run with a marker variable.
 
 use std::process::ExitCode;
@@ -34,12 +36,14 @@ const USAGE: &str = "usage: replication_bench [--duration-secs S] [--rounds N] [
   --duration-secs S  measured seconds per workload and subject (default 2.5)
   --rounds N         failover rounds, each a kill -9 of the leader (default 10)
   --quick            0.3 s per workload and 2 rounds: a smoke run
-  --failover-only    only the failover rounds";
+  --failover-only    only the failover rounds
+  --hand-over-only   only the hand-over rounds (POST /v1/cluster/step-down)";
 
 struct Options {
     duration: Duration,
     rounds: usize,
     failover_only: bool,
+    hand_over_only: bool,
 }
 
 fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
@@ -47,6 +51,7 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
         duration: Duration::from_millis(2500),
         rounds: 10,
         failover_only: false,
+        hand_over_only: false,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -61,6 +66,7 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
             }
             "--rounds" => opts.rounds = value("--rounds")?.parse()?,
             "--failover-only" => opts.failover_only = true,
+            "--hand-over-only" => opts.hand_over_only = true,
             "--quick" => {
                 opts.duration = Duration::from_millis(300);
                 opts.rounds = 2;
@@ -195,6 +201,10 @@ async fn run(opts: &Options) -> anyhow::Result<String> {
         out.push_str(&failover(&cluster, opts.rounds).await?);
         return Ok(out);
     }
+    if opts.hand_over_only {
+        out.push_str(&hand_over(&cluster, opts.rounds).await?);
+        return Ok(out);
+    }
     out.push_str(&format!(
         "{} CPUs; {} measured per workload and subject; durable (`--durability immediate`)\n\n",
         std::thread::available_parallelism().map_or(0, usize::from),
@@ -235,6 +245,8 @@ async fn run(opts: &Options) -> anyhow::Result<String> {
 
     out.push('\n');
     out.push_str(&failover(&cluster, opts.rounds).await?);
+    out.push('\n');
+    out.push_str(&hand_over(&cluster, opts.rounds).await?);
     Ok(out)
 }
 
@@ -247,54 +259,7 @@ fn humantime(d: Duration) -> String {
 /// first successful write issued after it; then restart the node and let
 /// it catch up.
 async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<String> {
-    let urls = cluster.urls();
-    let writers_provider = Arc::new(
-        RemoteStateStoreProvider::builder(&urls)
-            .token(CLIENT_TOKEN)
-            .build()?,
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let acked = Arc::new(AtomicU64::new(0));
-    // When the current round's leader was killed, and how long after it a
-    // writer's call was first acknowledged again: what an application with
-    // the default client settings sees of a failover.
-    let killed_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
-    let first_ack: Arc<std::sync::Mutex<Option<Duration>>> = Arc::default();
-    let writers: Vec<_> = (0..16)
-        .map(|w| {
-            let p = writers_provider.clone();
-            let stop = stop.clone();
-            let errors = errors.clone();
-            let acked = acked.clone();
-            let killed_at = killed_at.clone();
-            let first_ack = first_ack.clone();
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    match p
-                        .set("failover", &format!("w{w}"), n.to_le_bytes().to_vec())
-                        .await
-                    {
-                        Ok(()) => {
-                            acked.fetch_add(1, Ordering::Relaxed);
-                            // Answers already on their way when the leader
-                            // died arrive within milliseconds; later ones
-                            // went through the new leader.
-                            let killed = *killed_at.lock().unwrap();
-                            if let Some(k) = killed.filter(|k| k.elapsed() >= ACK_IN_TRANSIT) {
-                                first_ack.lock().unwrap().get_or_insert(k.elapsed());
-                            }
-                        }
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
+    let writers = Writers::start(cluster)?;
     let mut table = String::from(
         "| round | killed (leader) | new leader | kill → first acknowledged write | kill → first writer ack (default client) | writer errors |\n|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -302,11 +267,11 @@ async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Strin
     for round in 1..=rounds {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-        let errors_before = errors.load(Ordering::Relaxed);
-        *first_ack.lock().unwrap() = None;
+        let errors_before = writers.errors.load(Ordering::Relaxed);
+        *writers.first_ack.lock().unwrap() = None;
         cluster.kill9(leader)?;
         let killed = Instant::now();
-        *killed_at.lock().unwrap() = Some(killed);
+        *writers.killed_at.lock().unwrap() = Some(killed);
         // The server side of a failover: a write sent straight to each
         // surviving node in turn, every 20 ms, without client retries,
         // until one is acknowledged.
@@ -329,30 +294,19 @@ async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Strin
         };
         let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while first_ack.lock().unwrap().is_none() && Instant::now() < deadline {
+        while writers.first_ack.lock().unwrap().is_none() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         cluster.restart(leader)?;
-        // Caught up: the restarted node's applied index reaches the
-        // leader's commit index of a moment ago.
-        let target = cluster.cluster_info(new_leader).await?.commit_index;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(info) = cluster.cluster_info(leader).await
-                && info.applied_index >= target
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("round {round}: node {leader} did not catch up within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let round_errors = errors.load(Ordering::Relaxed) - errors_before;
+        catch_up(cluster, leader, new_leader)
+            .await
+            .with_context(|| format!("round {round}"))?;
+        let round_errors = writers.errors.load(Ordering::Relaxed) - errors_before;
         let line = format!(
             "| {round} | {leader} | {new_leader} | {} ms | {} | {round_errors} |\n",
             took.as_millis(),
-            first_ack
+            writers
+                .first_ack
                 .lock()
                 .unwrap()
                 .map_or("none".into(), |d| format!("{} ms", d.as_millis()))
@@ -361,10 +315,7 @@ async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Strin
         table.push_str(&line);
         times.push(took);
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await?;
-    }
+    let (acked, errors) = writers.stop().await?;
     times.sort();
     if let (Some(min), Some(max)) = (times.first(), times.last()) {
         let median = times[times.len() / 2];
@@ -376,8 +327,172 @@ async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Strin
             min.as_millis(),
             median.as_millis(),
             max.as_millis(),
-            acked.load(Ordering::Relaxed),
-            errors.load(Ordering::Relaxed),
+            acked,
+            errors,
+        ));
+    }
+    Ok(table)
+}
+
+/// 16 writers calling `set` through one provider given every URL (the
+/// default client settings: 10 s failover budget), counting what they see.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+    /// The longest call since the last reset, in microseconds.
+    longest_us: Arc<AtomicU64>,
+    /// When the current round's leader was killed, and how long after it a
+    /// writer's call was first acknowledged again: what an application with
+    /// the default client settings sees of a failover.
+    killed_at: Arc<std::sync::Mutex<Option<Instant>>>,
+    first_ack: Arc<std::sync::Mutex<Option<Duration>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(cluster: &Cluster) -> anyhow::Result<Writers> {
+        let provider = Arc::new(
+            RemoteStateStoreProvider::builder(cluster.urls())
+                .token(CLIENT_TOKEN)
+                .build()?,
+        );
+        let mut writers = Writers {
+            stop: Arc::default(),
+            errors: Arc::default(),
+            acked: Arc::default(),
+            longest_us: Arc::default(),
+            killed_at: Arc::default(),
+            first_ack: Arc::default(),
+            tasks: Vec::new(),
+        };
+        for w in 0..16 {
+            let p = provider.clone();
+            let stop = writers.stop.clone();
+            let errors = writers.errors.clone();
+            let acked = writers.acked.clone();
+            let longest_us = writers.longest_us.clone();
+            let killed_at = writers.killed_at.clone();
+            let first_ack = writers.first_ack.clone();
+            writers.tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let started = Instant::now();
+                    let result = p
+                        .set("failover", &format!("w{w}"), n.to_le_bytes().to_vec())
+                        .await;
+                    let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    longest_us.fetch_max(took, Ordering::Relaxed);
+                    match result {
+                        Ok(()) => {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                            // Answers already on their way when the leader
+                            // died arrive within milliseconds; later ones
+                            // went through the new leader.
+                            let killed = *killed_at.lock().unwrap();
+                            if let Some(k) = killed.filter(|k| k.elapsed() >= ACK_IN_TRANSIT) {
+                                first_ack.lock().unwrap().get_or_insert(k.elapsed());
+                            }
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        Ok(writers)
+    }
+
+    /// Stops the writers; answers (acknowledged, failed) calls in all.
+    async fn stop(self) -> anyhow::Result<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await?;
+        }
+        Ok((
+            self.acked.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+/// Waits until `node` has applied what `leader` had committed when asked.
+async fn catch_up(cluster: &Cluster, node: usize, leader: usize) -> anyhow::Result<()> {
+    let target = cluster.cluster_info(leader).await?.commit_index;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(info) = cluster.cluster_info(node).await
+            && info.applied_index >= target
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("node {node} did not catch up within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `rounds` times, as a rolling update restarts a leader: under the same
+/// 16 writers, `POST /v1/cluster/step-down` on the leader, then stop it
+/// (SIGTERM) and start it again. Reports the hand-over's own time (from
+/// the answer), the longest writer call of the round (what an application
+/// sees of it) and failed calls, next to the failover rounds above.
+async fn hand_over(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<String> {
+    let writers = Writers::start(cluster)?;
+    let mut table = String::from(
+        "| round | leader | new leader | step-down answered after | longest writer call | writer errors |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut times = Vec::new();
+    let mut stalls = Vec::new();
+    for round in 1..=rounds {
+        // Past the new leader's first second (its own lease), as in a
+        // rollout where the leader goes last.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        let errors_before = writers.errors.load(Ordering::Relaxed);
+        writers.longest_us.store(0, Ordering::Relaxed);
+        let answer = cluster
+            .step_down(leader)
+            .await
+            .with_context(|| format!("round {round}"))?;
+        if !answer.stepped_down {
+            bail!("round {round}: node {leader} did not step down: {answer:?}");
+        }
+        let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        // Writers held back by the hand-over finish within a round trip.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let longest = Duration::from_micros(writers.longest_us.load(Ordering::Relaxed));
+        cluster.stop(leader)?;
+        cluster.restart(leader)?;
+        catch_up(cluster, leader, new_leader)
+            .await
+            .with_context(|| format!("round {round}"))?;
+        let round_errors = writers.errors.load(Ordering::Relaxed) - errors_before;
+        let line = format!(
+            "| {round} | {leader} | {new_leader} | {} ms | {} ms | {round_errors} |\n",
+            answer.took_ms,
+            longest.as_millis(),
+        );
+        eprint!("{line}");
+        table.push_str(&line);
+        times.push(answer.took_ms);
+        stalls.push(longest);
+    }
+    let (acked, errors) = writers.stop().await?;
+    times.sort();
+    stalls.sort();
+    if let (Some(min), Some(max)) = (times.first(), times.last()) {
+        table.push_str(&format!(
+            "\nstep-down over {} rounds: min {min} ms, median {} ms, max {max} ms; longest writer \
+             call per round: median {} ms, max {} ms; {acked} writes acknowledged, {errors} calls \
+             failed (the stop and restart of the old leader included)\n",
+            times.len(),
+            times[times.len() / 2],
+            stalls[stalls.len() / 2].as_millis(),
+            stalls[stalls.len() - 1].as_millis(),
         ));
     }
     Ok(table)
