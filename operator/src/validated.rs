@@ -68,6 +68,9 @@ pub struct Referenced {
     /// (`builders::built_replicas`): a store whose `spec.replicas` differs
     /// is not changed (see [`Invalid::ReplicasChanged`]).
     pub existing_replicas: Option<i32>,
+    /// Whether the store's StatefulSet, when it exists, was built with
+    /// mutual TLS between peers (`builders::built_with_peer_tls`).
+    pub existing_peer_tls: Option<bool>,
 }
 
 impl Default for TokenSource {
@@ -235,6 +238,9 @@ pub struct ValidatedStore<'a> {
     pub replicas: i32,
     /// `Some` exactly when the store is replicated (`replicas` > 1).
     pub peer_token: Option<PeerToken>,
+    /// Replicas authenticate each other by mutual TLS: a replicated store
+    /// with `spec.tls`, unless its running group was formed without it.
+    pub peer_tls: bool,
 }
 
 impl<'a> ValidatedStore<'a> {
@@ -367,10 +373,13 @@ pub fn validate<'a>(
             generated,
             rotation,
         },
-        tls,
         // Only a store that asks for a restore gets the init container.
         restore: store.spec.restore.as_ref().and(referenced.restore.clone()),
         replicas,
+        peer_tls: tls.is_some()
+            && peer_token.is_some()
+            && referenced.existing_peer_tls.unwrap_or(true),
+        tls,
         peer_token,
     })
 }

@@ -1385,6 +1385,19 @@ fn replicas_of_a_tls_store_authenticate_each_other_by_mutual_tls() {
             Some("/var/run/drasi-store/tls/tls.crt".into())
         )
     );
+    // A group formed without mutual TLS (by an operator before it) keeps
+    // plain peer traffic: switching one replica at a time would split it.
+    let mut referenced = inputs(&store).referenced();
+    referenced.existing_peer_tls = Some(false);
+    let objects = builders::build(&validate(&store, &ctx(), &referenced).unwrap());
+    assert_eq!(
+        tls_mount_and_peer_ca(&objects),
+        (vec!["tls.crt".into(), "tls.key".into()], None)
+    );
+    assert!(!builders::built_with_peer_tls(&objects.statefulset));
+    referenced.existing_peer_tls = Some(true);
+    let objects = builders::build(&validate(&store, &ctx(), &referenced).unwrap());
+    assert!(builders::built_with_peer_tls(&objects.statefulset));
     // One replica has no peers: nothing changes for it.
     assert_eq!(
         tls_mount_and_peer_ca(&build(&example("tls.yaml"))),

@@ -33,8 +33,8 @@ pub use restore::{
     restore_args,
 };
 pub use statefulset::{
-    RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, built_replicas, container_security_context,
-    default_resources, peers, pod_security_context, server_args,
+    RUN_AS_ID, TERMINATION_GRACE_PERIOD_SECONDS, built_replicas, built_with_peer_tls,
+    container_security_context, default_resources, peers, pod_security_context, server_args,
 };
 pub use token::generate_token;
 

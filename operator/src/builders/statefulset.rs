@@ -70,22 +70,33 @@ pub fn peers(store: &ValidatedStore<'_>) -> String {
 /// `kubectl scale` can change behind the operator's back (the next apply
 /// sets it back); the peer list is what the running group was formed with.
 pub fn built_replicas(sts: &StatefulSet) -> i32 {
-    let peers = sts
-        .spec
+    match server_env(sts, PEERS_ENV) {
+        Some(list) => {
+            i32::try_from(list.split(',').filter(|p| !p.is_empty()).count()).unwrap_or(i32::MAX)
+        }
+        None => 1,
+    }
+}
+
+/// Whether a StatefulSet's pods were built to talk to their peers over
+/// mutual TLS. A running group keeps what it was built with: replicas that
+/// speak TLS on the peer port and replicas that speak plain HTTP cannot
+/// reach each other, so switching one replica at a time would split it.
+pub fn built_with_peer_tls(sts: &StatefulSet) -> bool {
+    server_env(sts, PEER_TLS_CA_FILE_ENV).is_some()
+}
+
+/// The value of the server container's environment variable `name`.
+fn server_env<'a>(sts: &'a StatefulSet, name: &str) -> Option<&'a str> {
+    sts.spec
         .template
         .spec
         .iter()
         .flat_map(|pod| &pod.containers)
         .filter(|c| c.name == CONTAINER_NAME)
         .flat_map(|c| c.env.iter().flatten())
-        .find(|e| e.name == PEERS_ENV)
-        .and_then(|e| e.value.as_deref());
-    match peers {
-        Some(list) => {
-            i32::try_from(list.split(',').filter(|p| !p.is_empty()).count()).unwrap_or(i32::MAX)
-        }
-        None => 1,
-    }
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
 }
 
 /// The server's replication settings: its node id is its pod's ordinal, so
@@ -117,7 +128,7 @@ fn replication_env(store: &ValidatedStore<'_>) -> Vec<EnvVar> {
     // With TLS, peer traffic is encrypted and both ends show their
     // certificate (mutual TLS, on top of the peer token): the certificate
     // must name `*.<name>-peers.<ns>.svc` and allow client authentication.
-    if let Some(tls) = &store.tls {
+    if let Some(tls) = store.tls.as_ref().filter(|_| store.peer_tls) {
         env.push(value(
             PEER_TLS_CA_FILE_ENV,
             format!("{TLS_DIR}/{}", tls.ca_key),
@@ -490,7 +501,7 @@ fn volumes(store: &ValidatedStore<'_>) -> Vec<Volume> {
     )];
     if let Some(tls) = &store.tls {
         // A replica also needs the CA its peers' certificates chain to.
-        let keys: &[&str] = if store.peer_token.is_some() && tls.ca_key != TLS_CERT_KEY {
+        let keys: &[&str] = if store.peer_tls && tls.ca_key != TLS_CERT_KEY {
             &[TLS_CERT_KEY, TLS_KEY_KEY, tls.ca_key]
         } else {
             &[TLS_CERT_KEY, TLS_KEY_KEY]

@@ -28,8 +28,8 @@ use super::api::{self, ApiError, describe};
 use super::expansion::{growth, pvc_names, storage_class_name};
 use super::restore::{self, RestoreBlocked};
 use crate::builders::{
-    built_replicas, connection_secret_name, data_pvc_name, generate_token, headless_service_name,
-    peer_token_secret_name, peers_service_name,
+    built_replicas, built_with_peer_tls, connection_secret_name, data_pvc_name, generate_token,
+    headless_service_name, peer_token_secret_name, peers_service_name,
 };
 use crate::crd::{DrasiStateStore, RestoredFrom};
 use crate::labels;
@@ -243,6 +243,7 @@ async fn read(
             // A StatefulSet being deleted for a volume expansion still
             // tells what its pods were built for.
             existing_replicas: statefulset.as_ref().map(built_replicas),
+            existing_peer_tls: statefulset.as_ref().map(built_with_peer_tls),
         },
         restore,
         rotation_due,
