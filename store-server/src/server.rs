@@ -177,6 +177,11 @@ impl Server {
     /// everything acknowledged durable and stops the writer.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.state.shutting_down.store(true, Ordering::Relaxed);
+        // Before the listener stops: writes arriving meanwhile wait for the
+        // new leader and are forwarded to it instead of failing.
+        if let Some(replication) = &self.replication {
+            replication.node.hand_over_before_stopping().await;
+        }
         let _ = self.stop.send(true);
         if let Err(e) = self.accept.await {
             tracing::warn!(error = %e, "accept loop ended abnormally");

@@ -328,6 +328,44 @@ async fn a_rolling_restart_with_leader_hand_over_fails_no_call() -> anyhow::Resu
     Ok(())
 }
 
+/// A leader that gets SIGTERM (its pod deleted or evicted, its node
+/// drained) hands leadership over before it exits: the moment it is gone,
+/// the others already follow a new leader (after a plain loss they would
+/// still name the dead one for the 1.5 s of their lease and more), and no
+/// call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_stopped_with_sigterm_hands_over_before_it_exits() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(SERVER, dir.path(), 3, &[])?;
+    let leader = cluster.wait_for_leader(SETTLE).await?;
+    let state = provider(&cluster.urls())?;
+    let (load, mut workers) = start_workers(&state);
+    let round = WORKERS as u64;
+    progress(&load, &mut workers, 2 * round, SETTLE, "before the stop").await?;
+    let term = cluster.cluster_info(leader).await?.term;
+
+    cluster.stop(leader)?;
+    for i in (0..cluster.len()).filter(|i| *i != leader) {
+        let info = cluster.cluster_info(i).await?;
+        ensure!(
+            info.leader_id.is_some_and(|l| l != leader as u64) && info.term > term,
+            "node {i} still follows the stopped leader {leader} (term {}, leader {:?}): it \
+             exited without handing over",
+            info.term,
+            info.leader_id
+        );
+    }
+    progress(&load, &mut workers, 2 * round, SETTLE, "after the stop").await?;
+    cluster.restart(leader)?;
+    cluster.wait_for_leader(SETTLE).await?;
+    progress(&load, &mut workers, round, SETTLE, "after the restart").await?;
+    load.stop.store(true, Ordering::Relaxed);
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
 /// With the failover budget spent, a call fails with an error that says
 /// where it went, instead of hanging: no node reachable at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,9 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one peer's answer to "campaign now" may take.
 const CAMPAIGN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most a shutting-down leader spends handing over (the pod's grace
+/// period is 60 s; the rest is for draining connections).
+const SHUTDOWN_HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Elections a hand-over may start before it gives up.
 const ATTEMPTS: usize = 3;
 /// On top of the lease: this node records its own election a little late,
@@ -127,6 +130,34 @@ impl ReplicaNode {
             }
         }
         Err(still_leader(self.id, &failures.join("; ")))
+    }
+
+    /// On shutdown (SIGTERM: a pod deleted or evicted, a node drained): a
+    /// leader hands leadership over before it stops, so its clients see a
+    /// hand-over instead of an election. Bounded, and best effort: when no
+    /// other node can take over, the cluster elects one after it is gone.
+    pub(crate) async fn hand_over_before_stopping(&self) {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return;
+        }
+        match tokio::time::timeout(SHUTDOWN_HAND_OVER_TIMEOUT, self.step_down()).await {
+            Ok(Ok(answer)) => tracing::info!(
+                node_id = self.id,
+                leader = ?answer.leader_id,
+                took_ms = answer.took_ms,
+                "handed leadership over before shutting down"
+            ),
+            Ok(Err(err)) => tracing::warn!(
+                node_id = self.id,
+                error = %err,
+                "could not hand leadership over before shutting down"
+            ),
+            Err(_) => tracing::warn!(
+                node_id = self.id,
+                timeout_ms = SHUTDOWN_HAND_OVER_TIMEOUT.as_millis() as u64,
+                "no hand-over within the shutdown budget; shutting down as leader"
+            ),
+        }
     }
 
     /// A voter refuses any candidate while its leader's lease runs (1 s
