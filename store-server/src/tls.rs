@@ -17,6 +17,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
@@ -42,12 +43,7 @@ pub(crate) struct Snapshot {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        Some(self.current())
     }
 }
 
@@ -59,12 +55,7 @@ impl ResolvesClientCert for ReloadingCert {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        Some(self.current())
     }
 
     fn has_certs(&self) -> bool {
@@ -86,15 +77,18 @@ impl ReloadingCert {
         }))
     }
 
-    /// The rustls acceptor that resolves through `self`.
+    /// The latest pair that loaded.
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The client port's acceptor: resolves through `self`, asks clients
+    /// for no certificate.
     pub fn acceptor(self: &Arc<Self>) -> anyhow::Result<TlsAcceptor> {
-        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .context("configuring TLS protocol versions")?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(TlsAcceptor::from(Arc::new(config)))
+        self.acceptor_verifying(WebPkiClientVerifier::no_client_auth())
     }
 
     /// The peer listener's acceptor: like [`Self::acceptor`], and every
@@ -106,10 +100,17 @@ impl ReloadingCert {
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, self.provider.clone())
             .build()
             .context("configuring the verification of peer certificates")?;
+        self.acceptor_verifying(verifier)
+    }
+
+    fn acceptor_verifying(
+        self: &Arc<Self>,
+        clients: Arc<dyn ClientCertVerifier>,
+    ) -> anyhow::Result<TlsAcceptor> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .context("configuring TLS protocol versions")?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(clients)
             .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
@@ -233,7 +234,7 @@ mod tests {
     }
 
     fn current_der(r: &ReloadingCert) -> Vec<u8> {
-        r.current.read().unwrap().cert[0].to_vec()
+        r.current().cert[0].to_vec()
     }
 
     fn der(pem: &str) -> Vec<u8> {

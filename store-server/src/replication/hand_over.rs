@@ -62,7 +62,7 @@ struct HandingOver<'a>(&'a ReplicaNode);
 impl Drop for HandingOver<'_> {
     fn drop(&mut self) {
         self.0.raft.runtime_config().heartbeat(true);
-        self.0.handing_over.send_replace(false);
+        self.0.handing_over.store(false, Ordering::Release);
     }
 }
 
@@ -83,7 +83,7 @@ impl ReplicaNode {
         // Outside the hand-over proper, so writes go on meanwhile.
         self.wait_out_own_lease().await;
         let first_term = self.raft.metrics().borrow().current_term;
-        if self.handing_over.send_replace(true) {
+        if self.handing_over.swap(true, Ordering::AcqRel) {
             // Another request started it; both wait for the same outcome.
             return match self.next_leader(first_term).await? {
                 (m, false) => Ok(stepped_down(&m, started)),

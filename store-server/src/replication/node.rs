@@ -53,7 +53,7 @@ pub struct ReplicaNode {
     /// Started with an empty log and not caught up with a leader yet.
     pub(super) rejoining: std::sync::atomic::AtomicBool,
     /// True while this leader hands leadership over (`hand_over`).
-    pub(super) handing_over: tokio::sync::watch::Sender<bool>,
+    pub(super) handing_over: std::sync::atomic::AtomicBool,
     /// Every proposal holds it shared until its entry is committed; a
     /// hand-over holds it exclusively, so that it starts from a log no
     /// proposal is still adding to, and writes wait meanwhile.
@@ -80,7 +80,7 @@ impl ReplicaNode {
             log,
             transitions,
             rejoining: std::sync::atomic::AtomicBool::new(fresh),
-            handing_over: tokio::sync::watch::Sender::new(false),
+            handing_over: std::sync::atomic::AtomicBool::new(false),
             gate: tokio::sync::RwLock::new(()),
         });
         tokio::spawn(group_loop(Arc::downgrade(&node), rx));
