@@ -498,6 +498,15 @@ fn led_by(h: &Harness, leader: u64) {
     );
 }
 
+/// How often the pods were listed.
+fn pod_lists(h: &Harness) -> usize {
+    h.server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/pods"))
+        .count()
+}
+
 fn pod_deletes(h: &Harness) -> Vec<String> {
     h.server
         .requests()
@@ -522,8 +531,14 @@ async fn a_new_template_rolls_out_followers_first_and_the_leader_after_a_hand_ov
     }
     mark_ready(&h, 3);
     led_by(&h, 1);
+    let lists = pod_lists(&h);
     h.reconcile(NAME).await.unwrap();
     assert!(pod_deletes(&h).is_empty(), "nothing to roll out yet");
+    assert_eq!(
+        pod_lists(&h),
+        lists,
+        "every replica updated: the pods are not even listed"
+    );
 
     // A new template: the StatefulSet controller moves updateRevision on.
     h.edit_spec(NAME, |spec| {
@@ -623,7 +638,9 @@ async fn a_new_template_rolls_out_followers_first_and_the_leader_after_a_hand_ov
         sts["status"]["currentRevision"] = json!("rev-2");
     });
     led_by(&h, 2);
+    let lists = pod_lists(&h);
     h.reconcile(NAME).await.unwrap();
+    assert_eq!(pod_lists(&h), lists, "rolled out: no more pod lists");
     assert_eq!(pod_deletes(&h).len(), 3);
     assert_eq!(h.probe.step_down_calls().len(), 2);
     let store = h.store(NAME);

@@ -24,6 +24,9 @@ pub const PEER_PORT_NAME: &str = "peer";
 /// The label the StatefulSet controller puts on each pod with its ordinal
 /// (Kubernetes 1.28 and later); a replica's Raft node id.
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+/// The update strategy of a replicated store's StatefulSet: the operator,
+/// not the StatefulSet controller, restarts its pods (`controller::rollout`).
+pub const ON_DELETE: &str = "OnDelete";
 /// The topology replicas are spread over.
 pub const HOSTNAME_TOPOLOGY_KEY: &str = "kubernetes.io/hostname";
 

@@ -237,7 +237,7 @@ pub fn statefulset(store: &ValidatedStore<'_>) -> StatefulSet {
             // handed leadership over (controller/rollout): the StatefulSet
             // controller would restart by ordinal, leader or not.
             update_strategy: replicated.then(|| StatefulSetUpdateStrategy {
-                type_: Some("OnDelete".to_owned()),
+                type_: Some(ON_DELETE.to_owned()),
                 rolling_update: None,
             }),
             template: pod_template(store),

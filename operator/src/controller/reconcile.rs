@@ -124,8 +124,11 @@ async fn reconcile_store(
             let statefulset = applied.statefulset.clone();
             let mut observed = applied_observation(store, ctx, applied);
             observed.restored_from = valid.restore.clone();
-            if let Some(sts) = statefulset.filter(|sts| built_replicas(sts) > 1) {
-                let targets = ProbeTargets::of(&valid, built_replicas(&sts));
+            let replicated = statefulset
+                .map(|sts| (built_replicas(&sts), sts))
+                .filter(|(replicas, _)| *replicas > 1);
+            if let Some((replicas, sts)) = replicated {
+                let targets = ProbeTargets::of(&valid, replicas);
                 let probes = ctx.cluster_probe.probe(&targets).await;
                 // A volume expansion or a restore in flight owns the pods.
                 if observed.progress.is_none() && observed.problem.is_none() {

@@ -30,6 +30,9 @@ pub async fn step(
     targets: &ProbeTargets,
     regarding: &ObjectReference,
 ) -> Result<Option<Progress>, ApiError> {
+    if plan::rolled_out(sts) {
+        return Ok(None);
+    }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let listed = pods
         .list(&ListParams::default().labels(&labels::selector_string(name)))

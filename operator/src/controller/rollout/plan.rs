@@ -23,6 +23,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::builders::POD_INDEX_LABEL;
 use crate::controller::status::replication::{health, summarize};
 use crate::controller::status::{MemberProbe, ReplicationHealthyReason};
 
@@ -51,7 +52,7 @@ impl PodState {
         let name = pod.metadata.name.clone()?;
         let labels = pod.metadata.labels.as_ref();
         let ordinal = labels
-            .and_then(|l| l.get("apps.kubernetes.io/pod-index"))
+            .and_then(|l| l.get(POD_INDEX_LABEL))
             .map(String::as_str)
             .or_else(|| name.rsplit_once('-').map(|(_, i)| i))
             .and_then(|i| i.parse().ok())?;
@@ -91,6 +92,17 @@ pub enum RolloutStep {
         uid: Option<String>,
         ordinal: i32,
     },
+}
+
+/// Whether the StatefulSet controller reports every replica on the
+/// current template: then there is nothing to roll, and the pods need not
+/// be listed (a store that is not rolling costs no extra read per pass).
+pub fn rolled_out(sts: &StatefulSet) -> bool {
+    sts.status.as_ref().is_some_and(|status| {
+        status.update_revision.is_some()
+            && status.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0)
+            && status.updated_replicas.unwrap_or(0) >= sts.spec.replicas.unwrap_or(1)
+    })
 }
 
 /// The next step of a rollout of `sts`, given its pods and what each
@@ -352,6 +364,18 @@ mod tests {
             next_step(&sts("rev-3"), &pods, &healthy(0)),
             RolloutStep::Wait(_)
         ));
+    }
+
+    #[test]
+    fn rolled_out_only_when_the_statefulset_reports_every_replica_updated() {
+        let mut set = sts("new");
+        assert!(!rolled_out(&set), "no updatedReplicas reported");
+        set.status.as_mut().unwrap().updated_replicas = Some(2);
+        assert!(!rolled_out(&set), "one replica still runs the old template");
+        set.status.as_mut().unwrap().updated_replicas = Some(3);
+        assert!(rolled_out(&set));
+        set.metadata.generation = Some(3);
+        assert!(!rolled_out(&set), "a template it has not seen yet");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
+use crate::builders::ON_DELETE;
+
 /// What the server workload looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
@@ -34,7 +36,7 @@ impl Workload {
             .update_strategy
             .as_ref()
             .and_then(|s| s.type_.as_deref())
-            == Some("OnDelete");
+            == Some(ON_DELETE);
         // With `OnDelete` the StatefulSet controller never moves
         // `currentRevision` on; the count of updated pods tells instead.
         let revisions_differ = if on_delete {
