@@ -12,6 +12,7 @@
 //! test checks that the refusal is immediate and clear.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -113,8 +114,15 @@ async fn worker(
     Ok(seen)
 }
 
-/// [`WORKERS`] workers calling through `state` until told to stop.
-fn start_workers(state: &RemoteStateStoreProvider) -> (Arc<Load>, JoinSet<anyhow::Result<Seen>>) {
+type Workers = JoinSet<anyhow::Result<Seen>>;
+
+/// Three nodes, and [`WORKERS`] workers calling through one provider given
+/// every URL, until told to stop; returns once they made `2 * WORKERS`
+/// rounds, with the leader of the moment.
+async fn loaded_cluster(dir: &Path) -> anyhow::Result<(Cluster, usize, Arc<Load>, Workers)> {
+    let cluster = Cluster::start(SERVER, dir, 3, &[])?;
+    let leader = cluster.wait_for_leader(SETTLE).await?;
+    let state = provider(&cluster.urls())?;
     let load = Arc::new(Load {
         stop: AtomicBool::new(false),
         calls: AtomicU64::new(0),
@@ -123,14 +131,26 @@ fn start_workers(state: &RemoteStateStoreProvider) -> (Arc<Load>, JoinSet<anyhow
     for w in 0..WORKERS {
         workers.spawn(worker(state.clone(), Arc::clone(&load), w));
     }
-    (load, workers)
+    let round = WORKERS as u64;
+    progress(&load, &mut workers, 2 * round, SETTLE, "before any fault").await?;
+    Ok((cluster, leader, load, workers))
+}
+
+/// Stops the workers; what each saw, or the first error one of them met.
+async fn stop_workers(load: &Load, mut workers: Workers) -> anyhow::Result<Vec<Seen>> {
+    load.stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        seen.push(done??);
+    }
+    Ok(seen)
 }
 
 /// Waits until the workers have completed `more` further rounds, failing
 /// when one of them stopped (with its error) or after `timeout`.
 async fn progress(
     load: &Load,
-    workers: &mut JoinSet<anyhow::Result<Seen>>,
+    workers: &mut Workers,
     more: u64,
     timeout: Duration,
     what: &str,
@@ -153,14 +173,9 @@ async fn progress(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_call_succeeds_while_nodes_are_killed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cluster = Cluster::start(SERVER, dir.path(), 3, &[])?;
-    let leader = cluster.wait_for_leader(SETTLE).await?;
+    let (cluster, leader, load, mut workers) = loaded_cluster(dir.path()).await?;
     let urls = cluster.urls();
-    let state = provider(&urls)?;
-
-    let (load, mut workers) = start_workers(&state);
     let round = WORKERS as u64;
-    progress(&load, &mut workers, 2 * round, SETTLE, "before any kill").await?;
 
     // 1. The leader dies mid-traffic.
     cluster.kill9(leader)?;
@@ -204,11 +219,7 @@ async fn every_call_succeeds_while_nodes_are_killed() -> anyhow::Result<()> {
     )
     .await?;
 
-    load.stop.store(true, Ordering::Relaxed);
-    let mut seen = Vec::new();
-    while let Some(done) = workers.join_next().await {
-        seen.push(done??);
-    }
+    let seen = stop_workers(&load, workers).await?;
 
     // Nothing acknowledged went missing, read through the node that was
     // down last (it must have caught up) as well as through every URL.
@@ -238,13 +249,8 @@ async fn every_call_succeeds_while_nodes_are_killed() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_with_leader_hand_over_fails_no_call() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cluster = Cluster::start(SERVER, dir.path(), 3, &[])?;
-    let leader = cluster.wait_for_leader(SETTLE).await?;
-    let urls = cluster.urls();
-    let state = provider(&urls)?;
-    let (load, mut workers) = start_workers(&state);
+    let (cluster, leader, load, mut workers) = loaded_cluster(dir.path()).await?;
     let round = WORKERS as u64;
-    progress(&load, &mut workers, 2 * round, SETTLE, "before the rollout").await?;
 
     // A follower has nothing to hand over: it says who leads.
     let follower = (leader + 1) % cluster.len();
@@ -311,11 +317,7 @@ async fn a_rolling_restart_with_leader_hand_over_fails_no_call() -> anyhow::Resu
     cluster.wait_for_leader(SETTLE).await?;
     progress(&load, &mut workers, 2 * round, SETTLE, "after the rollout").await?;
 
-    load.stop.store(true, Ordering::Relaxed);
-    let mut seen = Vec::new();
-    while let Some(done) = workers.join_next().await {
-        seen.push(done??);
-    }
+    let seen = stop_workers(&load, workers).await?;
     let check = provider(&cluster.url(leader))?;
     for seen in &seen {
         for (key, value) in &seen.last {
@@ -336,12 +338,8 @@ async fn a_rolling_restart_with_leader_hand_over_fails_no_call() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_stopped_with_sigterm_hands_over_before_it_exits() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cluster = Cluster::start(SERVER, dir.path(), 3, &[])?;
-    let leader = cluster.wait_for_leader(SETTLE).await?;
-    let state = provider(&cluster.urls())?;
-    let (load, mut workers) = start_workers(&state);
+    let (cluster, leader, load, mut workers) = loaded_cluster(dir.path()).await?;
     let round = WORKERS as u64;
-    progress(&load, &mut workers, 2 * round, SETTLE, "before the stop").await?;
     let term = cluster.cluster_info(leader).await?.term;
 
     cluster.stop(leader)?;
@@ -359,10 +357,7 @@ async fn a_leader_stopped_with_sigterm_hands_over_before_it_exits() -> anyhow::R
     cluster.restart(leader)?;
     cluster.wait_for_leader(SETTLE).await?;
     progress(&load, &mut workers, round, SETTLE, "after the restart").await?;
-    load.stop.store(true, Ordering::Relaxed);
-    while let Some(done) = workers.join_next().await {
-        done??;
-    }
+    stop_workers(&load, workers).await?;
     Ok(())
 }
 
