@@ -298,7 +298,8 @@ async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Strin
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         cluster.restart(leader)?;
-        catch_up(cluster, leader, new_leader)
+        cluster
+            .caught_up(leader, Duration::from_secs(60))
             .await
             .with_context(|| format!("round {round}"))?;
         let round_errors = writers.errors.load(Ordering::Relaxed) - errors_before;
@@ -418,23 +419,6 @@ impl Writers {
     }
 }
 
-/// Waits until `node` has applied what `leader` had committed when asked.
-async fn catch_up(cluster: &Cluster, node: usize, leader: usize) -> anyhow::Result<()> {
-    let target = cluster.cluster_info(leader).await?.commit_index;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(info) = cluster.cluster_info(node).await
-            && info.applied_index >= target
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("node {node} did not catch up within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `rounds` times, as a rolling update restarts a leader: under the same
 /// 16 writers, `POST /v1/cluster/step-down` on the leader, then stop it
 /// (SIGTERM) and start it again. Reports the hand-over's own time (from
@@ -467,7 +451,8 @@ async fn hand_over(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Stri
         let longest = Duration::from_micros(writers.longest_us.load(Ordering::Relaxed));
         cluster.stop(leader)?;
         cluster.restart(leader)?;
-        catch_up(cluster, leader, new_leader)
+        cluster
+            .caught_up(leader, Duration::from_secs(60))
             .await
             .with_context(|| format!("round {round}"))?;
         let round_errors = writers.errors.load(Ordering::Relaxed) - errors_before;

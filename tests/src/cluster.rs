@@ -366,6 +366,26 @@ impl Cluster {
         Ok(serde_json::from_slice(&r.bytes().await?)?)
     }
 
+    /// Waits until node `i` has applied everything the leader had
+    /// committed when the wait started.
+    pub async fn caught_up(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let leader = self.wait_for_leader(timeout).await?;
+        let target = self.cluster_info(leader).await?.commit_index;
+        loop {
+            if let Ok(info) = self.cluster_info(i).await
+                && info.applied_index >= target
+                && info.leader_id.is_some()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("node {i} did not catch up to index {target} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `POST /v1/cluster/step-down` on node `i`.
     pub async fn step_down(&self, i: usize) -> anyhow::Result<StepDownResponse> {
         let r = self

@@ -147,26 +147,6 @@ fn check(history: &[Vec<Op>], found: &BTreeMap<String, Vec<u8>>) -> anyhow::Resu
     Ok(())
 }
 
-/// Waits until node `i` has applied everything the leader had committed
-/// when the wait started.
-async fn caught_up(cluster: &Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    let leader = cluster.wait_for_leader(timeout).await?;
-    let target = cluster.cluster_info(leader).await?.commit_index;
-    loop {
-        if let Ok(info) = cluster.cluster_info(i).await
-            && info.applied_index >= target
-            && info.leader_id.is_some()
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("node {i} did not catch up to index {target} within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_rounds_lose_no_acknowledged_write() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -201,7 +181,8 @@ async fn kill9_rounds_lose_no_acknowledged_write() -> anyhow::Result<()> {
         };
         failovers.push((round, victim, victim == leader, served));
         cluster.restart(victim)?;
-        caught_up(&cluster, victim, Duration::from_secs(30))
+        cluster
+            .caught_up(victim, Duration::from_secs(30))
             .await
             .with_context(|| format!("round {round}"))?;
     }
@@ -231,7 +212,7 @@ async fn kill9_rounds_lose_no_acknowledged_write() -> anyhow::Result<()> {
     ensure!(acked > 100, "only {acked} writes were acknowledged");
     let mut contents = Vec::new();
     for i in 0..cluster.len() {
-        caught_up(&cluster, i, Duration::from_secs(30)).await?;
+        cluster.caught_up(i, Duration::from_secs(30)).await?;
         contents.push(cluster.contents(i, STORE).await?);
     }
     check(&history, &contents[0])?;
@@ -327,7 +308,7 @@ async fn an_isolated_leader_acknowledges_nothing_and_the_majority_goes_on() -> a
     }
 
     partitions.heal();
-    caught_up(&cluster, old, Duration::from_secs(30)).await?;
+    cluster.caught_up(old, Duration::from_secs(30)).await?;
     let mut contents = Vec::new();
     for i in 0..3 {
         contents.push(cluster.contents(i, STORE).await?);
@@ -379,7 +360,7 @@ async fn a_replica_whose_volume_is_lost_is_rebuilt_from_a_snapshot() -> anyhow::
         );
     }
     cluster.restart(victim)?;
-    caught_up(&cluster, victim, Duration::from_secs(60)).await?;
+    cluster.caught_up(victim, Duration::from_secs(60)).await?;
     ensure!(
         cluster
             .log(victim)
@@ -406,7 +387,7 @@ async fn a_replica_whose_volume_is_lost_is_rebuilt_from_a_snapshot() -> anyhow::
         acked(&cluster, victim, "c-after", "third").await,
         "write through the rebuilt node"
     );
-    caught_up(&cluster, victim, Duration::from_secs(30)).await?;
+    cluster.caught_up(victim, Duration::from_secs(30)).await?;
     ensure!(cluster.contents(victim, STORE).await?.len() == 161);
     Ok(())
 }
@@ -454,7 +435,7 @@ async fn a_five_node_leader_hands_over_and_loses_nothing() -> anyhow::Result<()>
         "{acks} of 40 writes sent during the hand-over were acknowledged"
     );
     for i in 0..5 {
-        caught_up(&cluster, i, Duration::from_secs(30)).await?;
+        cluster.caught_up(i, Duration::from_secs(30)).await?;
         ensure!(
             cluster.contents(i, STORE).await?.len() == 60,
             "node {i} lacks writes"
