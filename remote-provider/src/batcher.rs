@@ -188,22 +188,22 @@ fn lock(lane: &Mutex<LaneState>) -> std::sync::MutexGuard<'_, LaneState> {
 /// Runs one single-key call, batched with others when they pile up.
 pub(crate) async fn call(shared: &Arc<Shared>, handle: &Handle, call: Call) -> CallResult {
     match shared.batcher.admit(call) {
-        Admission::Queued(rx) => rx.await.unwrap_or_else(|_| Err(runtime_gone())),
+        Admission::Queued(rx) => rx.await.unwrap_or_else(|_| Err(batch_lost())),
         Admission::Alone(call) => {
-            let shared = Arc::clone(shared);
-            run_on(handle, async move { shared.single(&call).await }).await
+            let on = Arc::clone(shared);
+            run_on(shared, handle, async move { on.single(&call).await }).await
         }
         Admission::Go(call) => {
             let slot = Slot {
                 shared: Arc::clone(shared),
                 lane: call.lane(),
             };
-            run_on(handle, async move {
+            run_on(shared, handle, async move {
                 let shared = &slot.shared;
                 if shared.batcher.always {
                     let (tx, rx) = oneshot::channel();
                     shared.send_batch(vec![(call, tx)]).await;
-                    rx.await.unwrap_or_else(|_| Err(runtime_gone()))
+                    rx.await.unwrap_or_else(|_| Err(batch_lost()))
                 } else {
                     shared.single(&call).await
                 }
@@ -214,12 +214,17 @@ pub(crate) async fn call(shared: &Arc<Shared>, handle: &Handle, call: Call) -> C
     }
 }
 
-/// Runs `task` on the provider's runtime and waits for it from whatever
-/// runtime (or none) the caller is on.
+/// Runs `task` right here when the caller's runtime can host requests (see
+/// [`crate::runtimes`]), otherwise on the provider's runtime (`handle`),
+/// waiting for it from whatever runtime (or none) the caller is on.
 async fn run_on(
+    shared: &Shared,
     handle: &Handle,
     task: impl std::future::Future<Output = CallResult> + Send + 'static,
 ) -> CallResult {
+    if shared.runs_here() {
+        return task.await;
+    }
     match handle.spawn(task).await {
         Ok(result) => result,
         Err(join) if join.is_panic() => Err(StateStoreError::Other(
@@ -227,6 +232,14 @@ async fn run_on(
         )),
         Err(_) => Err(runtime_gone()),
     }
+}
+
+/// A queued call whose batch was dropped unanswered: the runtime sending it
+/// shut down (a caller's, or the provider's own at drop).
+fn batch_lost() -> StateStoreError {
+    StateStoreError::Other(
+        "remote state store: the runtime that sent this call's batch shut down before the answer came; the call may or may not have been applied".into(),
+    )
 }
 
 fn runtime_gone() -> StateStoreError {

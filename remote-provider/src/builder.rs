@@ -42,6 +42,7 @@ pub struct RemoteStateStoreProviderBuilder {
     failover_timeout: Duration,
     batching: bool,
     batch_always: bool,
+    caller_runtime: bool,
 }
 
 impl fmt::Debug for RemoteStateStoreProviderBuilder {
@@ -60,6 +61,7 @@ impl fmt::Debug for RemoteStateStoreProviderBuilder {
             .field("max_retries", &self.max_retries)
             .field("failover_timeout", &self.failover_timeout)
             .field("batching", &self.batching)
+            .field("requests_on_caller_runtime", &self.caller_runtime)
             .finish()
     }
 }
@@ -76,6 +78,7 @@ impl RemoteStateStoreProviderBuilder {
             failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
             batching: true,
             batch_always: false,
+            caller_runtime: true,
         }
     }
 
@@ -152,6 +155,20 @@ impl RemoteStateStoreProviderBuilder {
         self
     }
 
+    /// Whether a call made on a multi-thread tokio runtime with I/O and
+    /// timers enabled sends its request on that runtime (default: yes),
+    /// over connections that runtime drives, instead of handing it to the
+    /// provider's own I/O runtime and waiting for the answer to be handed
+    /// back. The hand-offs cost two thread wake-ups per call, a large share
+    /// of a call's latency and CPU on small nodes. Turn it off when callers
+    /// block every worker of their runtime while waiting for a call.
+    /// Current-thread runtimes and callers outside tokio always use the
+    /// provider's runtime.
+    pub fn requests_on_caller_runtime(mut self, enabled: bool) -> Self {
+        self.caller_runtime = enabled;
+        self
+    }
+
     /// Sends every `get`, `set`, `delete` and `contains_key` (up to 64 KiB)
     /// through the batch route, even when nothing else is in flight. That only adds
     /// work at low concurrency; it exists so tests can hold the batch path
@@ -206,6 +223,7 @@ impl RemoteStateStoreProviderBuilder {
             failover_timeout: self.failover_timeout,
             batching: self.batching,
             batch_always: self.batch_always,
+            caller_runtime: self.caller_runtime,
         })
         .map_err(config_error)?;
         Ok(transport)

@@ -51,9 +51,16 @@
 //!   request, each with its own result and guarantee: many concurrent
 //!   writes then share one round trip and one durable commit, while a lone
 //!   call never waits.
-//! * Requests run on a small I/O runtime owned by the provider, so calls may
-//!   come from any tokio runtime — including the short-lived per-call
-//!   runtimes DrasiLib uses for dynamically loaded plugins.
+//! * A call made on a multi-thread tokio runtime with I/O and timers (what
+//!   `#[tokio::main]` builds) sends its request itself, over connections of
+//!   that runtime's own, with no hand-off to another thread. Calls from
+//!   anywhere else — current-thread runtimes, including the short-lived
+//!   per-call runtimes DrasiLib uses for dynamically loaded plugins, or no
+//!   runtime at all — run on a small I/O runtime owned by the provider.
+//!   Do not block a runtime's every worker waiting for a call (for example
+//!   with `futures::executor::block_on`): its request needs a worker to run.
+//!   [`RemoteStateStoreProviderBuilder::requests_on_caller_runtime`] turns
+//!   the first path off.
 //! * Failures that are safe to repeat are retried with exponential backoff
 //!   and jitter: connect errors and 503 `unavailable` for every operation;
 //!   timeouts and other transport errors only for operations whose replay
@@ -69,6 +76,7 @@ mod builder;
 mod error;
 mod provider;
 mod retry;
+mod runtimes;
 mod token;
 mod transport;
 mod wal;

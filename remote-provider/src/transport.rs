@@ -1,12 +1,15 @@
-//! HTTP on a runtime the provider owns.
+//! HTTP, on the caller's runtime or on one the provider owns.
 //!
 //! hyper's pooled connections are driven by tasks spawned on whichever tokio
 //! runtime first polled the request. DrasiLib's bridge for dynamically loaded
 //! plugins polls every state store call on a brand-new current-thread runtime
 //! and drops it afterwards, which would kill those tasks and leave the pool
-//! full of dead connections ("dispatch task is gone"). So every request runs
-//! on a small multi-thread runtime owned by the provider, and callers only
-//! await its `JoinHandle`, which works from any runtime (or none).
+//! full of dead connections ("dispatch task is gone"). So the provider owns a
+//! small multi-thread runtime: requests from callers that cannot host them
+//! run there, and those callers only await its `JoinHandle`, which works
+//! from any runtime (or none). Callers on a long-lived multi-thread runtime
+//! send their requests themselves, over connections of their own runtime
+//! (see [`crate::runtimes`]).
 //!
 //! That runtime lives on its own std thread: dropping a `Runtime` inside an
 //! async context panics, and the last clone of the provider may well be
@@ -31,6 +34,7 @@ use crate::answer;
 use crate::batcher::{self, Batcher, Call, CallResult};
 use crate::error::{CallContext, Failure, Op};
 use crate::retry::RetryPolicy;
+use crate::runtimes::Clients;
 use crate::token::TokenSource;
 
 /// Two workers keep up with a few hundred concurrent requests: they only
@@ -46,7 +50,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything a request needs, shared with the tasks on the owned runtime.
 pub(crate) struct Shared {
-    client: reqwest::Client,
+    clients: Clients,
     token: TokenSource,
     /// One per configured URL: scheme, authority and path prefix, without
     /// a trailing slash. Several when the store is replicated; each node
@@ -104,6 +108,8 @@ pub(crate) struct TransportConfig {
     pub(crate) failover_timeout: Duration,
     pub(crate) batching: bool,
     pub(crate) batch_always: bool,
+    /// Whether callers on a multi-thread runtime send their own requests.
+    pub(crate) caller_runtime: bool,
 }
 
 pub(crate) struct Transport {
@@ -114,36 +120,41 @@ pub(crate) struct Transport {
 
 impl Transport {
     pub(crate) fn new(config: TransportConfig) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            .tcp_keepalive(TCP_KEEPALIVE)
-            // A redirect would silently drop the Authorization header.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!(
-                "drasi-state-store-remote/",
-                env!("CARGO_PKG_VERSION")
-            ));
-        if !config.ca_certs.is_empty() {
-            // Like `curl --cacert`: a configured CA replaces the public
-            // roots, so only the operator-issued certificate is trusted.
-            builder = builder.tls_built_in_root_certs(false);
-            for cert in config.ca_certs {
-                builder = builder.add_root_certificate(cert);
+        let (timeout, connect_timeout) = (config.timeout, config.connect_timeout);
+        let ca_certs = config.ca_certs;
+        let make_client = move || {
+            let mut builder = reqwest::Client::builder()
+                .use_rustls_tls()
+                .timeout(timeout)
+                .connect_timeout(connect_timeout)
+                .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .tcp_nodelay(true)
+                .tcp_keepalive(TCP_KEEPALIVE)
+                // A redirect would silently drop the Authorization header.
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!(
+                    "drasi-state-store-remote/",
+                    env!("CARGO_PKG_VERSION")
+                ));
+            if !ca_certs.is_empty() {
+                // Like `curl --cacert`: a configured CA replaces the public
+                // roots, so only the operator-issued certificate is trusted.
+                builder = builder.tls_built_in_root_certs(false);
+                for cert in &ca_certs {
+                    builder = builder.add_root_certificate(cert.clone());
+                }
             }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            builder
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        };
         let (handle, runtime) = RuntimeThread::start()?;
+        let clients = Clients::new(&handle, Box::new(make_client), config.caller_runtime)?;
         let failover_budget = (config.bases.len() > 1).then_some(config.failover_timeout);
         Ok(Self {
             shared: Arc::new(Shared {
-                client,
+                clients,
                 token: config.token,
                 bases: config.bases,
                 current: AtomicUsize::new(0),
@@ -270,12 +281,15 @@ impl Transport {
         let (path, target) = self.shared.path(endpoint, query);
         let method = method_of(endpoint);
         let shared = Arc::clone(&self.shared);
-        let task = self.handle.spawn(async move {
+        let request = async move {
             shared
                 .execute(op, method, &path, target.as_deref(), body.as_ref(), &decode)
                 .await
-        });
-        match task.await {
+        };
+        if self.shared.runs_here() {
+            return request.await;
+        }
+        match self.handle.spawn(request).await {
             Ok(outcome) => outcome,
             Err(join) if join.is_panic() => {
                 Err((Failure::Local("the request task panicked".to_string()), 1))
@@ -300,6 +314,12 @@ pub(crate) fn method_of(endpoint: &Endpoint) -> Method {
 }
 
 impl Shared {
+    /// Whether a request may be sent from the current runtime rather than
+    /// handed to the provider's (see [`crate::runtimes`]).
+    pub(crate) fn runs_here(&self) -> bool {
+        self.clients.here().is_some()
+    }
+
     async fn fetch_durability(&self) -> Option<Durability> {
         match self
             .execute(
@@ -431,7 +451,7 @@ impl Shared {
         D: Fn(Response) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
-        let mut request = self.client.request(method.clone(), url.clone());
+        let mut request = self.clients.current().request(method.clone(), url.clone());
         if let Some(auth) = self.token.header() {
             request = request.header(AUTHORIZATION, auth);
         }

@@ -132,6 +132,15 @@ impl RemoteWalProviderBuilder {
         }
     }
 
+    /// Whether appends made on a multi-thread tokio runtime are sent on
+    /// that runtime (default: yes; see
+    /// [`RemoteStateStoreProviderBuilder::requests_on_caller_runtime`]).
+    pub fn requests_on_caller_runtime(self, enabled: bool) -> Self {
+        Self {
+            inner: self.inner.requests_on_caller_runtime(enabled),
+        }
+    }
+
     /// Validates the configuration and starts the provider's I/O runtime;
     /// connects lazily. Configuration errors are
     /// [`WalError::InvalidConfig`].

@@ -1,7 +1,10 @@
 //! DrasiLib's bridge for dynamically loaded plugins polls each state store
 //! call on a brand-new current-thread runtime and drops it afterwards. A
 //! client whose pooled connections are driven by the caller's runtime breaks
-//! there ("dispatch task is gone"); the remote provider must not.
+//! there ("dispatch task is gone"); the remote provider must not. Callers on
+//! multi-thread runtimes send their requests over connections of their own
+//! runtime: those runtimes may end too, while others keep using the same
+//! provider.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,4 +148,76 @@ async fn calls_from_a_current_thread_runtime_and_drop_inside_it() {
         again.get("current", "k").await.unwrap(),
         Some(199u32.to_be_bytes().to_vec())
     );
+}
+
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn short_lived_multi_thread_runtimes_while_a_long_lived_one_keeps_calling() {
+    let (server, _dir) = server();
+    let p = Arc::new(provider(&server));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A long-lived runtime keeps calling the whole time.
+    let steady = {
+        let (p, stop) = (Arc::clone(&p), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            multi_thread_runtime().block_on(async {
+                let mut calls = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || calls < 100 {
+                    p.set("steady", "k", calls.to_be_bytes().to_vec())
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        p.get("steady", "k").await.unwrap(),
+                        Some(calls.to_be_bytes().to_vec())
+                    );
+                    calls += 1;
+                }
+                calls
+            })
+        })
+    };
+    // Meanwhile runtimes come and go, each opening (and taking along) its
+    // own connections; runtime ids are reused after a runtime ends.
+    for i in 0..200u32 {
+        let rt = multi_thread_runtime();
+        rt.block_on(async {
+            let key = format!("k{}", i % 10);
+            p.set("short", &key, i.to_be_bytes().to_vec())
+                .await
+                .unwrap();
+            assert_eq!(
+                p.get("short", &key).await.unwrap(),
+                Some(i.to_be_bytes().to_vec())
+            );
+        });
+        drop(rt);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(steady.join().unwrap() >= 100);
+    let count = fresh_runtime().block_on(p.key_count("short")).unwrap();
+    assert_eq!(count, 10);
+}
+
+#[test]
+fn a_multi_thread_runtime_without_io_or_timers_still_gets_answers() {
+    let (server, _dir) = server();
+    let p = provider(&server);
+    // No enable_io/enable_time: the request cannot run here, so it runs on
+    // the provider's runtime.
+    let bare = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    bare.block_on(async {
+        p.set("bare", "k", b"v".to_vec()).await.unwrap();
+        assert_eq!(p.get("bare", "k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(p.key_count("bare").await.unwrap(), 1);
+    });
 }

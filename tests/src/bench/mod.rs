@@ -63,6 +63,10 @@ pub struct BenchOptions {
     /// Start the server with `--journal false` (a durable redb commit per
     /// group), for before/after comparisons of the commit journal.
     pub no_journal: bool,
+    /// Build the remote provider with `.requests_on_caller_runtime(false)`
+    /// (every request handed to its own I/O runtime), for before/after
+    /// comparisons.
+    pub own_runtime: bool,
 }
 
 impl BenchOptions {
@@ -79,6 +83,7 @@ impl BenchOptions {
             remote_only: false,
             no_batching: false,
             no_journal: false,
+            own_runtime: false,
         }
     }
 
@@ -95,12 +100,13 @@ impl BenchOptions {
             remote_only: false,
             no_batching: false,
             no_journal: false,
+            own_runtime: false,
         }
     }
 
     pub const USAGE: &'static str = "\
 usage: bench [--quick] [--duration-secs S] [--warmup-secs S] [--ops N] [--no-redis] [--rss-stores N]
-             [--only NAME]... [--remote-only] [--no-batching] [--no-journal]
+             [--only NAME]... [--remote-only] [--no-batching] [--no-journal] [--own-runtime]
 
   --quick            tiny smoke run (a few hundred calls per workload)
   --duration-secs S  measured seconds per workload and store (default 2.5)
@@ -111,7 +117,8 @@ usage: bench [--quick] [--duration-secs S] [--warmup-secs S] [--ops N] [--no-red
   --only NAME        only workloads whose name contains NAME, e.g. \"set c=64 16B\" (repeatable)
   --remote-only      measure only the remote provider (for profiling it with perf)
   --no-batching      remote provider without client-side batching (every call its own request)
-  --no-journal       server without the commit journal (--journal false: a durable redb commit per group)";
+  --no-journal       server without the commit journal (--journal false: a durable redb commit per group)
+  --own-runtime      remote provider hands every request to its own I/O runtime (.requests_on_caller_runtime(false))";
 
     /// Parses the command line (without the program name). `--quick` first
     /// resets every option to the quick defaults; later flags override.
@@ -146,6 +153,7 @@ usage: bench [--quick] [--duration-secs S] [--warmup-secs S] [--ops N] [--no-red
                 "--remote-only" => opts.remote_only = true,
                 "--no-batching" => opts.no_batching = true,
                 "--no-journal" => opts.no_journal = true,
+                "--own-runtime" => opts.own_runtime = true,
                 "--only" => opts.only.push(value("--only")?),
                 "--rss-stores" => {
                     opts.rss_store_ids = value("--rss-stores")?.parse().context("--rss-stores")?
@@ -249,12 +257,13 @@ async fn stop_server(server: ServerProcess) -> anyhow::Result<()> {
 
 fn remote_provider(
     server: &ServerProcess,
-    batching: bool,
+    opts: &BenchOptions,
 ) -> anyhow::Result<Arc<dyn StateStoreProvider>> {
     let provider = RemoteStateStoreProvider::builder(server.url())
         .token(TOKEN)
         .timeout(REMOTE_TIMEOUT)
-        .batching(batching)
+        .batching(!opts.no_batching)
+        .requests_on_caller_runtime(!opts.own_runtime)
         .build()
         .context("building the remote provider")?;
     Ok(Arc::new(provider))
@@ -282,6 +291,11 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
             .environment
             .push("server started with --journal false: every group a durable redb commit".into());
     }
+    if opts.own_runtime {
+        report.environment.push(
+            "remote provider built with .requests_on_caller_runtime(false): every request runs on its own I/O runtime".into(),
+        );
+    }
     let load_before = load_average();
 
     let workloads: Vec<Workload> = workloads
@@ -308,10 +322,7 @@ pub async fn run(opts: &BenchOptions, server: &ServerCommand) -> anyhow::Result<
         &["--durability", "immediate", "--journal", journal],
     )
     .await?;
-    let remote: Arc<dyn BenchTarget> = Arc::new(ProviderTarget(remote_provider(
-        &process,
-        !opts.no_batching,
-    )?));
+    let remote: Arc<dyn BenchTarget> = Arc::new(ProviderTarget(remote_provider(&process, opts)?));
     let probe = server_metrics::MetricsProbe::new(&process.url(), TOKEN)?;
     let redis_servers = if !opts.redis || opts.remote_only {
         report.redis_note = Some("skipped (--no-redis or --remote-only)".into());
@@ -561,7 +572,7 @@ async fn measure_rss(
 ) -> anyhow::Result<RssResult> {
     let process = start_server(server, dir, &["--durability", "immediate"]).await?;
     let before = rss::vm_rss_bytes(process.pid())?;
-    let provider = remote_provider(&process, !opts.no_batching)?;
+    let provider = remote_provider(&process, opts)?;
     let t0 = Instant::now();
     rss::write_distinct_stores(Arc::clone(&provider), 0..opts.rss_store_ids, 64).await?;
     let write_time = t0.elapsed();
