@@ -7,7 +7,10 @@ use common::{expect_error, json, start_server, start_server_in};
 use std::collections::BTreeSet;
 
 use drasi_store_protocol::endpoints::{self, Body};
-use drasi_store_protocol::{Limits, decode_entries, encode_entries, encode_keys, routes};
+use drasi_store_protocol::{
+    Limits, MixedKind, MixedOp, MixedResult, decode_entries, decode_mixed_results, encode_entries,
+    encode_keys, encode_mixed_ops, routes,
+};
 use reqwest::Method;
 
 const TRICKY: [&str; 10] = [
@@ -125,6 +128,79 @@ async fn batches_store_info_clear_and_sync() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+}
+
+/// A batch's reads share one snapshot (one read transaction, each store's
+/// row looked up once): reads across several stores, a store that does not
+/// exist, repeated stores and keys, and a store cleared before the batch
+/// must each answer exactly what a lone `get`/`contains_key` would, and a
+/// write in the same batch is not visible to the batch's own reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_reads_across_stores_from_one_snapshot() {
+    let t = start_server(&[]).await;
+    t.put("a", "k1", b"a1").await;
+    t.put("a", "k2", b"a2").await;
+    t.put("b", "k1", b"b1").await;
+    t.put("gone", "k1", b"g1").await;
+    let r = t
+        .authed(Method::DELETE, &t.url("/v1/store", "gone", None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["count"], 1);
+
+    let op = |kind, store, key, value: &'static [u8]| MixedOp {
+        kind,
+        store,
+        key,
+        value,
+    };
+    use MixedKind::{ContainsKey, Get, Set};
+    let ops = [
+        op(Get, "a", "k1", b""),
+        op(Get, "b", "k1", b""),
+        op(Get, "nowhere", "k1", b""),
+        op(ContainsKey, "a", "k2", b""),
+        op(Get, "a", "absent", b""),
+        op(Set, "b", "new", b"written"),
+        op(Get, "b", "new", b""),
+        op(Get, "gone", "k1", b""),
+        op(ContainsKey, "nowhere", "k1", b""),
+        op(Get, "a", "k2", b""),
+        op(Get, "b", "k1", b""),
+    ];
+    let r = t
+        .authed(
+            Method::POST,
+            &format!("{}{}", t.base, endpoints::BATCH.path),
+        )
+        .body(encode_mixed_ops(&ops))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let results = decode_mixed_results(&r.bytes().await.unwrap()).unwrap();
+    let value = |v: &[u8]| MixedResult::Value(v.to_vec());
+    assert_eq!(
+        results,
+        vec![
+            value(b"a1"),
+            value(b"b1"),
+            MixedResult::Absent,
+            MixedResult::Present,
+            MixedResult::Absent,
+            MixedResult::Done,
+            // Every call of a batch was in flight at once: its reads come
+            // from the snapshot taken before its writes.
+            MixedResult::Absent,
+            MixedResult::Absent,
+            MixedResult::Absent,
+            value(b"a2"),
+            value(b"b1"),
+        ]
+    );
+    // The write was applied all the same.
+    assert_eq!(t.get("b", "new").await, Some(b"written".to_vec()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

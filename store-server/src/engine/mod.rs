@@ -5,6 +5,7 @@
 //! ([`writer`]), which acknowledges a write only after the commit that
 //! contains it; [`tables`] applies the writes inside that commit.
 
+mod batch_reads;
 pub(crate) mod database;
 mod gc;
 pub mod import;
@@ -27,6 +28,7 @@ use thiserror::Error;
 
 use crate::config::DurabilityMode;
 use crate::metrics::Metrics;
+pub use batch_reads::BatchReads;
 use database::{DbSlot, Reader};
 use schema::{GARBAGE, KV, META, META_STORE_COUNT, META_TOTAL_KEYS, STORES};
 pub(crate) use writer::{Reply, WriteOp};
@@ -359,6 +361,11 @@ impl Engine {
     ) -> Result<Option<Vec<u8>>, E> {
         self.lookup("get", store, key, |v| admit(v.len()).map(|()| v.to_vec()))?
             .transpose()
+    }
+
+    /// Reads for one batch request, all from one snapshot.
+    pub fn batch_reads<'a>(&self) -> BatchReads<'_, 'a> {
+        BatchReads::new(self)
     }
 
     pub fn contains_key(&self, store: &str, key: &str) -> EngineResult<bool> {

@@ -4,8 +4,9 @@
 //! share one commit.
 //!
 //! Every call in a batch was in flight at the same time on the client, so
-//! any order among them is a valid linearization: reads answer from the
-//! state committed when the batch arrives, and the writes then go to the
+//! any order among them is a valid linearization: reads answer from one
+//! snapshot of the state committed when the batch arrives (one read
+//! transaction for all of them), and the writes then go to the
 //! writer together, in request order, and are answered after the commit
 //! that holds them (durable with `--durability immediate`). A call with bad
 //! input gets its own error and is not applied; the others go ahead.
@@ -48,6 +49,7 @@ pub async fn batch(
     let mut answer_bytes = 0usize;
     let mut writes = Vec::new();
     let mut write_slots = Vec::new();
+    let mut reads = state.engine.batch_reads();
     for (slot, op) in ops.iter().enumerate() {
         let op = match op {
             Ok(op) => op,
@@ -56,7 +58,6 @@ pub async fn batch(
                 continue;
             }
         };
-        let engine = &state.engine;
         let answer = match op.kind {
             MixedKind::Get => {
                 let admit = |len: usize| {
@@ -68,14 +69,14 @@ pub async fn batch(
                     }
                     held.take(&state.body_budget, len)
                 };
-                results[slot] = Some(match engine.get_admitted(op.store, op.key, admit) {
+                results[slot] = Some(match reads.get_admitted(op.store, op.key, admit) {
                     Ok(Some(v)) => MixedResult::Value(v),
                     Ok(None) => MixedResult::Absent,
                     Err(api) => api_error(api),
                 });
                 continue;
             }
-            MixedKind::ContainsKey => engine.contains_key(op.store, op.key).map(present_or_absent),
+            MixedKind::ContainsKey => reads.contains_key(op.store, op.key).map(present_or_absent),
             MixedKind::Set => {
                 writes.push(WriteOp::Set {
                     store: op.store.into(),
@@ -98,6 +99,8 @@ pub async fn batch(
         results[slot] = Some(answer.unwrap_or_else(engine_error));
     }
 
+    // The snapshot is not held while the writes wait for their commit.
+    drop(reads);
     if !writes.is_empty() {
         let outcomes = state.engine.write_many(writes).await;
         for ((slot, kind), outcome) in write_slots.into_iter().zip(outcomes) {
