@@ -74,6 +74,15 @@ VALUE="value-$RUN_ID-$RANDOM"
 
 log() { printf '\n[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '\n[e2e] FAILED: %s\n' "$*" >&2; exit 1; }
+# Applies the YAML on stdin, whose last block is a storage request, with
+# storageClassName appended at indent $1 when STORAGE_CLASS is set.
+apply_ending_in_storage() {
+  {
+    cat
+    [ -n "${STORAGE_CLASS:-}" ] && printf '%sstorageClassName: %s\n' "$1" "$STORAGE_CLASS"
+    true
+  } | kubectl apply -n "$E2E_NAMESPACE" -f -
+}
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required (scripts/install-tools.sh installs helm and kubectl into .tools/bin)"; }
 
 need kubectl
@@ -145,8 +154,7 @@ echo "operator is up; its /metrics answers through service/$RELEASE-metrics"
 log "creating DrasiStateStore $STORE in $E2E_NAMESPACE"
 kubectl create namespace "$E2E_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 # The volume backups go to (step 5b).
-{
-  cat <<YAML
+apply_ending_in_storage '  ' <<YAML
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata:
@@ -157,11 +165,7 @@ spec:
     requests:
       storage: 256Mi
 YAML
-  [ -n "${STORAGE_CLASS:-}" ] && printf '  storageClassName: %s\n' "$STORAGE_CLASS"
-  true
-} | kubectl apply -n "$E2E_NAMESPACE" -f -
-{
-  cat <<YAML
+apply_ending_in_storage '    ' <<YAML
 apiVersion: drasi.io/v1alpha1
 kind: DrasiStateStore
 metadata:
@@ -176,9 +180,6 @@ spec:
   storage:
     size: 256Mi
 YAML
-  [ -n "${STORAGE_CLASS:-}" ] && printf '    storageClassName: %s\n' "$STORAGE_CLASS"
-  true
-} | kubectl apply -n "$E2E_NAMESPACE" -f -
 kubectl wait --for=condition=Ready "dss/$STORE" -n "$E2E_NAMESPACE" --timeout="$E2E_TIMEOUT"
 kubectl get dss -n "$E2E_NAMESPACE"
 for k in DRASI_STATE_STORE_URL DRASI_STATE_STORE_TOKEN; do
@@ -327,8 +328,7 @@ echo "StatefulSet garbage-collected, PVC data-$STORE-0 retained"
 # --- 6b. restore the deleted store's backup into a new store ---------------------
 RESTORED="$STORE-restored"
 log "the backup outlived its store: creating DrasiStateStore $RESTORED with spec.restore.fromBackup $STORE-e2e"
-{
-  cat <<YAML
+apply_ending_in_storage '    ' <<YAML
 apiVersion: drasi.io/v1alpha1
 kind: DrasiStateStore
 metadata:
@@ -339,9 +339,6 @@ spec:
   storage:
     size: 256Mi
 YAML
-  [ -n "${STORAGE_CLASS:-}" ] && printf '    storageClassName: %s\n' "$STORAGE_CLASS"
-  true
-} | kubectl apply -n "$E2E_NAMESPACE" -f -
 if ! kubectl wait --for=condition=Ready "dss/$RESTORED" -n "$E2E_NAMESPACE" --timeout="$E2E_TIMEOUT"; then
   kubectl get dss "$RESTORED" -n "$E2E_NAMESPACE" -o yaml || true
   kubectl logs -n "$E2E_NAMESPACE" "pod/$RESTORED-0" -c restore 2>&1 || true
@@ -370,8 +367,7 @@ echo "restored store $RESTORED: Ready, serves the value, and a restart skips the
 # --- 6c. a replicated store rolls a new template, the leader last ------------------
 REPLICATED="$STORE-replicated"
 log "creating DrasiStateStore $REPLICATED with 3 replicas"
-{
-  cat <<YAML
+apply_ending_in_storage '    ' <<YAML
 apiVersion: drasi.io/v1alpha1
 kind: DrasiStateStore
 metadata:
@@ -381,9 +377,6 @@ spec:
   storage:
     size: 256Mi
 YAML
-  [ -n "${STORAGE_CLASS:-}" ] && printf '    storageClassName: %s\n' "$STORAGE_CLASS"
-  true
-} | kubectl apply -n "$E2E_NAMESPACE" -f -
 kubectl wait --for=condition=Ready "dss/$REPLICATED" -n "$E2E_NAMESPACE" --timeout="$E2E_TIMEOUT"
 kubectl wait --for=condition=ReplicationHealthy "dss/$REPLICATED" -n "$E2E_NAMESPACE" --timeout="$E2E_TIMEOUT"
 leader="$(kubectl get dss "$REPLICATED" -n "$E2E_NAMESPACE" -o 'jsonpath={.status.replication.leader}')"
