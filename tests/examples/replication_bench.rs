@@ -297,11 +297,7 @@ async fn failover(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Strin
         while writers.first_ack.lock().unwrap().is_none() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        cluster.restart(leader)?;
-        cluster
-            .caught_up(leader, Duration::from_secs(60))
-            .await
-            .with_context(|| format!("round {round}"))?;
+        rejoin(cluster, leader, round).await?;
         let round_errors = writers.errors.load(Ordering::Relaxed) - errors_before;
         let line = format!(
             "| {round} | {leader} | {new_leader} | {} ms | {} | {round_errors} |\n",
@@ -424,6 +420,16 @@ impl Writers {
 /// (SIGTERM) and start it again. Reports the hand-over's own time (from
 /// the answer), the longest writer call of the round (what an application
 /// sees of it) and failed calls, next to the failover rounds above.
+/// Restarts the former leader and waits until it holds the whole log
+/// again, so the next round starts from three healthy replicas.
+async fn rejoin(cluster: &Cluster, node: usize, round: usize) -> anyhow::Result<()> {
+    cluster.restart(node)?;
+    cluster
+        .caught_up(node, Duration::from_secs(60))
+        .await
+        .with_context(|| format!("round {round}"))
+}
+
 async fn hand_over(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<String> {
     let writers = Writers::start(cluster)?;
     let mut table = String::from(
@@ -450,11 +456,7 @@ async fn hand_over(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<Stri
         tokio::time::sleep(Duration::from_millis(200)).await;
         let longest = Duration::from_micros(writers.longest_us.load(Ordering::Relaxed));
         cluster.stop(leader)?;
-        cluster.restart(leader)?;
-        cluster
-            .caught_up(leader, Duration::from_secs(60))
-            .await
-            .with_context(|| format!("round {round}"))?;
+        rejoin(cluster, leader, round).await?;
         let round_errors = writers.errors.load(Ordering::Relaxed) - errors_before;
         let line = format!(
             "| {round} | {leader} | {new_leader} | {} ms | {} ms | {round_errors} |\n",
