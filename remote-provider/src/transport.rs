@@ -402,6 +402,8 @@ impl Shared {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let started = Instant::now();
+        // The runtime that runs this request stays the same across retries.
+        let client = self.clients.current();
         let mut attempts = 0;
         let mut token_reloaded = false;
         loop {
@@ -410,7 +412,10 @@ impl Shared {
             let url = format!("{}{path}", self.bases[node]);
             let url = Url::parse(&url)
                 .map_err(|e| (Failure::Local(format!("bad URL: {e}")), attempts))?;
-            let failure = match self.attempt(&method, &url, target, body, decode).await {
+            let failure = match self
+                .attempt(&client, &method, &url, target, body, decode)
+                .await
+            {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
@@ -441,6 +446,7 @@ impl Shared {
 
     async fn attempt<T, D, Fut>(
         &self,
+        client: &reqwest::Client,
         method: &Method,
         url: &Url,
         target: Option<&str>,
@@ -451,7 +457,7 @@ impl Shared {
         D: Fn(Response) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
-        let mut request = self.clients.current().request(method.clone(), url.clone());
+        let mut request = client.request(method.clone(), url.clone());
         if let Some(auth) = self.token.header() {
             request = request.header(AUTHORIZATION, auth);
         }
