@@ -453,6 +453,182 @@ fn concurrent_writes_share_commits() {
     assert_eq!(e.health(), EngineHealth::Healthy);
 }
 
+/// What happens while the second of [`two_queued_groups`] is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Between {
+    Nothing,
+    /// The first group's writes are read straight after its
+    /// acknowledgement.
+    Read,
+    /// The second group's journal append fails: the transaction holding
+    /// the acknowledged first group is abandoned.
+    SecondAppendFails,
+    /// The commit of the shared transaction fails.
+    CommitFails,
+}
+
+/// Queues two full groups behind each other (the writer is held), so the
+/// second is waiting when the first is acknowledged and joins its open
+/// transaction. Checks what must hold after `between`; answers how many
+/// redb commits made the groups visible.
+fn two_queued_groups(dir: &tempfile::TempDir, between: Between) -> u64 {
+    let metrics = Arc::new(Metrics::new());
+    let e = Arc::new(
+        Engine::open(
+            &EngineOptions {
+                path: dir.path().join("state.redb"),
+                durability: DurabilityMode::Immediate,
+                cache_bytes: 4 * 1024 * 1024,
+                recovery_timeout: std::time::Duration::from_secs(60),
+                journal: true,
+            },
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let commits_before = metrics.database_commits.get();
+    let full = writer::MAX_GROUP_OPS;
+    let ops = |name: &str| -> Vec<WriteOp> {
+        (0..full)
+            .map(|i| WriteOp::Set {
+                store: name.into(),
+                key: format!("k{i}"),
+                value: Bytes::from(format!("{name}{i}")),
+            })
+            .collect()
+    };
+    match between {
+        Between::SecondAppendFails => {
+            e.inject_journal_failures(1, 0);
+            e.inject_journal_failures_after(1);
+        }
+        Between::CommitFails => e.inject_pending_commit_failures(1),
+        Between::Nothing | Between::Read => {}
+    }
+    rt.block_on(async {
+        let release = e.hold_writer();
+        let first = tokio::spawn({
+            let (e, ops) = (e.clone(), ops("a"));
+            async move { e.write_many(ops).await }
+        });
+        let second = tokio::spawn({
+            let (e, ops) = (e.clone(), ops("b"));
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                e.write_many(ops).await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        drop(release);
+        for r in first.await.unwrap() {
+            r.unwrap();
+        }
+        let second = if between == Between::Read {
+            // On a blocking thread, as the HTTP layer's reads may block.
+            let read = tokio::task::spawn_blocking({
+                let e = e.clone();
+                move || {
+                    let early = !second.is_finished();
+                    (early, e.get("a", "k0"), e.store_info("a"), second)
+                }
+            });
+            let (early, value, info, second) = read.await.unwrap();
+            assert!(early, "the read came too late to test anything");
+            assert_eq!(value.unwrap().as_deref(), Some(&b"a0"[..]));
+            assert_eq!(info.unwrap(), (true, full as u64));
+            second
+        } else {
+            second
+        };
+        for r in second.await.unwrap() {
+            match between {
+                Between::SecondAppendFails => assert!(
+                    matches!(
+                        r,
+                        Err(EngineError::Storage {
+                            op: "journal append",
+                            ..
+                        })
+                    ),
+                    "{r:?}"
+                ),
+                _ => {
+                    r.unwrap();
+                }
+            }
+        }
+    });
+    let check = |e: &Engine| {
+        assert_eq!(e.get("a", "k7").unwrap().as_deref(), Some(&b"a7"[..]));
+        assert_eq!(e.store_info("a").unwrap(), (true, full as u64));
+        if between == Between::SecondAppendFails {
+            assert_eq!(e.store_info("b").unwrap(), (false, 0));
+            assert_eq!(
+                e.totals().unwrap(),
+                Totals {
+                    keys: full as u64,
+                    stores: 1
+                }
+            );
+        } else {
+            assert_eq!(e.get("b", "k7").unwrap().as_deref(), Some(&b"b7"[..]));
+            assert_eq!(
+                e.totals().unwrap(),
+                Totals {
+                    keys: 2 * full as u64,
+                    stores: 2
+                }
+            );
+        }
+    };
+    check(&e);
+    // Counted after the reads above, which waited for the last commit.
+    let commits = metrics.database_commits.get() - commits_before;
+    // A failed group marks the last commit failed (readiness) until the
+    // next one succeeds; nothing else is wrong.
+    let expected = if between == Between::SecondAppendFails {
+        EngineHealth::CommitFailing
+    } else {
+        EngineHealth::Healthy
+    };
+    assert_eq!(e.health(), expected);
+    rt.block_on(e.shutdown()).unwrap();
+    drop(e);
+    // The same after a restart (journal replay included).
+    check(&open(dir, DurabilityMode::Immediate));
+    commits
+}
+
+#[test]
+fn queued_journaled_groups_share_one_database_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(two_queued_groups(&dir, Between::Nothing), 1);
+}
+
+#[test]
+fn a_read_sees_a_write_acknowledged_before_it_even_while_its_commit_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    two_queued_groups(&dir, Between::Read);
+}
+
+#[test]
+fn a_failed_group_in_a_shared_transaction_keeps_the_acknowledged_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    two_queued_groups(&dir, Between::SecondAppendFails);
+}
+
+#[test]
+fn a_failed_commit_of_a_shared_transaction_applies_its_groups_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // One commit: the abandoned transaction's groups, applied again.
+    assert_eq!(two_queued_groups(&dir, Between::CommitFails), 1);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Set(usize, usize, Vec<u8>),

@@ -18,7 +18,7 @@ use crate::engine::{EngineError, EngineResult, Health, StorageContext as _, gc};
 use crate::metrics::Metrics;
 
 /// Most requests committed together. Bounds the latency one group adds.
-pub(super) const MAX_GROUP_OPS: usize = 2048;
+pub(crate) const MAX_GROUP_OPS: usize = 2048;
 /// Most payload bytes committed together, so a burst of MB-scale values
 /// does not build one huge transaction.
 pub(super) const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
@@ -34,6 +34,34 @@ const GC_EVERY_GROUPS: u32 = 8;
 /// stays broken.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// While writes keep arriving, journaled groups share one redb transaction
+/// (see [`Pending`]) until one of these is reached; they bound the
+/// transaction's dirty pages, the ops kept to apply again, and how long a
+/// reader can wait.
+const PENDING_MAX_OPS: usize = 4 * MAX_GROUP_OPS;
+const PENDING_MAX_BYTES: usize = 16 * 1024 * 1024;
+const PENDING_MAX_AGE: Duration = Duration::from_millis(5);
+
+/// Acknowledged groups whose journal records are synced but whose redb
+/// transaction is not committed yet (see `engine::visibility`).
+struct Pending {
+    txn: WriteTransaction,
+    kept: Kept,
+}
+
+/// The ops of acknowledged, uncommitted groups: if their transaction has
+/// to be abandoned (a later group failed in it, or its commit failed), they
+/// are applied again in a fresh one, since their answers are already out.
+#[derive(Default)]
+struct Kept {
+    ops: Vec<WriteOp>,
+    groups: u32,
+    /// The journal record of the last of them.
+    seq: u64,
+    bytes: usize,
+    /// When the first of them was acknowledged.
+    since: Option<Instant>,
+}
 
 /// Exponential backoff between [`RETRY_FIRST`] and [`RETRY_MAX`].
 #[derive(Debug, Default)]
@@ -83,6 +111,7 @@ pub(super) struct Writer {
     /// checkpoint (which makes every older record invalid) every group is
     /// committed durably instead.
     journal_suspect: bool,
+    pending: Option<Pending>,
 }
 
 impl Writer {
@@ -106,19 +135,25 @@ impl Writer {
             reopen_retry: Backoff::default(),
             journal,
             journal_suspect: false,
+            pending: None,
         }
     }
 
     pub(super) fn run(&mut self, rx: Receiver<Msg>) {
         let mut group: Vec<(WriteOp, ReplyTx)> = Vec::new();
+        // A message taken off the queue to see whether more writes follow.
+        let mut stashed = None;
         loop {
-            let first = match self.next_message(&rx) {
-                Next::Msg(m) => m,
-                Next::Idle => continue,
-                Next::Closed => {
-                    let _ = self.flush("final");
-                    return;
-                }
+            let first = match stashed.take() {
+                Some(m) => m,
+                None => match self.next_message(&rx) {
+                    Next::Msg(m) => m,
+                    Next::Idle => continue,
+                    Next::Closed => {
+                        let _ = self.flush("final");
+                        return;
+                    }
+                },
             };
             let mut shutdown = None;
             match first {
@@ -156,6 +191,7 @@ impl Writer {
                         Ok(Msg::Crash) => panic!("writer crash requested by a test"),
                         #[cfg(test)]
                         Ok(Msg::Hold { held, release }) => {
+                            self.commit_pending();
                             let _ = held.send(());
                             let _ = release.recv();
                         }
@@ -166,10 +202,28 @@ impl Writer {
             if !group.is_empty() {
                 self.commit_group(&mut group);
                 self.groups_since_gc += 1;
-                if self.gc_pending && self.gc_retry.due() && self.groups_since_gc >= GC_EVERY_GROUPS
-                {
-                    self.gc_step();
+            }
+            if self.pending.is_some() && shutdown.is_none() {
+                // More writes already queued join the open transaction;
+                // anything else (or nothing) commits it first, so the
+                // writer never waits with a transaction open.
+                match rx.try_recv() {
+                    Ok(m @ (Msg::Write(..) | Msg::WriteMany(_))) if !self.pending_full() => {
+                        stashed = Some(m);
+                    }
+                    Ok(m) => {
+                        self.commit_pending();
+                        stashed = Some(m);
+                    }
+                    Err(_) => self.commit_pending(),
                 }
+            }
+            if self.pending.is_none()
+                && self.gc_pending
+                && self.gc_retry.due()
+                && self.groups_since_gc >= GC_EVERY_GROUPS
+            {
+                self.gc_step();
             }
             if let Some(done) = shutdown {
                 let result = self.flush("final");
@@ -236,6 +290,12 @@ impl Writer {
             path = %self.db.path().display(),
             "the database refuses writes after an I/O error; closing it to reopen it"
         );
+        self.close_to_reopen();
+    }
+
+    /// Closes the database so that [`Writer::recover`] reopens it and
+    /// replays the journal.
+    fn close_to_reopen(&mut self) {
         self.health.set_recovering(Some(Instant::now()));
         self.db.close();
         // Commits made without fsync (`--durability eventual`) cannot be
@@ -281,6 +341,8 @@ impl Writer {
                     self.journal_suspect = false;
                     self.gc_pending = true;
                     self.gc_retry.succeeded();
+                    // The replay brought back every acknowledged group.
+                    self.db.visibility().all_committed();
                     return Next::Idle;
                 }
                 Err(err) => {
@@ -315,6 +377,9 @@ impl Writer {
     }
 
     fn begin(&self, durable: bool) -> EngineResult<WriteTransaction> {
+        // redb allows one write transaction at a time: a second one from
+        // this thread would wait for itself.
+        debug_assert!(self.pending.is_none(), "a transaction is already open");
         let mut txn = self.db.get()?.begin_write().ctx("begin write")?;
         txn.set_durability(if durable {
             Durability::Immediate
@@ -356,13 +421,23 @@ impl Writer {
         self.metrics.observe_commit(group.len(), elapsed);
         match result {
             Ok(replies) => {
-                self.committed(durable);
+                self.db.visibility().acknowledged();
+                if self.pending.is_none() {
+                    self.committed(durable);
+                    self.db.visibility().all_committed();
+                } else {
+                    // Journaled: as good as committed, not yet visible.
+                    self.committed(false);
+                }
                 for ((op, reply), answer) in group.drain(..).zip(replies) {
                     // Both detach partitions for the GC to collect.
                     if matches!(op, WriteOp::Clear { .. } | WriteOp::Import(_)) {
                         self.gc_pending = true;
                     }
                     let _ = reply.send(Ok(answer));
+                    if let Some(pending) = &mut self.pending {
+                        pending.kept.ops.push(op);
+                    }
                 }
             }
             Err(err) => {
@@ -385,22 +460,39 @@ impl Writer {
         }
     }
 
-    /// Applies the group in one transaction. With a journal `record`, the
-    /// record is appended and synced before the (non-durable) commit makes
-    /// the group visible; a durable commit with a journal is a checkpoint.
+    /// Applies the group in the open transaction (or a new one). With a
+    /// journal `record`, the record is appended and synced, and the
+    /// transaction stays open as [`Pending`] for the caller to commit; a
+    /// durable commit with a journal is a checkpoint. On an error nothing of
+    /// the group is applied, and the acknowledged groups the transaction
+    /// held are applied again.
     fn apply_group(
         &mut self,
         group: &[(WriteOp, ReplyTx)],
         durable: bool,
         record: Option<&[u8]>,
     ) -> EngineResult<Vec<Reply>> {
-        let txn = self.begin(durable)?;
+        let (txn, kept) = match self.pending.take() {
+            Some(Pending { mut txn, kept, .. }) => {
+                if durable && let Err(err) = txn.set_durability(Durability::Immediate) {
+                    drop(txn);
+                    self.restore(kept);
+                    return Err(EngineError::Storage {
+                        op: "set durability",
+                        detail: err.to_string(),
+                    });
+                }
+                (txn, kept)
+            }
+            None => (self.begin(durable)?, Kept::default()),
+        };
         let checkpoint = self
             .journal
             .as_ref()
             .filter(|_| durable)
             .map(Journal::next_checkpoint);
-        let replies = {
+        let seq = record.and(self.journal.as_ref()).map(Journal::next_seq);
+        let applied = (|| {
             let mut tables = Tables::open(&txn)?;
             let replies = group
                 .iter()
@@ -410,13 +502,28 @@ impl Writer {
             if let Some(cp) = checkpoint {
                 tables.save_checkpoint(cp)?;
             }
-            if let (Some(_), Some(journal)) = (record, &self.journal) {
-                tables.save_journal_seq(journal.next_seq())?;
+            if let Some(seq) = seq {
+                tables.save_journal_seq(seq)?;
             }
-            replies
+            Ok(replies)
+        })();
+        let replies = match applied {
+            Ok(replies) => replies,
+            Err(err) => {
+                drop(txn);
+                self.restore(kept);
+                return Err(err);
+            }
         };
-        let Some(record) = record else {
-            txn.commit().ctx("commit")?;
+        let (Some(record), Some(seq)) = (record, seq) else {
+            if let Err(err) = txn.commit() {
+                self.restore(kept);
+                return Err(EngineError::Storage {
+                    op: "commit",
+                    detail: err.to_string(),
+                });
+            }
+            self.count_commit(kept.groups + 1);
             self.checkpointed(checkpoint);
             return Ok(replies);
         };
@@ -424,7 +531,9 @@ impl Writer {
         let appended = journal.append(record);
         #[cfg(test)]
         let appended = appended.and_then(|()| {
-            if take_one(&self.health.inject_append_failures) {
+            if !take_one(&self.health.inject_append_skips)
+                && take_one(&self.health.inject_append_failures)
+            {
                 // The record is on disk, as after a failed fsync whose
                 // write went through: the worst case for discarding it.
                 let journal = self.journal.as_mut().expect("a record implies a journal");
@@ -435,7 +544,10 @@ impl Writer {
             }
         });
         if let Err(err) = appended {
-            let _ = txn.abort();
+            drop(txn);
+            // Before the record is discarded: discarding may checkpoint,
+            // which must not cover journaled groups missing from redb.
+            self.restore(kept);
             let detail = match err {
                 AppendError::Full => "the journal is full".to_string(),
                 AppendError::Io(e) => e.to_string(),
@@ -446,14 +558,110 @@ impl Writer {
                 detail,
             });
         }
-        if let Err(err) = txn.commit() {
-            self.discard_journal_record(true);
-            return Err(EngineError::Storage {
-                op: "commit",
-                detail: err.to_string(),
-            });
-        }
+        // Durable now; visible once the caller commits the transaction.
+        self.pending = Some(Pending {
+            txn,
+            kept: Kept {
+                groups: kept.groups + 1,
+                seq,
+                bytes: kept.bytes
+                    + group
+                        .iter()
+                        .map(|(op, _)| op.payload_bytes())
+                        .sum::<usize>(),
+                since: kept.since.or_else(|| Some(Instant::now())),
+                ops: kept.ops,
+            },
+        });
         Ok(replies)
+    }
+
+    /// Whether the open transaction should be committed even though more
+    /// writes are queued: it is big or old enough, or a reader waits.
+    fn pending_full(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| {
+            p.kept.ops.len() >= PENDING_MAX_OPS
+                || p.kept.bytes >= PENDING_MAX_BYTES
+                || p.kept.since.is_some_and(|t| t.elapsed() >= PENDING_MAX_AGE)
+                || self.db.visibility().is_wanted()
+        })
+    }
+
+    /// Commits the open transaction (without fsync: its groups are in the
+    /// journal), making its groups visible to readers.
+    fn commit_pending(&mut self) {
+        let Some(Pending { txn, kept, .. }) = self.pending.take() else {
+            return;
+        };
+        #[cfg(test)]
+        if take_one(&self.health.inject_pending_commit_failures) {
+            drop(txn);
+            tracing::error!("commit failure injected by a test; applying the groups again");
+            self.restore(kept);
+            return;
+        }
+        match txn.commit() {
+            Ok(()) => {
+                self.count_commit(kept.groups);
+                self.committed(false);
+                self.db.visibility().all_committed();
+            }
+            Err(err) => {
+                tracing::error!(
+                    error = %err,
+                    groups = kept.groups,
+                    "committing acknowledged groups failed; applying them again"
+                );
+                self.restore(kept);
+            }
+        }
+    }
+
+    /// Applies acknowledged groups again after their transaction was
+    /// abandoned, and commits them. If even that fails, the database is
+    /// closed so that reopening it replays them from the journal; until
+    /// then readers are told the store is recovering rather than shown a
+    /// state without writes that were acknowledged.
+    fn restore(&mut self, kept: Kept) {
+        if kept.groups == 0 {
+            return;
+        }
+        let result = self.begin(false).and_then(|txn| {
+            {
+                let mut tables = Tables::open(&txn)?;
+                for op in &kept.ops {
+                    tables.apply(op)?;
+                }
+                tables.save_counters()?;
+                tables.save_journal_seq(kept.seq)?;
+            }
+            txn.commit().ctx("commit")
+        });
+        match result {
+            Ok(()) => {
+                self.count_commit(kept.groups);
+                self.committed(false);
+                self.db.visibility().all_committed();
+            }
+            Err(err) => {
+                self.health.last_commit_ok.store(false, Ordering::Relaxed);
+                tracing::error!(
+                    error = %err,
+                    groups = kept.groups,
+                    "could not apply acknowledged groups again; reopening the database to replay them from the journal"
+                );
+                if self.db.is_open() {
+                    self.close_to_reopen();
+                }
+            }
+        }
+    }
+
+    fn count_commit(&self, groups: u32) {
+        self.metrics.database_commits.inc();
+        self.metrics
+            .groups_per_database_commit
+            .observe(f64::from(groups));
     }
 
     /// After the durable commit that saved `checkpoint` (none without a
@@ -506,17 +714,37 @@ impl Writer {
         }
         let started = Instant::now();
         let checkpoint = self.journal.as_ref().map(Journal::next_checkpoint);
-        let result = self.begin(true).and_then(|txn| {
+        let (txn, kept) = match self.pending.take() {
+            Some(Pending { mut txn, kept, .. }) => {
+                let durable =
+                    txn.set_durability(Durability::Immediate)
+                        .map_err(|e| EngineError::Storage {
+                            op: "flush",
+                            detail: e.to_string(),
+                        });
+                (durable.map(|()| txn), kept)
+            }
+            None => (self.begin(true), Kept::default()),
+        };
+        let groups = kept.groups;
+        let result = txn.and_then(|txn| {
             if let Some(cp) = checkpoint {
                 let mut meta = txn.open_table(META).ctx("flush")?;
                 cp.save(&mut meta)?;
             }
             txn.commit().ctx("flush")
         });
+        if result.is_err() {
+            self.restore(kept);
+        }
         match result {
             Ok(()) => {
+                if groups > 0 {
+                    self.count_commit(groups);
+                }
                 self.checkpointed(checkpoint);
                 self.committed(true);
+                self.db.visibility().all_committed();
                 tracing::debug!(
                     reason = why,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -537,6 +765,7 @@ impl Writer {
     /// (non-durable) transaction: the writer is never held for long, and a
     /// chunk lost in a crash is simply collected again.
     fn gc_step(&mut self) {
+        self.commit_pending();
         self.groups_since_gc = 0;
         #[cfg(test)]
         if self

@@ -46,11 +46,12 @@ pub(crate) fn spawn(
     journal: Option<crate::engine::journal::Journal>,
 ) -> anyhow::Result<WriterHandle> {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+    let guard = ExitGuard(db.clone());
     let mut writer = Writer::new(db, mode, health, metrics, journal);
     let thread = std::thread::Builder::new()
         .name("drasi-store-writer".into())
         .spawn(move || {
-            let _guard = ExitGuard;
+            let _guard = guard;
             writer.run(rx)
         })?;
     Ok(WriterHandle {
@@ -185,11 +186,13 @@ impl WriterHandle {
 }
 
 /// Logs, through tracing rather than only the panic hook's stderr line,
-/// that the writer died: it is the event an operator needs to find.
-struct ExitGuard;
+/// that the writer died: it is the event an operator needs to find. Readers
+/// waiting for its next commit stop waiting.
+struct ExitGuard(Arc<DbSlot>);
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
+        self.0.visibility().writer_gone();
         if std::thread::panicking() {
             tracing::error!(
                 "the group-commit writer thread panicked; every write now fails \

@@ -22,6 +22,8 @@ use tokio::sync::oneshot;
 use super::EngineResult;
 use super::import::ImportPlan;
 #[cfg(test)]
+pub(crate) use group::MAX_GROUP_OPS;
+#[cfg(test)]
 pub(crate) use handle::QUEUE_CAPACITY;
 pub(crate) use handle::{WriterHandle, WriterState, spawn};
 
