@@ -171,6 +171,9 @@ pub(crate) struct Health {
     /// Commits of the writer's open transaction that fail (it is aborted).
     #[cfg(test)]
     pub inject_pending_commit_failures: std::sync::atomic::AtomicU32,
+    /// Milliseconds every journal append takes at least, as on a slow disk.
+    #[cfg(test)]
+    pub inject_append_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Health {
@@ -218,6 +221,8 @@ impl Engine {
             inject_append_skips: Default::default(),
             #[cfg(test)]
             inject_pending_commit_failures: Default::default(),
+            #[cfg(test)]
+            inject_append_delay_ms: Default::default(),
         });
         let writer = writer::spawn(
             db.clone(),
@@ -339,6 +344,14 @@ impl Engine {
         self.health
             .inject_append_skips
             .store(skips, Ordering::Relaxed);
+    }
+
+    /// Makes every journal append take at least `ms` milliseconds.
+    #[cfg(test)]
+    pub(crate) fn slow_down_appends(&self, ms: u64) {
+        self.health
+            .inject_append_delay_ms
+            .store(ms, Ordering::Relaxed);
     }
 
     /// Makes the next `n` commits of the writer's open transaction fail.

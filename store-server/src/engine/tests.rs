@@ -460,6 +460,9 @@ enum Between {
     /// The first group's writes are read straight after its
     /// acknowledgement.
     Read,
+    /// The first group's journal append fails while the second is already
+    /// applied in the same transaction: the second starts over.
+    FirstAppendFails,
     /// The second group's journal append fails: the transaction holding
     /// the acknowledged first group is abandoned.
     SecondAppendFails,
@@ -503,12 +506,15 @@ fn two_queued_groups(dir: &tempfile::TempDir, between: Between) -> u64 {
             .collect()
     };
     match between {
+        Between::FirstAppendFails => e.inject_journal_failures(1, 0),
         Between::SecondAppendFails => {
             e.inject_journal_failures(1, 0);
             e.inject_journal_failures_after(1);
         }
         Between::CommitFails => e.inject_pending_commit_failures(1),
-        Between::Nothing | Between::Read => {}
+        // The read must start before the second group's append returns.
+        Between::Read => e.slow_down_appends(300),
+        Between::Nothing => {}
     }
     rt.block_on(async {
         let release = e.hold_writer();
@@ -526,7 +532,11 @@ fn two_queued_groups(dir: &tempfile::TempDir, between: Between) -> u64 {
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
         drop(release);
         for r in first.await.unwrap() {
-            r.unwrap();
+            if between == Between::FirstAppendFails {
+                assert!(failed_append(&r), "{r:?}");
+            } else {
+                r.unwrap();
+            }
         }
         let second = if between == Between::Read {
             // On a blocking thread, as the HTTP layer's reads may block.
@@ -547,44 +557,34 @@ fn two_queued_groups(dir: &tempfile::TempDir, between: Between) -> u64 {
         };
         for r in second.await.unwrap() {
             match between {
-                Between::SecondAppendFails => assert!(
-                    matches!(
-                        r,
-                        Err(EngineError::Storage {
-                            op: "journal append",
-                            ..
-                        })
-                    ),
-                    "{r:?}"
-                ),
+                Between::SecondAppendFails => assert!(failed_append(&r), "{r:?}"),
                 _ => {
                     r.unwrap();
                 }
             }
         }
     });
+    let a_kept = between != Between::FirstAppendFails;
+    let b_kept = between != Between::SecondAppendFails;
     let check = |e: &Engine| {
-        assert_eq!(e.get("a", "k7").unwrap().as_deref(), Some(&b"a7"[..]));
-        assert_eq!(e.store_info("a").unwrap(), (true, full as u64));
-        if between == Between::SecondAppendFails {
-            assert_eq!(e.store_info("b").unwrap(), (false, 0));
-            assert_eq!(
-                e.totals().unwrap(),
-                Totals {
-                    keys: full as u64,
-                    stores: 1
-                }
-            );
-        } else {
-            assert_eq!(e.get("b", "k7").unwrap().as_deref(), Some(&b"b7"[..]));
-            assert_eq!(
-                e.totals().unwrap(),
-                Totals {
-                    keys: 2 * full as u64,
-                    stores: 2
-                }
-            );
+        for (store, kept) in [("a", a_kept), ("b", b_kept)] {
+            let value = e.get(store, "k7").unwrap();
+            if kept {
+                assert_eq!(value.as_deref(), Some(format!("{store}7").as_bytes()));
+                assert_eq!(e.store_info(store).unwrap(), (true, full as u64));
+            } else {
+                assert_eq!(value, None);
+                assert_eq!(e.store_info(store).unwrap(), (false, 0));
+            }
         }
+        let stores = u64::from(a_kept) + u64::from(b_kept);
+        assert_eq!(
+            e.totals().unwrap(),
+            Totals {
+                keys: stores * full as u64,
+                stores
+            }
+        );
     };
     check(&e);
     // Counted after the reads above, which waited for the last commit.
@@ -620,6 +620,22 @@ fn a_read_sees_a_write_acknowledged_before_it_even_while_its_commit_waits() {
 fn a_failed_group_in_a_shared_transaction_keeps_the_acknowledged_ones() {
     let dir = tempfile::tempdir().unwrap();
     two_queued_groups(&dir, Between::SecondAppendFails);
+}
+
+#[test]
+fn a_failed_append_takes_down_only_its_group_not_the_next_one_applied_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    two_queued_groups(&dir, Between::FirstAppendFails);
+}
+
+fn failed_append(r: &EngineResult<Reply>) -> bool {
+    matches!(
+        r,
+        Err(EngineError::Storage {
+            op: "journal append",
+            ..
+        })
+    )
 }
 
 #[test]

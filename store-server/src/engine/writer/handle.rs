@@ -47,7 +47,7 @@ pub(crate) fn spawn(
 ) -> anyhow::Result<WriterHandle> {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
     let guard = ExitGuard(db.clone());
-    let mut writer = Writer::new(db, mode, health, metrics, journal);
+    let mut writer = Writer::new(db, mode, health, metrics, journal)?;
     let thread = std::thread::Builder::new()
         .name("drasi-store-writer".into())
         .spawn(move || {

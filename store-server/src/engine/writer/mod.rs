@@ -10,6 +10,7 @@
 //! [`group`] is the thread (grouping, durability, commit, GC turns); the
 //! ops themselves are applied by [`super::tables`].
 
+mod appender;
 mod group;
 mod handle;
 
