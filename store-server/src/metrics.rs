@@ -61,8 +61,6 @@ pub struct Metrics {
     pub commit_duration: Histogram,
     pub gc_entries_deleted: Counter,
     pub journal_checkpoints: Counter,
-    pub database_commits: Counter,
-    pub groups_per_database_commit: Histogram,
     pub journal_replayed_records: Counter,
     database_file_bytes: Gauge,
     keys: Gauge,
@@ -116,18 +114,6 @@ impl Metrics {
             "journal_checkpoints",
             "Durable database commits after which the commit journal started over",
             journal_checkpoints.clone(),
-        );
-        let database_commits = Counter::default();
-        registry.register(
-            "database_commits",
-            "redb commits that made acknowledged groups visible to readers (journaled groups can share one)",
-            database_commits.clone(),
-        );
-        let groups_per_database_commit = Histogram::new(exponential_buckets(1.0, 2.0, 11));
-        registry.register(
-            "groups_per_database_commit",
-            "Acknowledged groups made visible by one redb commit",
-            groups_per_database_commit.clone(),
         );
         let journal_replayed_records = Counter::default();
         registry.register(
@@ -199,8 +185,6 @@ impl Metrics {
             commit_duration,
             gc_entries_deleted,
             journal_checkpoints,
-            database_commits,
-            groups_per_database_commit,
             journal_replayed_records,
             database_file_bytes,
             keys,

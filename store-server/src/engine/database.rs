@@ -19,14 +19,12 @@ use anyhow::Context as _;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _};
 
 use super::schema::{self, GARBAGE, KV, META, META_SCHEMA_VERSION, STORES};
-use super::visibility::Visibility;
 use super::{EngineError, EngineResult, StorageContext as _};
 
 pub(crate) struct DbSlot {
     db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     cache_bytes: usize,
-    visibility: Visibility,
 }
 
 /// A read transaction together with the database it reads, so that the
@@ -52,12 +50,7 @@ impl DbSlot {
             db: RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),
             cache_bytes,
-            visibility: Visibility::default(),
         })
-    }
-
-    pub(crate) fn visibility(&self) -> &Visibility {
-        &self.visibility
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -73,10 +66,7 @@ impl DbSlot {
             .ok_or(EngineError::Recovering)
     }
 
-    /// A read transaction that sees every write acknowledged before this
-    /// call (see [`Visibility`]).
     pub(crate) fn begin_read(&self, op: &'static str) -> EngineResult<Reader> {
-        self.visibility.wait(|| self.is_open())?;
         let db = self.get()?;
         let txn = db.begin_read().ctx(op)?;
         Ok(Reader { txn, _db: db })
@@ -86,9 +76,6 @@ impl DbSlot {
     /// it. Readers are short (one transaction each), so the wait is too.
     pub(crate) fn close(&self) {
         let taken = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
-        // Readers waiting for a commit that will not come now answer
-        // "recovering" instead.
-        self.visibility.wake();
         let Some(mut db) = taken else { return };
         let started = Instant::now();
         let db = loop {

@@ -13,7 +13,6 @@ pub mod journal;
 pub mod schema;
 pub mod snapshot;
 pub(crate) mod tables;
-pub(crate) mod visibility;
 pub mod wal;
 mod writer;
 
@@ -165,15 +164,6 @@ pub(crate) struct Health {
     /// Attempts to invalidate a failed record that fail.
     #[cfg(test)]
     pub inject_discard_failures: std::sync::atomic::AtomicU32,
-    /// Appends that succeed before `inject_append_failures` applies.
-    #[cfg(test)]
-    pub inject_append_skips: std::sync::atomic::AtomicU32,
-    /// Commits of the writer's open transaction that fail (it is aborted).
-    #[cfg(test)]
-    pub inject_pending_commit_failures: std::sync::atomic::AtomicU32,
-    /// Milliseconds every journal append takes at least, as on a slow disk.
-    #[cfg(test)]
-    pub inject_append_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Health {
@@ -217,12 +207,6 @@ impl Engine {
             inject_append_failures: Default::default(),
             #[cfg(test)]
             inject_discard_failures: Default::default(),
-            #[cfg(test)]
-            inject_append_skips: Default::default(),
-            #[cfg(test)]
-            inject_pending_commit_failures: Default::default(),
-            #[cfg(test)]
-            inject_append_delay_ms: Default::default(),
         });
         let writer = writer::spawn(
             db.clone(),
@@ -335,31 +319,6 @@ impl Engine {
         self.health
             .inject_discard_failures
             .store(discards, Ordering::Relaxed);
-    }
-
-    /// Lets the next `skips` journal appends succeed before the injected
-    /// append failures apply.
-    #[cfg(test)]
-    pub(crate) fn inject_journal_failures_after(&self, skips: u32) {
-        self.health
-            .inject_append_skips
-            .store(skips, Ordering::Relaxed);
-    }
-
-    /// Makes every journal append take at least `ms` milliseconds.
-    #[cfg(test)]
-    pub(crate) fn slow_down_appends(&self, ms: u64) {
-        self.health
-            .inject_append_delay_ms
-            .store(ms, Ordering::Relaxed);
-    }
-
-    /// Makes the next `n` commits of the writer's open transaction fail.
-    #[cfg(test)]
-    pub(crate) fn inject_pending_commit_failures(&self, n: u32) {
-        self.health
-            .inject_pending_commit_failures
-            .store(n, Ordering::Relaxed);
     }
 
     /// Partition id and key count of a live store.

@@ -15,9 +15,6 @@ pub struct CommitCounters {
     pub writes: f64,
     /// Seconds spent applying and committing them, fsync included.
     pub commit_seconds: f64,
-    /// redb commits that made groups visible (journaled groups can share
-    /// one); 0 from a server that does not report it.
-    pub database_commits: f64,
 }
 
 impl CommitCounters {
@@ -26,7 +23,6 @@ impl CommitCounters {
             groups: self.groups - earlier.groups,
             writes: self.writes - earlier.writes,
             commit_seconds: self.commit_seconds - earlier.commit_seconds,
-            database_commits: self.database_commits - earlier.database_commits,
         }
     }
 }
@@ -42,15 +38,7 @@ impl fmt::Display for CommitCounters {
             self.groups,
             self.writes / self.groups,
             self.commit_seconds * 1000.0 / self.groups
-        )?;
-        if self.database_commits > 0.0 {
-            write!(
-                f,
-                ", {:.1} groups/database commit",
-                self.groups / self.database_commits
-            )?;
-        }
-        Ok(())
+        )
     }
 }
 
@@ -122,7 +110,6 @@ pub fn parse(text: &str) -> Option<CommitCounters> {
         groups: value("drasi_store_commit_group_size_count")?,
         writes: value("drasi_store_commit_group_size_sum")?,
         commit_seconds: value("drasi_store_commit_duration_seconds_sum")?,
-        database_commits: value("drasi_store_database_commits_total").unwrap_or(0.0),
     })
 }
 
@@ -138,15 +125,14 @@ mod tests {
                     drasi_store_commit_group_size_count 20\n\
                     drasi_store_commit_group_size_bucket{le=\"1.0\"} 0\n\
                     drasi_store_commit_duration_seconds_sum 0.01\n\
-                    drasi_store_commit_duration_seconds_count 20\n\
-                    drasi_store_database_commits_total 5\n";
+                    drasi_store_commit_duration_seconds_count 20\n";
         let c = parse(text).unwrap();
         assert_eq!(c.groups, 20.0);
         assert_eq!(c.writes, 640.0);
         let delta = c.since(&CommitCounters::default());
         assert_eq!(
             delta.to_string(),
-            "20 commits, 32.0 writes/commit, 0.50 ms/commit, 4.0 groups/database commit"
+            "20 commits, 32.0 writes/commit, 0.50 ms/commit"
         );
         assert_eq!(parse("drasi_store_keys 3\n"), None);
         let requests = "drasi_store_requests_total{operation=\"batch\",status=\"200\"} 7\n\

@@ -46,12 +46,11 @@ pub(crate) fn spawn(
     journal: Option<crate::engine::journal::Journal>,
 ) -> anyhow::Result<WriterHandle> {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
-    let guard = ExitGuard(db.clone());
-    let mut writer = Writer::new(db, mode, health, metrics, journal)?;
+    let mut writer = Writer::new(db, mode, health, metrics, journal);
     let thread = std::thread::Builder::new()
         .name("drasi-store-writer".into())
         .spawn(move || {
-            let _guard = guard;
+            let _guard = ExitGuard;
             writer.run(rx)
         })?;
     Ok(WriterHandle {
@@ -186,13 +185,11 @@ impl WriterHandle {
 }
 
 /// Logs, through tracing rather than only the panic hook's stderr line,
-/// that the writer died: it is the event an operator needs to find. Readers
-/// waiting for its next commit stop waiting.
-struct ExitGuard(Arc<DbSlot>);
+/// that the writer died: it is the event an operator needs to find.
+struct ExitGuard;
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        self.0.visibility().writer_gone();
         if std::thread::panicking() {
             tracing::error!(
                 "the group-commit writer thread panicked; every write now fails \

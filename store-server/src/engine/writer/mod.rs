@@ -10,7 +10,6 @@
 //! [`group`] is the thread (grouping, durability, commit, GC turns); the
 //! ops themselves are applied by [`super::tables`].
 
-mod appender;
 mod group;
 mod handle;
 
@@ -22,8 +21,6 @@ use tokio::sync::oneshot;
 
 use super::EngineResult;
 use super::import::ImportPlan;
-#[cfg(test)]
-pub(crate) use group::MAX_GROUP_OPS;
 #[cfg(test)]
 pub(crate) use handle::QUEUE_CAPACITY;
 pub(crate) use handle::{WriterHandle, WriterState, spawn};
