@@ -36,16 +36,12 @@ fn report(client: &str, mut latencies: Vec<f64>, cpu: f64) {
     );
 }
 
-async fn with_reqwest(url: &str, requests: usize) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
-        .build()?;
-    let url = reqwest::Url::parse(url)?;
-    let get = || async {
-        let response = client.get(url.clone()).send().await?.error_for_status()?;
-        response.bytes().await
-    };
+/// Warms up, then times `requests` calls of `get` one after another.
+async fn measure(
+    client: &str,
+    requests: usize,
+    mut get: impl AsyncFnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     for _ in 0..200 {
         get().await?;
     }
@@ -55,8 +51,22 @@ async fn with_reqwest(url: &str, requests: usize) -> anyhow::Result<()> {
         get().await?;
         latencies.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    report("reqwest", latencies, cpu_us() - started);
+    report(client, latencies, cpu_us() - started);
     Ok(())
+}
+
+async fn with_reqwest(url: &str, requests: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .build()?;
+    let url = reqwest::Url::parse(url)?;
+    measure("reqwest", requests, async || {
+        let response = client.get(url.clone()).send().await?.error_for_status()?;
+        response.bytes().await?;
+        Ok(())
+    })
+    .await
 }
 
 async fn with_hyper(url: &str, requests: usize) -> anyhow::Result<()> {
@@ -73,7 +83,7 @@ async fn with_hyper(url: &str, requests: usize) -> anyhow::Result<()> {
     .await?;
     tokio::spawn(connection);
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let mut get = async || -> anyhow::Result<()> {
+    measure("hyper", requests, async || {
         send.ready().await?;
         let request = hyper::Request::get(path.as_str())
             .header(hyper::header::HOST, addr.as_str())
@@ -82,18 +92,8 @@ async fn with_hyper(url: &str, requests: usize) -> anyhow::Result<()> {
         anyhow::ensure!(response.status().is_success(), "{}", response.status());
         response.into_body().collect().await?;
         Ok(())
-    };
-    for _ in 0..200 {
-        get().await?;
-    }
-    let (started, mut latencies) = (cpu_us(), Vec::with_capacity(requests));
-    for _ in 0..requests {
-        let t = Instant::now();
-        get().await?;
-        latencies.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    report("hyper", latencies, cpu_us() - started);
-    Ok(())
+    })
+    .await
 }
 
 #[tokio::main]
