@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 
 use crate::answer;
 use crate::error::{CallContext, Failure, Op};
-use crate::transport::{Shared, method_of};
+use crate::transport::{Lost, Shared, method_of};
 
 /// Requests in flight per lane. Two keep one batch on the wire while the
 /// previous one waits for its commit; more would only split the queue into
@@ -214,23 +214,18 @@ pub(crate) async fn call(shared: &Arc<Shared>, handle: &Handle, call: Call) -> C
     }
 }
 
-/// Runs `task` right here when the caller's runtime can host requests (see
-/// [`crate::runtimes`]), otherwise on the provider's runtime (`handle`),
-/// waiting for it from whatever runtime (or none) the caller is on.
+/// Runs `task` where [`Shared::run`] puts it (see [`crate::runtimes`]).
 async fn run_on(
     shared: &Shared,
     handle: &Handle,
     task: impl std::future::Future<Output = CallResult> + Send + 'static,
 ) -> CallResult {
-    if shared.runs_here() {
-        return task.await;
-    }
-    match handle.spawn(task).await {
+    match shared.run(handle, task).await {
         Ok(result) => result,
-        Err(join) if join.is_panic() => Err(StateStoreError::Other(
+        Err(Lost::Panicked) => Err(StateStoreError::Other(
             "remote state store: the request task panicked".to_string(),
         )),
-        Err(_) => Err(runtime_gone()),
+        Err(Lost::RuntimeGone) => Err(runtime_gone()),
     }
 }
 

@@ -286,20 +286,23 @@ impl Transport {
                 .execute(op, method, &path, target.as_deref(), body.as_ref(), &decode)
                 .await
         };
-        if self.shared.runs_here() {
-            return request.await;
-        }
-        match self.handle.spawn(request).await {
+        match self.shared.run(&self.handle, request).await {
             Ok(outcome) => outcome,
-            Err(join) if join.is_panic() => {
+            Err(Lost::Panicked) => {
                 Err((Failure::Local("the request task panicked".to_string()), 1))
             }
-            Err(_) => Err((
+            Err(Lost::RuntimeGone) => Err((
                 Failure::Local("the provider's I/O runtime has shut down".to_string()),
                 1,
             )),
         }
     }
+}
+
+/// Why a request handed to the provider's runtime gave no answer.
+pub(crate) enum Lost {
+    Panicked,
+    RuntimeGone,
 }
 
 /// The reqwest method of an endpoint.
@@ -316,8 +319,28 @@ pub(crate) fn method_of(endpoint: &Endpoint) -> Method {
 impl Shared {
     /// Whether a request may be sent from the current runtime rather than
     /// handed to the provider's (see [`crate::runtimes`]).
-    pub(crate) fn runs_here(&self) -> bool {
+    fn runs_here(&self) -> bool {
         self.clients.here().is_some()
+    }
+
+    /// Runs `task` right here when the caller's runtime can host requests,
+    /// otherwise on the provider's runtime (`handle`), waiting for it from
+    /// whatever runtime (or none) the caller is on.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        handle: &Handle,
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, Lost> {
+        if self.runs_here() {
+            return Ok(task.await);
+        }
+        handle.spawn(task).await.map_err(|join| {
+            if join.is_panic() {
+                Lost::Panicked
+            } else {
+                Lost::RuntimeGone
+            }
+        })
     }
 
     async fn fetch_durability(&self) -> Option<Durability> {
