@@ -415,11 +415,6 @@ impl Writers {
     }
 }
 
-/// `rounds` times, as a rolling update restarts a leader: under the same
-/// 16 writers, `POST /v1/cluster/step-down` on the leader, then stop it
-/// (SIGTERM) and start it again. Reports the hand-over's own time (from
-/// the answer), the longest writer call of the round (what an application
-/// sees of it) and failed calls, next to the failover rounds above.
 /// Restarts the former leader and waits until it holds the whole log
 /// again, so the next round starts from three healthy replicas.
 async fn rejoin(cluster: &Cluster, node: usize, round: usize) -> anyhow::Result<()> {
@@ -430,6 +425,11 @@ async fn rejoin(cluster: &Cluster, node: usize, round: usize) -> anyhow::Result<
         .with_context(|| format!("round {round}"))
 }
 
+/// `rounds` times, as a rolling update restarts a leader: under the same
+/// 16 writers, `POST /v1/cluster/step-down` on the leader, then stop it
+/// (SIGTERM) and start it again. Reports the hand-over's own time (from
+/// the answer), the longest writer call of the round (what an application
+/// sees of it) and failed calls, next to the failover rounds above.
 async fn hand_over(cluster: &Arc<Cluster>, rounds: usize) -> anyhow::Result<String> {
     let writers = Writers::start(cluster)?;
     let mut table = String::from(
