@@ -38,6 +38,16 @@ fn provider(server: &ServerProcess) -> RemoteStateStoreProvider {
         .unwrap()
 }
 
+/// Writes `n` to `store`/`key` and checks that it reads straight back.
+async fn set_and_read_back(p: &dyn StateStoreProvider, store: &str, key: &str, n: u32) {
+    p.set(store, key, n.to_be_bytes().to_vec()).await.unwrap();
+    assert_eq!(
+        p.get(store, key).await.unwrap(),
+        Some(n.to_be_bytes().to_vec()),
+        "{store}/{key}"
+    );
+}
+
 fn fresh_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,11 +92,7 @@ fn fresh_runtimes_on_many_threads_share_one_provider() {
             std::thread::spawn(move || {
                 for i in 0..100u32 {
                     let store = format!("thread-{t}");
-                    fresh_runtime().block_on(async {
-                        p.set(&store, "k", i.to_be_bytes().to_vec()).await.unwrap();
-                        let got = p.get(&store, "k").await.unwrap();
-                        assert_eq!(got, Some(i.to_be_bytes().to_vec()));
-                    });
+                    fresh_runtime().block_on(set_and_read_back(&*p, &store, "k", i));
                 }
             })
         })
@@ -106,13 +112,7 @@ async fn many_concurrent_callers_on_a_multi_thread_runtime() {
             tokio::spawn(async move {
                 for i in 0..20u32 {
                     let key = format!("caller-{c}");
-                    p.set("multi", &key, i.to_be_bytes().to_vec())
-                        .await
-                        .unwrap();
-                    assert_eq!(
-                        p.get("multi", &key).await.unwrap(),
-                        Some(i.to_be_bytes().to_vec())
-                    );
+                    set_and_read_back(&*p, "multi", &key, i).await;
                 }
             })
         })
@@ -170,13 +170,7 @@ fn short_lived_multi_thread_runtimes_while_a_long_lived_one_keeps_calling() {
             multi_thread_runtime().block_on(async {
                 let mut calls = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) || calls < 100 {
-                    p.set("steady", "k", calls.to_be_bytes().to_vec())
-                        .await
-                        .unwrap();
-                    assert_eq!(
-                        p.get("steady", "k").await.unwrap(),
-                        Some(calls.to_be_bytes().to_vec())
-                    );
+                    set_and_read_back(&*p, "steady", "k", calls).await;
                     calls += 1;
                 }
                 calls
@@ -187,16 +181,7 @@ fn short_lived_multi_thread_runtimes_while_a_long_lived_one_keeps_calling() {
     // own connections; runtime ids are reused after a runtime ends.
     for i in 0..200u32 {
         let rt = multi_thread_runtime();
-        rt.block_on(async {
-            let key = format!("k{}", i % 10);
-            p.set("short", &key, i.to_be_bytes().to_vec())
-                .await
-                .unwrap();
-            assert_eq!(
-                p.get("short", &key).await.unwrap(),
-                Some(i.to_be_bytes().to_vec())
-            );
-        });
+        rt.block_on(set_and_read_back(&*p, "short", &format!("k{}", i % 10), i));
         drop(rt);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
