@@ -18,14 +18,47 @@ pub const PEER_TOKEN: &str = "replication-peer-token-0123";
 /// Reserves `n` free loopback ports. The peer addresses must be known
 /// before any node starts, so they cannot be `:0`; the tiny window between
 /// closing these sockets and the nodes binding them is accepted.
+///
+/// The ports are picked below the kernel's ephemeral range: a node that is
+/// killed and restarted binds its ports again, and while it was down an
+/// outgoing connection of any process here (the tests run in parallel)
+/// could have been given a port from that range as its local port, failing
+/// the restart with "address already in use".
 fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
+    use rand::Rng as _;
+    const LOWEST: u16 = 10_000;
+    let ephemeral = first_ephemeral_port();
+    let mut listeners = Vec::with_capacity(n);
+    if ephemeral < LOWEST + 1_000 {
+        // No room below the range: let the kernel choose.
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0")?);
+        }
+    } else {
+        let mut rng = rand::thread_rng();
+        let mut tries = 0;
+        while listeners.len() < n {
+            tries += 1;
+            if tries > 10_000 {
+                bail!("no free loopback port between {LOWEST} and {ephemeral}");
+            }
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", rng.gen_range(LOWEST..ephemeral))) {
+                listeners.push(l);
+            }
+        }
+    }
     Ok(listeners
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The first port the kernel hands out to outgoing connections.
+fn first_ephemeral_port() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 pub struct Cluster {
@@ -546,5 +579,24 @@ impl Cluster {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn reserved_ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let ports = free_ports(16).unwrap();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), 16);
+        let ephemeral = first_ephemeral_port();
+        for port in ports {
+            if ephemeral >= 11_000 {
+                assert!(port < ephemeral, "{port} is in the ephemeral range");
+            }
+            TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
     }
 }
